@@ -1,0 +1,69 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Everything they need (Debian packages, Go-built cluster binaries, the Python venv)
+# is installed by the targets below, idempotently, and cached outside the repo.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export ETCD_REGISTRAR_CACHE ?= $(HOME)/.cache/etcd-registrar
+
+.PHONY: help deps tools venv lint typecheck unit integration e2e test demo cluster-up cluster-down crds bench bench-quick clean
+
+help:
+	@echo "make demo   - local cluster + operator + demo workload, registry shown live"
+	@echo "make test   - lint, types, unit, integration and e2e tests (installs what it needs)"
+
+deps:
+	@hack/install-deps.sh
+
+tools: deps
+	@hack/build-tools.sh
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: venv deps
+	$(BIN)/pytest -q -m integration tests/integration
+
+e2e: venv tools
+	$(BIN)/pytest -q -m e2e tests/e2e
+
+test: venv tools lint typecheck
+	$(BIN)/pytest -q tests
+
+crds: venv
+	$(BIN)/etcd-registrar crds > crds/serviceregistrations.etcd-registrar.io.yaml
+
+cluster-up: tools
+	@hack/cluster-up.sh
+
+cluster-down:
+	@hack/cluster-down.sh
+
+demo: venv tools
+	@hack/demo.sh
+
+bench: venv tools
+	$(BIN)/python -m bench.run
+
+bench-quick: venv tools
+	$(BIN)/python -m bench.run --quick
+
+clean: cluster-down
+	rm -rf $(VENV) .cluster
