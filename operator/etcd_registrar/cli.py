@@ -1,0 +1,207 @@
+"""`etcd-registrar` command line: run, ls, watch, crds, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from etcd_registrar import crd
+from etcd_registrar.config import Settings
+from etcd_registrar.etcd import Etcd, EtcdError
+from etcd_registrar.formats import FORMATS, Format, build_layout
+from etcd_registrar.model import describe
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; unset flags fall back to ETCD_REGISTRAR_* or the default."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"ETCD_REGISTRAR_{name.upper()}"
+        help_text = f"{field.description} [env {env}; default {field.default!r}]"
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+        elif list in (getattr(field.annotation, "__origin__", None), *get_args(field.annotation)):
+            parser.add_argument(flag, dest=name, action="append", help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, help=help_text)
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        flags = {n: "--" + n.replace("_", "-") for n in Settings.model_fields}
+        sys.exit(f"etcd-registrar: invalid configuration: {describe(exc, flags)}")
+
+
+def _configure_logging(settings: Settings) -> None:
+    import kopf
+
+    fmt = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=False, log_format=fmt)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from etcd_registrar import handlers  # noqa: F401 - registers the handlers with kopf
+
+    settings = load_settings(args)
+    _configure_logging(settings)
+    kopf.run(
+        standalone=True,
+        clusterwide=not settings.namespace,
+        namespaces=settings.namespace,
+        memo=kopf.Memo(config=settings),
+    )
+    return 0
+
+
+async def _ls(settings: Settings, service: str | None, as_json: bool) -> int:
+    etcd = Etcd(settings.etcd())
+    owner_prefix = f"/etcd-registrar/{settings.owner_id}/leases/"
+    rows: list[dict[str, Any]] = []
+    try:
+        records, _ = await etcd.get_prefix(owner_prefix)
+        for record in records:
+            pool = json.loads(record.value)
+            if service and pool["service"] != service:
+                continue
+            ttl, keys = await etcd.time_to_live(record.lease)
+            values = await etcd.get_many(k for k in keys if k != record.key)
+            rows += [
+                {
+                    "namespace": pool["namespace"],
+                    "service": pool["service"],
+                    "key": kv.key,
+                    "value": kv.value,
+                    "lease": f"{kv.lease:x}",
+                    "ttl": ttl,
+                }
+                for kv in values.values()
+            ]
+    finally:
+        await etcd.close()
+    rows.sort(key=lambda r: (r["namespace"], r["service"], r["key"]))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["namespace", "service", "key", "value", "ttl"])
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+def service_prefix(service: str, fmt: Format, prefix: str | None, namespace: str = "") -> str:
+    """The key prefix under which a consumer finds every endpoint of `service`."""
+    layout = build_layout(
+        format=fmt,
+        prefix=prefix,
+        key=None,
+        value=None,
+        scheme="grpc",
+        zone="skydns.local",
+        ttl=10,
+        metadata={},
+    )
+    marker = "\x00"
+    facts = {
+        "service": service,
+        "namespace": namespace or marker,
+        "pod": marker,
+        "uid": marker,
+        "node": marker,
+        "ip": marker,
+        "port": 0,
+    }
+    key, _ = layout.render(facts)
+    return key.split(marker, 1)[0]
+
+
+async def _watch(settings: Settings, prefix: str) -> int:
+    etcd = Etcd(settings.etcd())
+    try:
+        existing, revision = await etcd.get_prefix(prefix)
+        for kv in existing:
+            print(f"PUT     {kv.key} {kv.value}", flush=True)
+        async for event in etcd.watch_prefix(prefix, revision + 1):
+            print(f"{event.kind:<7} {event.key} {event.value}".rstrip(), flush=True)
+    finally:
+        await etcd.close()
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    return asyncio.run(_ls(load_settings(args), args.service, args.json))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    fmt = args.format or settings.default_format
+    prefix = service_prefix(args.service, fmt, args.prefix or settings.default_prefix)
+    print(f"# watching {prefix!r} (format {fmt})", file=sys.stderr, flush=True)
+    try:
+        return asyncio.run(_watch(settings, prefix))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_crds(_: argparse.Namespace) -> int:
+    sys.stdout.write(crd.render())
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from etcd_registrar.doctor import run_checks
+
+    return run_checks(load_settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etcd-registrar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator")
+    run.set_defaults(func=cmd_run)
+    ls = sub.add_parser("ls", help="list what the operator holds in etcd")
+    ls.add_argument("service", nargs="?", help="only this service")
+    ls.add_argument("--json", action="store_true", help="JSON instead of a table")
+    ls.set_defaults(func=cmd_ls)
+    watch = sub.add_parser("watch", help="stream a service's keys as a consumer sees them")
+    watch.add_argument("service")
+    watch.add_argument("--format", choices=FORMATS, help="layout (default: --default-format)")
+    watch.add_argument("--prefix", help="key prefix (default: the format's)")
+    watch.set_defaults(func=cmd_watch)
+    crds = sub.add_parser("crds", help="print the ServiceRegistration CRD")
+    crds.set_defaults(func=cmd_crds)
+    doctor = sub.add_parser("doctor", help="check API server and etcd access, say what is wrong")
+    doctor.set_defaults(func=cmd_doctor)
+    for command in (run, ls, watch, doctor):
+        _add_settings_flags(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args))
+    except EtcdError as exc:
+        print(f"etcd-registrar: etcd: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

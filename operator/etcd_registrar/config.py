@@ -1,0 +1,102 @@
+"""Operator configuration: `etcd-registrar run` flags, each also read from ETCD_REGISTRAR_<FLAG>.
+
+The flags are generated from this model (one source of truth for the CLI, the environment,
+the Helm values and the docs).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from etcd_registrar.etcd import EtcdConfig, grpc_target
+from etcd_registrar.formats import Format
+from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds from `30`, `30s`, `500ms`, `1m` or `1h`."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 30s, 500ms or 1m")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ETCD_REGISTRAR_", extra="forbid")
+
+    etcd_endpoints: Annotated[list[str], NoDecode] = Field(
+        default=["http://127.0.0.1:2379"], description="Comma-separated etcd client URLs."
+    )
+    etcd_ca: Path | None = Field(None, description="CA bundle that signs the etcd server certs.")
+    etcd_cert: Path | None = Field(None, description="Client certificate for etcd mTLS.")
+    etcd_key: Path | None = Field(None, description="Client key for etcd mTLS.")
+    etcd_username: str | None = Field(None, description="etcd user (with --etcd-password-file).")
+    etcd_password_file: Path | None = Field(None, description="File holding the etcd password.")
+    etcd_timeout: float = Field(5.0, gt=0, description="Seconds before an etcd request fails.")
+    namespace: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Namespaces to watch (repeatable); default: all."
+    )
+    pod_selector: str | None = Field(
+        None, description="Server-side label selector for the pods watched (large clusters)."
+    )
+    default_ttl: int = Field(10, ge=TTL_MIN, le=TTL_MAX, description="Lease TTL in seconds.")
+    default_format: Format = Field("address", description="Layout for annotated pods.")
+    default_prefix: str | None = Field(
+        None, pattern=PREFIX_PATTERN, description="Key prefix; default: the format's own."
+    )
+    owner_id: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9_.-]{1,63}$",
+        description="Names this operator's leases, for several clusters sharing one etcd.",
+    )
+    resync: float = Field(30.0, gt=0, description="Sweep interval (e.g. 30s, 1m).")
+    dry_run: bool = Field(False, description="Log every etcd write instead of writing.")
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
+    health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+
+    @field_validator("etcd_endpoints", "namespace", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [p.strip() for item in value for p in str(item).split(",") if p.strip()]
+        return value
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _valid_endpoints(cls, value: list[str]) -> list[str]:
+        grpc_target(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("resync", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str | int | float) else value
+
+    _prefix_segments = field_validator("default_prefix")(check_prefix)
+
+    def etcd(self) -> EtcdConfig:
+        password = None
+        if self.etcd_password_file is not None:
+            password = self.etcd_password_file.read_text().strip()
+        return EtcdConfig(
+            endpoints=tuple(self.etcd_endpoints),
+            ca=self.etcd_ca,
+            cert=self.etcd_cert,
+            key=self.etcd_key,
+            username=self.etcd_username,
+            password=password,
+            timeout=self.etcd_timeout,
+        )

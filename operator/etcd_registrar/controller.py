@@ -1,0 +1,445 @@
+"""Controller: keeps the desired keys of every pod and registration, and reconciles by level.
+
+Every event recomputes the desired keys of the object it concerns (O(1) in the number of
+pods for a pod event), diffs them against the registry's view and queues the difference. A
+periodic sweep re-reads etcd and the pod list and repairs whatever events missed; it deletes
+nothing before the first complete view of the pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from etcd_registrar import metrics
+from etcd_registrar.kube import Kube
+from etcd_registrar.plan import Conflict, plan
+from etcd_registrar.registry import Registry
+from etcd_registrar.source import Defaults, Endpoint, PodView, Registration, desired_for_pod
+
+logger = logging.getLogger(__name__)
+
+ServiceId = tuple[str, str]  # (namespace, service)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A Kubernetes Event to post about a pod: (type, reason, message)."""
+
+    type: str
+    reason: str
+    message: str
+    pod: Mapping[str, Any]  # apiVersion/kind/metadata of the pod the event is about
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a pod event led to: Events to post now, and ones to post once etcd has the keys."""
+
+    now: list[Notice] = field(default_factory=list)
+    committed: asyncio.Future[None] | None = None
+    after_commit: list[Notice] = field(default_factory=list)
+
+
+def _ref(pod: PodView) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
+    }
+
+
+class Controller:
+    def __init__(
+        self, registry: Registry, kube: Kube, defaults: Defaults, *, resync: float = 30.0
+    ) -> None:
+        self.registry = registry
+        self.kube = kube
+        self.defaults = defaults
+        self.resync = resync
+        registry.on_lease_lost = self._replan
+        self.pods: dict[str, PodView] = {}
+        self.pods_by_ns: dict[str, set[str]] = {}
+        self.claims: dict[str, dict[str, Endpoint]] = {}  # key -> pod uid -> endpoint
+        self.keys_by_pod: dict[str, set[str]] = {}
+        self.keys_by_service: dict[ServiceId, set[str]] = {}
+        self.registrations: dict[tuple[str, str], Registration] = {}  # (namespace, name)
+        self.effective: dict[ServiceId, Registration] = {}
+        self.conflicts: dict[str, Conflict] = {}
+        self.problems: dict[str, tuple[str, ...]] = {}  # pod uid -> last reported problems
+        self.view_complete = asyncio.Event()
+        self._expected: set[str] | None = None
+        self._dirty: set[tuple[str, str]] = set()
+        self._status_sent: dict[tuple[str, str], dict[str, Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_sweep = time.monotonic()
+
+    # --- pods -------------------------------------------------------------------------------
+
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> Outcome:
+        seen = time.monotonic()
+        uid = body["metadata"]["uid"]
+        self._mark_seen(uid)
+        if event_type == "DELETED":
+            pod = self._forget_pod(uid)
+            endpoints: list[Endpoint] = []
+            problems: list[str] = []
+        else:
+            pod = PodView.from_body(body)
+            self.pods[uid] = pod
+            self.pods_by_ns.setdefault(pod.namespace, set()).add(uid)
+            if pod.service is None and uid not in self.keys_by_pod and not self._selected(pod):
+                return Outcome()  # not opted in, nothing held: the common case stays cheap
+            wanted, refusals = desired_for_pod(pod, self._regs_in(pod.namespace), self.defaults)
+            endpoints, problems = wanted, [p.message for p in refusals]
+        if pod is None:
+            return Outcome()
+        return self._apply_pod(pod, endpoints, problems, seen)
+
+    def _apply_pod(
+        self, pod: PodView, endpoints: list[Endpoint], problems: list[str], seen: float
+    ) -> Outcome:
+        outcome = Outcome()
+        if problems and tuple(problems) != self.problems.get(pod.uid):
+            metrics.invalid.labels("pod").inc(len(problems))
+            outcome.now += [
+                Notice("Warning", "InvalidRegistration", m, _ref(pod)) for m in problems
+            ]
+        if problems:
+            self.problems[pod.uid] = tuple(problems)
+        else:
+            self.problems.pop(pod.uid, None)
+        before = self.keys_by_pod.get(pod.uid, set())
+        after = self._claim(pod.uid, endpoints)
+        if before == after and all(self.registry.current(e.key) for e in endpoints):
+            return outcome
+        outcome.committed, notices, _ = self._plan_and_submit(before | after, seen)
+        outcome.now += notices
+        added, removed = len(after - before), len(before - after)
+        if added or removed:
+            metrics.transitions.labels("register" if added else "deregister").inc()
+        for e in endpoints:
+            if e.key not in before:
+                outcome.after_commit.append(
+                    Notice("Normal", "Registered", f"{e.service}: {e.key} = {e.value}", _ref(pod))
+                )
+        for key in before - after:
+            outcome.after_commit.append(
+                Notice("Normal", "Deregistered", f"removed {key}", _ref(pod))
+            )
+        return outcome
+
+    def _claim(self, uid: str, endpoints: Iterable[Endpoint]) -> set[str]:
+        """Record the keys pod `uid` wants now; return their set."""
+        new = {e.key: e for e in endpoints}
+        for key in self.keys_by_pod.get(uid, set()) - new.keys():
+            claimants = self.claims.get(key, {})
+            gone = claimants.pop(uid, None)
+            if not claimants:
+                self.claims.pop(key, None)
+                if gone is not None:
+                    self.keys_by_service.get((gone.namespace, gone.service), set()).discard(key)
+        for key, endpoint in new.items():
+            self.claims.setdefault(key, {})[uid] = endpoint
+            self.keys_by_service.setdefault((endpoint.namespace, endpoint.service), set()).add(key)
+            self._dirty_service(endpoint.namespace, endpoint.service)
+        if new:
+            self.keys_by_pod[uid] = set(new)
+        else:
+            self.keys_by_pod.pop(uid, None)
+        return set(new)
+
+    def _forget_pod(self, uid: str) -> PodView | None:
+        pod = self.pods.pop(uid, None)
+        if pod is not None:
+            self.pods_by_ns.get(pod.namespace, set()).discard(uid)
+            self.problems.pop(uid, None)
+        return pod
+
+    def _selected(self, pod: PodView) -> bool:
+        return any(r.selects(pod) for r in self._regs_in(pod.namespace))
+
+    def _regs_in(self, namespace: str) -> list[Registration]:
+        return [r for (ns, _), r in self.effective.items() if ns == namespace]
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def _plan_and_submit(
+        self, keys: set[str], seen: float | None = None
+    ) -> tuple[asyncio.Future[None], list[Notice], int]:
+        """Plan `keys`, queue the changes; return the commit future, Events, and change count."""
+        result = plan(keys, self.claims, self.registry.current_many(keys))
+        notices: list[Notice] = []
+        for key in keys:
+            self.conflicts.pop(key, None)
+        for conflict in result.conflicts:
+            self.conflicts[conflict.key] = conflict
+            win = conflict.winner
+            self._dirty_service(win.namespace, win.service)
+            for loser in conflict.losers:
+                pod = self.pods.get(loser.pod_uid)
+                if pod is not None:
+                    message = (
+                        f"{loser.service}: key {conflict.key} is already held by the older pod "
+                        f"{win.namespace}/{win.pod_name}; this pod is not registered"
+                    )
+                    notices.append(Notice("Warning", "Conflict", message, _ref(pod)))
+        metrics.conflicts.set(len(self.conflicts))
+        touched = {(e.namespace, e.service) for e in result.puts} | {
+            held.pool[:2] for k in result.deletes if (held := self.registry.held.get(k))
+        }
+        for key in result.deletes:
+            logger.info("deleting key %s", key)
+        future = self.registry.submit(result.puts, result.deletes, seen)
+        if touched:  # endpoint counts in the status change once etcd has the writes
+            future.add_done_callback(lambda _: self._dirty_services(touched))
+        return future, notices, len(result.puts) + len(result.deletes)
+
+    def _replan(self, keys: set[str]) -> None:
+        """Re-queue `keys` from the desired state (after a lease was lost)."""
+        self._plan_and_submit(keys)
+
+    # --- registrations ----------------------------------------------------------------------
+
+    def on_registration(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        ident = (meta["namespace"], meta["name"])
+        old = self.registrations.get(ident)
+        if event_type == "DELETED":
+            self.registrations.pop(ident, None)
+            self._status_sent.pop(ident, None)
+        else:
+            new = Registration.from_body(body, self.defaults)
+            if new.error:
+                metrics.invalid.labels("registration").inc()
+            self.registrations[ident] = new
+            self._status_sent.setdefault(ident, dict(body.get("status") or {}))
+            self._dirty.add(ident)
+        services = {(r.namespace, r.service) for r in (old, self.registrations.get(ident)) if r}
+        for sid in services:
+            self._elect(sid)
+        self._recompute(ident[0], services)
+
+    def _elect(self, sid: ServiceId) -> None:
+        """The registration governing a service: valid ones first, then by name."""
+        candidates = [r for r in self.registrations.values() if (r.namespace, r.service) == sid]
+        usable = sorted((r for r in candidates if r.layout is not None), key=lambda r: r.name)
+        if usable:
+            self.effective[sid] = usable[0]
+        else:
+            self.effective.pop(sid, None)
+        for r in candidates:
+            self._dirty.add((r.namespace, r.name))
+
+    def _recompute(self, namespace: str, services: set[ServiceId]) -> None:
+        names = {s for _, s in services}
+        regs = self._regs_in(namespace)
+        keys: set[str] = set()
+        for uid in list(self.pods_by_ns.get(namespace, ())):
+            pod = self.pods[uid]
+            holds = self.keys_by_pod.get(uid, set())
+            if pod.service not in names and not holds and not any(r.selects(pod) for r in regs):
+                continue
+            endpoints, _ = desired_for_pod(pod, regs, self.defaults)
+            keys |= holds | self._claim(uid, endpoints)
+        for sid in services:
+            keys |= self.keys_by_service.get(sid, set())
+        if keys:
+            self._plan_and_submit(keys)
+
+    # --- view completeness and sweep --------------------------------------------------------
+
+    def _mark_seen(self, uid: str) -> None:
+        if self._expected is not None:
+            self._expected.discard(uid)
+            if not self._expected:
+                self._expected = None
+                self.view_complete.set()
+                logger.info("initial view of %d pods complete", len(self.pods))
+
+    async def _await_initial_view(self) -> None:
+        """Wait until every pod that existed at start has been seen (or is gone)."""
+        while not self.view_complete.is_set():
+            try:
+                live = await self.kube.list_pod_uids()
+            except Exception as exc:
+                logger.warning("listing pods failed (%s); retrying", exc)
+                await asyncio.sleep(2)
+                continue
+            expected = live - self.pods.keys() if self._expected is None else self._expected & live
+            if not expected:
+                self._expected = None
+                self.view_complete.set()
+                logger.info("initial view of %d pods complete", len(self.pods))
+                break
+            self._expected = expected
+            await asyncio.sleep(2)
+
+    async def sweep(self) -> int:
+        """Repair drift: pods missed by events, keys deleted or changed behind our back.
+
+        Returns how many keys it had to put or delete.
+        """
+        known = set(self.pods)
+        try:
+            live = await self.kube.list_pod_uids()
+        except Exception as exc:
+            logger.warning("pod relist failed: %s", exc)
+            live = known
+        for uid in known - live:
+            pod = self._forget_pod(uid)
+            if pod is not None:
+                self._apply_pod(pod, [], [], time.monotonic())
+        await self.registry.refresh_view(self.claims.keys())
+        keys = set(self.claims) | set(self.registry.held)
+        _, _, repaired = self._plan_and_submit(keys)
+        self.last_sweep = time.monotonic()
+        self.mark_all_dirty()
+        metrics.sweeps.inc()
+        if repaired:
+            metrics.drift.inc(repaired)
+            logger.info("sweep repaired %d keys", repaired)
+        return repaired
+
+    async def _sweep_loop(self) -> None:
+        await self._await_initial_view()
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("sweep failed")
+            await asyncio.sleep(self.resync)
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _dirty_services(self, services: Iterable[ServiceId]) -> None:
+        for sid in services:
+            self._dirty_service(*sid)
+
+    def _dirty_service(self, namespace: str, service: str) -> None:
+        reg = self.effective.get((namespace, service))
+        if reg is not None:
+            self._dirty.add((reg.namespace, reg.name))
+
+    def status_of(self, ident: tuple[str, str]) -> dict[str, Any]:
+        reg = self.registrations[ident]
+        keys = self.keys_by_service.get((reg.namespace, reg.service), set())
+        held = sum(1 for k in keys if k in self.registry.held)
+        governing = self.effective.get((reg.namespace, reg.service))
+        conflicts = [self.conflicts[k] for k in keys if k in self.conflicts]
+        conditions: list[tuple[str, bool, str, str]] = []
+        if reg.error:
+            conditions.append(("InvalidSpec", True, "InvalidSpec", reg.error))
+        elif governing is not None and governing.name != reg.name:
+            conditions.append(
+                (
+                    "InvalidSpec",
+                    True,
+                    "Duplicate",
+                    f"service {reg.service} is already governed by {governing.name}",
+                )
+            )
+        if conflicts:
+            c = conflicts[0]
+            losers = ", ".join(e.pod_name for e in c.losers)
+            conditions.append(
+                (
+                    "Conflict",
+                    True,
+                    "KeyConflict",
+                    f"{len(conflicts)} keys claimed by several pods, e.g. {c.key}: "
+                    f"{c.winner.pod_name} kept, {losers} refused",
+                )
+            )
+        ready = not reg.error and governing is reg and held == len(keys)
+        pending = len(keys) - held
+        message = (
+            f"{held} keys held in etcd"
+            if ready
+            else reg.error or f"{pending} of {len(keys)} keys not yet written to etcd"
+        )
+        conditions.insert(0, ("Ready", ready, "Synced" if ready else "NotSynced", message))
+        return {
+            "observedGeneration": reg.generation,
+            "service": reg.service,
+            "format": reg.format,
+            "endpoints": held,
+            "conditions": self._conditions(ident, conditions, reg.generation),
+        }
+
+    def _conditions(
+        self, ident: tuple[str, str], wanted: list[tuple[str, bool, str, str]], generation: int
+    ) -> list[dict[str, Any]]:
+        previous = {c["type"]: c for c in self._status_sent.get(ident, {}).get("conditions") or []}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out = []
+        for ctype, value, reason, message in wanted:
+            status = "True" if value else "False"
+            old = previous.get(ctype)
+            since = old["lastTransitionTime"] if old and old.get("status") == status else now
+            out.append(
+                {
+                    "type": ctype,
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": since,
+                    "observedGeneration": generation,
+                }
+            )
+        return out
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            dirty, self._dirty = self._dirty, set()
+            for ident in dirty:
+                if ident not in self.registrations:
+                    continue
+                status = self.status_of(ident)
+                if _same_status(status, self._status_sent.get(ident)):
+                    continue
+                try:
+                    await self.kube.patch_registration_status(*ident, status)
+                    self._status_sent[ident] = status
+                except Exception as exc:
+                    logger.warning("status update of %s/%s failed: %s", *ident, exc)
+                    self._dirty.add(ident)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._sweep_loop(), name="sweep"),
+            asyncio.create_task(self._status_loop(), name="status"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def mark_all_dirty(self) -> None:
+        self._dirty.update(self.registrations)
+
+
+def _same_status(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    if not old:
+        return False
+    return _without_times(new) == _without_times(old)
+
+
+def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
+    conditions = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"}
+        for c in status.get("conditions") or []
+    ]
+    return {**status, "conditions": conditions}

@@ -1,0 +1,160 @@
+"""Generate the ServiceRegistration CRD from the pydantic model: one source of truth.
+
+Pydantic emits JSON Schema (``$ref``, ``anyOf`` with null, titles); Kubernetes wants a
+structural OpenAPI v3 schema. ``structural()`` translates the one into the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from etcd_registrar import GROUP, KIND, PLURAL, VERSION
+from etcd_registrar.formats import PLACEHOLDERS
+from etcd_registrar.model import (
+    PORT_NAME_PATTERN,
+    ServiceRegistrationSpec,
+    ServiceRegistrationStatus,
+)
+
+_PLACEHOLDER_RE = "|".join(sorted(PLACEHOLDERS))
+# A template is literal text (no braces) and {known} placeholders; {{ and }} escape braces.
+_TEMPLATE_RE = rf"^([^{{}}]|\{{\{{|\}}\}}|\{{({_PLACEHOLDER_RE})\}})*$"
+_TEMPLATE_RULE = "self.matches('" + _TEMPLATE_RE.replace("\\", "\\\\") + "')"  # CEL escapes
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Translate one pydantic JSON Schema node into a structural OpenAPI v3 node."""
+    defs = schema.get("$defs", defs) or {}
+    if "$ref" in schema:
+        return structural(defs[schema["$ref"].split("/")[-1]], defs)
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if branches:
+        types = {b.get("type") for b in branches}
+        node = (
+            {"x-kubernetes-int-or-string": True}
+            if types == {"integer", "string"}
+            else structural(branches[0], defs)
+        )
+        if "description" in schema:
+            node["description"] = schema["description"]
+        return node
+    out: dict[str, Any] = {}
+    for key in ("type", "description", "enum", "pattern", "minLength", "maxLength", "format"):
+        if key in schema:
+            out[key] = schema[key]
+    if "minimum" in schema:
+        out["minimum"] = schema["minimum"]
+    if "maximum" in schema:
+        out["maximum"] = schema["maximum"]
+    if "const" in schema:
+        out["enum"] = [schema["const"]]
+    if "default" in schema and schema["default"] is not None:
+        out["default"] = schema["default"]
+    if schema.get("type") == "object":
+        if "properties" in schema:
+            out["properties"] = {k: structural(v, defs) for k, v in schema["properties"].items()}
+            if schema.get("required"):
+                out["required"] = schema["required"]
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            out["additionalProperties"] = structural(extra, defs)
+    if schema.get("type") == "array":
+        out["items"] = structural(schema["items"], defs)
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    node = structural(ServiceRegistrationSpec.model_json_schema(by_alias=True))
+    props = node["properties"]
+    for name in ("key", "value"):
+        props[name]["x-kubernetes-validations"] = [
+            {
+                "rule": _TEMPLATE_RULE,
+                "message": f"{name} may only use the placeholders "
+                + " ".join("{" + p + "}" for p in sorted(PLACEHOLDERS)),
+            }
+        ]
+    props["port"]["x-kubernetes-validations"] = [
+        {
+            "rule": "type(self) == int ? self >= 1 && self <= 65535 : self.matches('"
+            + PORT_NAME_PATTERN
+            + "')",
+            "message": "port must be a number 1-65535 or a container port name",
+        }
+    ]
+    props["prefix"]["x-kubernetes-validations"] = [
+        {
+            "rule": "!self.split('/').exists(s, s == '.' || s == '..')",
+            "message": "prefix must not contain '.' or '..' segments",
+        }
+    ]
+    return node
+
+
+def status_schema() -> dict[str, Any]:
+    node = structural(ServiceRegistrationStatus.model_json_schema(by_alias=True))
+    conditions = node["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return node
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition manifest."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["sreg"],
+                "categories": ["etcd-registrar"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Service", "type": "string", "jsonPath": ".status.service"},
+                        {"name": "Format", "type": "string", "jsonPath": ".status.format"},
+                        {"name": "Endpoints", "type": "integer", "jsonPath": ".status.endpoints"},
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Registers the selected pods in etcd while ready.",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `etcd-registrar crds` from etcd_registrar.model. Do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)

@@ -1,0 +1,89 @@
+"""The few Kubernetes API calls the controller makes itself (kopf does the watching).
+
+The official client is synchronous, so each call runs in a worker thread; these calls are
+rare (a pod UID list per sweep, debounced status patches), never per pod event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import kubernetes
+
+from etcd_registrar import GROUP, PLURAL, VERSION
+
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def load_config() -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient()
+
+
+class Kube:
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        namespaces: Sequence[str] = (),
+        pod_selector: str | None = None,
+    ) -> None:
+        self.api = api
+        self.namespaces = tuple(namespaces)
+        self.pod_selector = pod_selector
+
+    async def list_pod_uids(self) -> set[str]:
+        """UIDs of every pod in scope, listed as metadata only (a fraction of full pods)."""
+        paths = (
+            [f"/api/v1/namespaces/{ns}/pods" for ns in self.namespaces]
+            if self.namespaces
+            else ["/api/v1/pods"]
+        )
+        uids: set[str] = set()
+        for path in paths:
+            uids |= await asyncio.to_thread(self._list_uids, path)
+        return uids
+
+    def _list_uids(self, path: str) -> set[str]:
+        uids: set[str] = set()
+        token: str | None = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", 5000)]
+            if self.pod_selector:
+                query.append(("labelSelector", self.pod_selector))
+            if token:
+                query.append(("continue", token))
+            call: Any = self.api.call_api  # its type stubs lag behind its signature
+            response = call(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": _METADATA_LIST},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+            )[0]
+            page = json.loads(response.data)
+            uids.update(item["metadata"]["uid"] for item in page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return uids
+
+    async def patch_registration_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        custom = kubernetes.client.CustomObjectsApi(self.api)
+        await asyncio.to_thread(
+            custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+        )

@@ -1,0 +1,195 @@
+"""The public data model: ServiceRegistration spec/status and pod annotations, validated.
+
+The CRD's OpenAPI schema is generated from these models (see ``crd.py``), so the API server
+and the operator enforce the same rules. Rules a schema cannot express are checked here and
+surface as an InvalidSpec condition or a Warning Event.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from etcd_registrar import ANNOTATION_METADATA, ANNOTATION_PORT, ANNOTATION_SERVICE
+from etcd_registrar.formats import PLACEHOLDERS, Format
+
+SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+PREFIX_PATTERN = r"^(/[A-Za-z0-9_.-]+)*$"
+ZONE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+METADATA_MAX_BYTES = 4096
+TTL_MIN, TTL_MAX = 2, 3600
+
+ServiceName = Annotated[str, Field(min_length=1, max_length=63, pattern=SERVICE_PATTERN)]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+PortName = Annotated[str, Field(min_length=1, max_length=15, pattern=PORT_NAME_PATTERN)]
+Port = PortNumber | PortName
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class LabelSelectorRequirement(_Model):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] | None = None
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "Exists":
+            return present
+        if self.operator == "DoesNotExist":
+            return not present
+        inside = present and labels[self.key] in (self.values or [])
+        return inside if self.operator == "In" else not inside
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Kubernetes semantics: all terms must hold; an empty selector matches everything."""
+        for key, value in (self.match_labels or {}).items():
+            if labels.get(key) != value:
+                return False
+        return all(req.matches(labels) for req in self.match_expressions or [])
+
+
+def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is not None and len(json.dumps(value).encode()) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes as JSON")
+    return value
+
+
+def check_prefix(value: str | None) -> str | None:
+    if value is not None and any(seg in (".", "..") for seg in value.split("/")):
+        raise ValueError(f"prefix {value!r} must not contain '.' or '..' segments")
+    return value
+
+
+class ServiceRegistrationSpec(_Model):
+    """What to register for the selected pods, and how keys and values look."""
+
+    service: ServiceName | None = Field(None, description="Service name; default: metadata.name.")
+    selector: LabelSelector | None = Field(
+        None, description="Pods matching this label selector are registered without annotations."
+    )
+    port: Port | None = Field(
+        None, description="Container port number or name; a pod annotation wins."
+    )
+    ttl: int | None = Field(
+        None, ge=TTL_MIN, le=TTL_MAX, description="Lease TTL in seconds; default from the operator."
+    )
+    format: Format | None = Field(None, description="Key/value layout; default from the operator.")
+    prefix: str | None = Field(
+        None, max_length=253, pattern=PREFIX_PATTERN, description="Key prefix; default per format."
+    )
+    key: str | None = Field(
+        None, max_length=512, description="Key template; overrides the format's."
+    )
+    value: str | None = Field(
+        None, max_length=4096, description="Value template; overrides the format's."
+    )
+    metadata: dict[str, str] | None = Field(
+        None, description="Metadata carried in JSON-shaped values."
+    )
+    publish_not_ready: bool = Field(
+        False, description="Register pods with an IP whatever their readiness."
+    )
+    scheme: Literal["grpc", "http"] = Field(
+        "grpc", description="Endpoint scheme for kratos endpoints and go-micro's protocol."
+    )
+    zone: str = Field(
+        "skydns.local",
+        max_length=253,
+        pattern=ZONE_PATTERN,
+        description="DNS zone for the coredns format: records for <service>.<zone>.",
+    )
+
+    _metadata_size = field_validator("metadata")(check_metadata)
+    _prefix_segments = field_validator("prefix")(check_prefix)
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class ServiceRegistrationStatus(_Model):
+    observed_generation: int | None = None
+    service: str | None = Field(None, description="The resolved service name.")
+    format: str | None = Field(None, description="The resolved format.")
+    endpoints: int | None = Field(None, description="Keys currently held in etcd.")
+    conditions: list[Condition] | None = None
+
+
+class ServiceRegistration(_Model):
+    """The custom resource, as far as the schema is concerned."""
+
+    spec: ServiceRegistrationSpec
+    status: ServiceRegistrationStatus | None = None
+
+
+class PodOptIn(_Model):
+    """The opt-in annotations of one pod, validated."""
+
+    service: ServiceName
+    port: Port | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    _metadata_size = field_validator("metadata")(check_metadata)
+
+
+def parse_pod_annotations(annotations: dict[str, str]) -> PodOptIn | None:
+    """Return the pod's opt-in, None when it has none; raise ValueError saying what to fix."""
+    if ANNOTATION_SERVICE not in annotations:
+        return None
+    raw: dict[str, Any] = {"service": annotations[ANNOTATION_SERVICE]}
+    if ANNOTATION_PORT in annotations:
+        port = annotations[ANNOTATION_PORT].strip()
+        raw["port"] = int(port) if port.isdigit() else port
+    if ANNOTATION_METADATA in annotations:
+        text = annotations[ANNOTATION_METADATA]
+        if len(text.encode()) > METADATA_MAX_BYTES:
+            raise ValueError(f"{ANNOTATION_METADATA} is larger than {METADATA_MAX_BYTES} bytes")
+        try:
+            raw["metadata"] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{ANNOTATION_METADATA} is not valid JSON: {exc.msg}") from exc
+    try:
+        return PodOptIn.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(describe(exc, _ANNOTATION_NAMES)) from None
+
+
+_ANNOTATION_NAMES = {
+    "service": ANNOTATION_SERVICE,
+    "port": ANNOTATION_PORT,
+    "metadata": ANNOTATION_METADATA,
+}
+
+
+def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:
+    """One readable line per problem: which field, what is wrong, what was given."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(p) for p in error["loc"] if not str(p).startswith(("int", "str", "constrained"))]
+        field = ".".join(loc) or "value"
+        head = (names or {}).get(loc[0], field) if loc else field
+        shown = head if not loc[1:] else f"{head}.{'.'.join(loc[1:])}"
+        lines.append(f"{shown}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(dict.fromkeys(lines))
+
+
+ALLOWED_PLACEHOLDERS_TEXT = " ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))

@@ -1,0 +1,76 @@
+"""Plan: desired endpoints vs what etcd holds → the puts and deletes that close the gap. Pure.
+
+Ownership rule: a key some pod wants is the operator's to write (it restores keys changed
+behind its back); a key nobody wants is deleted only if it sits on one of the operator's
+leases. Keys of other writers are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from etcd_registrar.source import Endpoint
+
+Pool = tuple[str, str, int]  # (namespace, service, ttl): the lease pool a key belongs to
+
+
+def pool_of(endpoint: Endpoint) -> Pool:
+    return (endpoint.namespace, endpoint.service, endpoint.ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """A key as etcd holds it. `pool` is None when the key is not on one of our leases."""
+
+    value: str
+    pool: Pool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Several pods render the same key: the oldest wins, the others are refused."""
+
+    key: str
+    winner: Endpoint
+    losers: tuple[Endpoint, ...]
+
+
+@dataclass(slots=True)
+class Plan:
+    puts: list[Endpoint] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.deletes)
+
+
+def winner(claimants: Iterable[Endpoint]) -> Endpoint:
+    return min(claimants, key=lambda e: e.rank)
+
+
+def plan(
+    keys: Iterable[str],
+    claims: Mapping[str, Mapping[str, Endpoint]],
+    current: Mapping[str, Current],
+) -> Plan:
+    """Changes for `keys`, given who claims each key (by pod uid) and what etcd holds."""
+    result = Plan()
+    for key in keys:
+        wanted = claims.get(key)
+        have = current.get(key)
+        if wanted:
+            win = winner(wanted.values())
+            if len(wanted) > 1:
+                losers = tuple(sorted((e for e in wanted.values() if e is not win), key=_rank))
+                result.conflicts.append(Conflict(key, win, losers))
+            if have is None or have.value != win.value or have.pool != pool_of(win):
+                result.puts.append(win)
+        elif have is not None and have.pool is not None:
+            result.deletes.append(key)
+    return result
+
+
+def _rank(endpoint: Endpoint) -> tuple[str, str, str]:
+    return endpoint.rank

@@ -1,0 +1,246 @@
+"""Source: pods and registrations in, desired endpoints (key, value, lease TTL) out. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from etcd_registrar.formats import Format, Layout, TemplateError, build_layout
+from etcd_registrar.model import (
+    LabelSelector,
+    Port,
+    ServiceRegistrationSpec,
+    describe,
+    parse_pod_annotations,
+)
+from etcd_registrar.readiness import PodState, should_register
+
+PortList = tuple[tuple[str | None, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """What the operator keeps of a pod: small, immutable, enough to render its keys."""
+
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    created: str
+    labels: Mapping[str, str]
+    state: PodState
+    ports: PortList
+    service: str | None = None  # from the opt-in annotation
+    port: Port | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    annotation_error: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PodView:
+        meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+        ports = tuple(
+            (p.get("name"), int(p["containerPort"]))
+            for c in spec.get("containers") or []
+            for p in c.get("ports") or []
+            if "containerPort" in p
+        )
+        base = {
+            "uid": meta["uid"],
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "node": spec.get("nodeName") or "",
+            "created": meta.get("creationTimestamp") or "",
+            "labels": dict(meta.get("labels") or {}),
+            "state": PodState.from_status(status, bool(meta.get("deletionTimestamp"))),
+            "ports": ports,
+        }
+        annotations = meta.get("annotations") or {}
+        try:
+            opt_in = parse_pod_annotations(annotations)
+        except ValueError as exc:
+            return cls(**base, annotation_error=str(exc))
+        if opt_in is None:
+            return cls(**base)
+        return cls(**base, service=opt_in.service, port=opt_in.port, metadata=opt_in.metadata)
+
+    @property
+    def rank(self) -> tuple[str, str, str]:
+        """Conflict order: the oldest pod wins a key, then by namespace and name."""
+        return (self.created, self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A ServiceRegistration as the operator uses it; `error` says why it is not valid."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    service: str
+    format: Format
+    selector: LabelSelector | None = None
+    port: Port | None = None
+    publish_not_ready: bool = False
+    layout: Layout | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], defaults: Defaults) -> Registration:
+        meta = body["metadata"]
+        ident = {
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+            "generation": int(meta.get("generation") or 0),
+        }
+        raw_spec = dict(body.get("spec") or {})
+        try:
+            spec = ServiceRegistrationSpec.model_validate(raw_spec)
+        except ValidationError as exc:
+            service = raw_spec.get("service") or meta["name"]
+            return cls(**ident, service=str(service), format=defaults.format, error=describe(exc))
+        fmt = spec.format or defaults.format
+        service = spec.service or meta["name"]
+        try:
+            layout = build_layout(
+                format=fmt,
+                prefix=spec.prefix if spec.prefix is not None else defaults.prefix,
+                key=spec.key,
+                value=spec.value,
+                scheme=spec.scheme,
+                zone=spec.zone,
+                ttl=spec.ttl or defaults.ttl,
+                metadata=spec.metadata or {},
+            )
+        except TemplateError as exc:
+            return cls(**ident, service=service, format=fmt, error=str(exc))
+        return cls(
+            **ident,
+            service=service,
+            format=fmt,
+            selector=spec.selector,
+            port=spec.port,
+            publish_not_ready=spec.publish_not_ready,
+            layout=layout,
+        )
+
+    def selects(self, pod: PodView) -> bool:
+        return self.selector is not None and self.selector.matches(dict(pod.labels))
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Operator-wide layout for annotated pods without a ServiceRegistration."""
+
+    ttl: int = 10
+    format: Format = "address"
+    prefix: str | None = None
+    layout: Layout = field(init=False)
+
+    def __post_init__(self) -> None:
+        layout = build_layout(
+            format=self.format,
+            prefix=self.prefix,
+            key=None,
+            value=None,
+            scheme="grpc",
+            zone="skydns.local",
+            ttl=self.ttl,
+            metadata={},
+        )
+        object.__setattr__(self, "layout", layout)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One desired key: what to write, under which lease TTL, on behalf of which pod."""
+
+    key: str
+    value: str
+    ttl: int
+    namespace: str
+    service: str
+    pod_uid: str
+    pod_name: str
+    rank: tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A refusal to register a pod for a service, with a message that says what to fix."""
+
+    service: str | None
+    message: str
+
+
+def resolve_port(requested: Port | None, ports: PortList) -> int:
+    """The port number to publish; ValueError says why there is none."""
+    if requested is None:
+        if not ports:
+            raise ValueError(
+                "the pod declares no containerPort: declare one or set etcd-registrar.io/port"
+            )
+        return ports[0][1]
+    if isinstance(requested, int):
+        return requested
+    for name, number in ports:
+        if name == requested:
+            return number
+    declared = ", ".join(n for n, _ in ports if n) or "none"
+    raise ValueError(
+        f"port name {requested!r} is not declared by any container (named: {declared})"
+    )
+
+
+def desired_for_pod(
+    pod: PodView, registrations: Iterable[Registration], defaults: Defaults
+) -> tuple[list[Endpoint], list[Problem]]:
+    """The keys `pod` should hold now, and the problems that stop any of them.
+
+    `registrations` are those of the pod's namespace. The annotation's service is governed by
+    the registration of the same service if one exists, else by `defaults`; every registration
+    whose selector matches adds its service too (once per service).
+    """
+    by_service = {r.service: r for r in registrations}
+    problems: list[Problem] = []
+    if pod.annotation_error:
+        problems.append(Problem(None, pod.annotation_error))
+    wanted: dict[str, Registration | None] = {}
+    if pod.service is not None:
+        wanted[pod.service] = by_service.get(pod.service)
+    for reg in by_service.values():
+        if reg.selects(pod):
+            wanted.setdefault(reg.service, reg)
+    endpoints: list[Endpoint] = []
+    for service, governing in wanted.items():
+        layout = defaults.layout if governing is None else governing.layout
+        if layout is None:  # the governing registration is invalid: it reports why
+            continue
+        publish_not_ready = governing is not None and governing.publish_not_ready
+        if not should_register(pod.state, publish_not_ready=publish_not_ready):
+            continue
+        requested = pod.port if pod.port is not None or governing is None else governing.port
+        try:
+            port = resolve_port(requested, pod.ports)
+            facts = {
+                "service": service,
+                "namespace": pod.namespace,
+                "pod": pod.name,
+                "uid": pod.uid,
+                "node": pod.node,
+                "ip": pod.state.ip,
+                "port": port,
+                "metadata": pod.metadata if service == pod.service else {},
+            }
+            key, value = layout.render(facts)
+        except (ValueError, TemplateError) as exc:
+            problems.append(Problem(service, str(exc)))
+            continue
+        endpoints.append(
+            Endpoint(key, value, layout.ttl, pod.namespace, service, pod.uid, pod.name, pod.rank)
+        )
+    return endpoints, problems
