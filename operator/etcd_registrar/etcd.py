@@ -170,10 +170,12 @@ class Etcd:
         )
         self._metadata = (("token", response.token),)
 
-    async def _call(self, method: Any, request: Any) -> Any:
-        """One unary call; re-authenticates once when the token expired (aetcd never does)."""
+    async def _call(self, rpc_name: str, request: Any) -> Any:
+        """One unary call, e.g. ``kv.Range``; re-authenticates once when the token expired."""
         if self._channel is None:
             await self.connect()
+        stub, name = rpc_name.split(".")
+        method = getattr(getattr(self, stub), name)
         if self.config.username and not self._metadata:
             await self._guarded(self._authenticate)
         for attempt in (1, 2):
@@ -202,14 +204,14 @@ class Etcd:
         if len(ops) > MAX_TXN_OPS:
             raise ValueError(f"a transaction holds at most {MAX_TXN_OPS} operations")
         request = rpc.TxnRequest(success=[_request_op(op) for op in ops])
-        response = await self._call(self.kv.Txn, request)
+        response = await self._call("kv.Txn", request)
         return int(response.header.revision)
 
     async def get_prefix(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KV], int]:
         """All keys under `prefix`, and the revision of the read."""
         start = prefix.encode()
         request = rpc.RangeRequest(key=start, range_end=_prefix_end(start), keys_only=keys_only)
-        response = await self._call(self.kv.Range, request)
+        response = await self._call("kv.Range", request)
         return [_kv(kv) for kv in response.kvs], int(response.header.revision)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, KV]:
@@ -223,7 +225,7 @@ class Etcd:
                     rpc.RequestOp(request_range=rpc.RangeRequest(key=k.encode())) for k in chunk
                 ]
             )
-            response = await self._call(self.kv.Txn, request)
+            response = await self._call("kv.Txn", request)
             for item in response.responses:
                 for kv in item.response_range.kvs:
                     found[kv.key.decode()] = _kv(kv)
@@ -238,18 +240,18 @@ class Etcd:
     # --- leases ---------------------------------------------------------------------------
 
     async def grant(self, ttl: int) -> int:
-        response = await self._call(self.lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl))
+        response = await self._call("lease.LeaseGrant", rpc.LeaseGrantRequest(TTL=ttl))
         if response.error:
             raise EtcdError(f"lease grant refused: {response.error}")
         return int(response.ID)
 
     async def revoke(self, lease: int) -> None:
-        await self._call(self.lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))
+        await self._call("lease.LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease))
 
     async def time_to_live(self, lease: int) -> tuple[int, list[str]]:
         """Remaining TTL (-1 when the lease is gone) and the keys attached to it."""
         request = rpc.LeaseTimeToLiveRequest(ID=lease, keys=True)
-        response = await self._call(self.lease.LeaseTimeToLive, request)
+        response = await self._call("lease.LeaseTimeToLive", request)
         return int(response.TTL), [k.decode() for k in response.keys]
 
     def keepalive_stream(self) -> KeepAliveStream:
@@ -282,7 +284,7 @@ class Etcd:
             call.cancel()
 
     async def version(self) -> str:
-        response = await self._call(self.maintenance.Status, rpc.StatusRequest())
+        response = await self._call("maintenance.Status", rpc.StatusRequest())
         return str(response.version)
 
 

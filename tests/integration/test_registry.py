@@ -1,0 +1,197 @@
+"""The registry against a real etcd: leases held, batched writes, outages survived."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Op
+from etcd_registrar.plan import plan
+from etcd_registrar.registry import Registry
+from etcd_registrar.source import Endpoint
+from tests.harness import EtcdServer
+
+pytestmark = pytest.mark.integration
+
+TTL = 2
+
+
+def endpoints(n: int, service: str = "goods", ttl: int = TTL) -> list[Endpoint]:
+    return [
+        Endpoint(
+            f"/services/{service}/pod-{i}",
+            f"10.1.{i // 250}.{i % 250}:80",
+            ttl,
+            "shop",
+            service,
+            f"uid-{i}",
+            f"pod-{i}",
+            ("2026-01-01T00:00:00Z", "shop", f"pod-{i}"),
+        )
+        for i in range(n)
+    ]
+
+
+class Desired:
+    """Stands in for the controller: replays the desired keys when a lease is lost."""
+
+    def __init__(self, registry: Registry, wanted: list[Endpoint]) -> None:
+        self.registry, self.by_key = registry, {e.key: e for e in wanted}
+        registry.on_lease_lost = self.replay
+
+    def replay(self, keys: set[str]) -> None:
+        self.registry.submit([self.by_key[k] for k in keys if k in self.by_key], [])
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+    """Poll an async check until it is truthy; fail with the last value seen."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except EtcdError as exc:
+            last = exc
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout}s; last seen: {last!r}")
+
+
+@pytest.fixture
+async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
+    """A separate client that reads etcd the way a consumer would."""
+    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
+    reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner="t")
+    await reg.start()
+    yield reg
+    await reg.close()
+
+
+def has_keys(reader: Etcd, wanted: list[Endpoint]) -> Callable[[], Awaitable[bool]]:
+    expected = {e.key: e.value for e in wanted}
+
+    async def check() -> bool:
+        kvs, _ = await reader.get_prefix("/services/")
+        return {kv.key: kv.value for kv in kvs} == expected and all(kv.lease for kv in kvs)
+
+    return check
+
+
+async def test_leased_keys_outlive_several_ttls(registry: Registry, reader: Etcd) -> None:
+    wanted = endpoints(20)
+    await registry.submit(wanted, [])
+    check = has_keys(reader, wanted)
+    for _ in range(int(4 * TTL / 0.25)):  # four TTLs: only keepalives can hold them
+        assert await check(), "keys vanished while the operator renewed their lease"
+        await asyncio.sleep(0.25)
+
+
+async def test_transactions_hold_at_most_128_ops(registry: Registry, reader: Etcd) -> None:
+    sizes: list[int] = []
+    real_txn = registry.etcd.txn
+
+    async def counting_txn(ops: list[Op]) -> int:
+        sizes.append(len(ops))
+        return await real_txn(ops)
+
+    def registry_ops() -> int:  # leaves out the lease records under /etcd-registrar/
+        return sum(sizes) - len(registry._leases)
+
+    registry.etcd.txn = counting_txn  # type: ignore[method-assign]
+    wanted = endpoints(1000)
+    await registry.submit(wanted, [])
+    assert await has_keys(reader, wanted)()
+    await registry.submit([], [e.key for e in wanted])
+    assert (await reader.get_prefix("/services/"))[0] == []
+    assert max(sizes) == 128 and registry_ops() == 2000, sizes
+
+
+async def test_leases_are_pooled_not_per_key(registry: Registry, reader: Etcd) -> None:
+    wanted = endpoints(2500)
+    await registry.submit(wanted, [])
+    kvs, _ = await reader.get_prefix("/services/")
+    assert len(kvs) == 2500
+    assert len({kv.lease for kv in kvs}) == 3  # at most 1000 keys per lease
+
+
+async def test_unchanged_value_is_not_rewritten(registry: Registry, reader: Etcd) -> None:
+    wanted = endpoints(5)
+    await registry.submit(wanted, [])
+    before = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
+    changes = plan(
+        [e.key for e in wanted],
+        {e.key: {e.pod_uid: e} for e in wanted},
+        registry.current_many(e.key for e in wanted),
+    )
+    assert not changes.puts and not changes.deletes
+    after = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
+    assert after == before
+
+
+@pytest.mark.parametrize("outage", ["kill-restart", "wipe", "hang-longer-than-ttl"])
+async def test_full_set_returns_after_etcd_outage(
+    outage: str, etcd_server: EtcdServer, registry: Registry, reader: Etcd
+) -> None:
+    wanted = endpoints(300)
+    Desired(registry, wanted)
+    await registry.submit(wanted, [])
+    assert await has_keys(reader, wanted)()
+    if outage == "kill-restart":
+        etcd_server.kill()
+        await asyncio.sleep(TTL)  # the outage itself: etcd is down this long
+        await asyncio.to_thread(etcd_server.start)
+    elif outage == "wipe":
+        await asyncio.to_thread(etcd_server.wipe)
+        assert (await reader.get_prefix("/services/"))[0] == []
+    else:
+        etcd_server.pause()
+        await asyncio.sleep(3 * TTL)  # frozen longer than the lease lives
+        etcd_server.resume()
+    await eventually(has_keys(reader, wanted), 20, f"all keys back after {outage}")
+    # and they stay: the lease is renewed again, not a one-off re-put
+    for _ in range(int(2 * TTL / 0.25)):
+        assert await has_keys(reader, wanted)()
+        await asyncio.sleep(0.25)
+
+
+async def test_restarted_registry_adopts_leases(
+    etcd_server: EtcdServer, registry: Registry, reader: Etcd
+) -> None:
+    wanted = endpoints(50)
+    await registry.submit(wanted, [])
+    revisions = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
+    await registry.close()  # a clean stop must leave the keys in place
+    assert await has_keys(reader, wanted)()
+    successor = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="t")
+    await successor.start()
+    try:
+        assert set(successor.held) == set(revisions)
+        for _ in range(int(3 * TTL / 0.25)):  # renewed by the successor, never rewritten
+            kvs, _ = await reader.get_prefix("/services/")
+            assert {kv.key: kv.mod_revision for kv in kvs} == revisions
+            await asyncio.sleep(0.25)
+    finally:
+        await successor.close()
+
+
+async def test_foreign_keys_are_never_touched(registry: Registry, reader: Etcd) -> None:
+    await reader.put("/services/goods/hand-written", "10.9.9.9:80")
+    wanted = endpoints(3)
+    await registry.submit(wanted, [])
+    await registry.refresh_view([e.key for e in wanted])
+    keys = {e.key for e in wanted} | {"/services/goods/hand-written"}
+    changes = plan(keys, {}, registry.current_many(keys))  # nobody wants anything now
+    assert sorted(changes.deletes) == sorted(e.key for e in wanted)
+    await registry.submit([], changes.deletes)
+    kvs, _ = await reader.get_prefix("/services/")
+    assert [(kv.key, kv.value) for kv in kvs] == [("/services/goods/hand-written", "10.9.9.9:80")]
