@@ -128,7 +128,7 @@ def service_prefix(service: str, fmt: Format, prefix: str | None, namespace: str
         "port": 0,
     }
     key, _ = layout.render(facts)
-    return key.split(marker, 1)[0]
+    return key.split(marker, 1)[0].rpartition("/")[0] + "/"  # whole segments only
 
 
 async def _watch(settings: Settings, prefix: str) -> int:
@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.func is not cmd_run:  # `run` logs through kopf's configuration
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(args.func(args))
     except EtcdError as exc:

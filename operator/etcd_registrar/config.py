@@ -10,12 +10,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from etcd_registrar.etcd import EtcdConfig, grpc_target
-from etcd_registrar.formats import Format
+from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
+from etcd_registrar.source import Defaults
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -86,6 +87,15 @@ class Settings(BaseSettings):
         return parse_duration(value) if isinstance(value, str | int | float) else value
 
     _prefix_segments = field_validator("default_prefix")(check_prefix)
+
+    @model_validator(mode="after")
+    def _prefix_fits_format(self) -> Settings:
+        if self.default_prefix is not None:
+            try:
+                Defaults(self.default_ttl, self.default_format, self.default_prefix)
+            except TemplateError as exc:
+                raise ValueError(f"--default-prefix: {exc}") from None
+        return self
 
     def etcd(self) -> EtcdConfig:
         password = None

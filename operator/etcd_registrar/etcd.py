@@ -116,6 +116,8 @@ def grpc_target(endpoints: Sequence[str]) -> tuple[str, bool]:
         ) from None
     if families == {4}:
         return "ipv4:" + ",".join(f"{h}:{p}" for h, p in hosts), "https" in secure
+    if families != {6}:
+        raise ValueError("etcd endpoints mix IPv4 and IPv6 addresses; use one family")
     return "ipv6:" + ",".join(f"[{h}]:{p}" for h, p in hosts), "https" in secure
 
 

@@ -271,9 +271,14 @@ def build_layout(
         else compile_value(preset.value, PRESET_PLACEHOLDERS)
     )
     resolved_prefix = preset.prefix if prefix is None else prefix
-    if resolved_prefix and not key_template.source.startswith("{prefix}"):
+    if resolved_prefix and not key_template.source.startswith("{prefix}/"):
+        if key is None:
+            raise TemplateError(
+                f"format {format} keys have no prefix; to put them under {resolved_prefix!r} "
+                "set a key template such as '{prefix}/{service}/{pod}'"
+            )
         raise TemplateError(
-            f"key template {key_template.source!r} must start with {{prefix}} "
+            f"key template {key_template.source!r} must start with '{{prefix}}/' "
             f"so keys stay under the prefix {resolved_prefix!r}"
         )
     return Layout(resolved_prefix, key_template, value_template, scheme, zone, ttl, metadata)

@@ -40,34 +40,29 @@ class Kube:
 
     async def list_pod_uids(self) -> set[str]:
         """UIDs of every pod in scope, listed as metadata only (a fraction of full pods)."""
-        paths = (
-            [f"/api/v1/namespaces/{ns}/pods" for ns in self.namespaces]
-            if self.namespaces
-            else ["/api/v1/pods"]
-        )
+        scopes: list[str | None] = list(self.namespaces) or [None]
         uids: set[str] = set()
-        for path in paths:
-            uids |= await asyncio.to_thread(self._list_uids, path)
+        for namespace in scopes:
+            uids |= await asyncio.to_thread(self._list_uids, namespace)
         return uids
 
-    def _list_uids(self, path: str) -> set[str]:
+    def _list_uids(self, namespace: str | None) -> set[str]:
+        core = kubernetes.client.CoreV1Api(self.api)
         uids: set[str] = set()
         token: str | None = None
         while True:
-            query: list[tuple[str, Any]] = [("limit", 5000)]
-            if self.pod_selector:
-                query.append(("labelSelector", self.pod_selector))
-            if token:
-                query.append(("continue", token))
-            call: Any = self.api.call_api  # its type stubs lag behind its signature
-            response = call(
-                path,
-                "GET",
-                query_params=query,
-                header_params={"Accept": _METADATA_LIST},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-            )[0]
+            options: dict[str, Any] = {
+                "label_selector": self.pod_selector,
+                "limit": 5000,
+                "_continue": token,
+                "_headers": {"Accept": _METADATA_LIST},
+                "_preload_content": False,
+            }
+            response: Any = (  # raw response: _preload_content=False
+                core.list_namespaced_pod(namespace, **options)
+                if namespace
+                else core.list_pod_for_all_namespaces(**options)
+            )
             page = json.loads(response.data)
             uids.update(item["metadata"]["uid"] for item in page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")

@@ -142,9 +142,10 @@ class ServiceRegistration(_Model):
 
 
 class PodOptIn(_Model):
-    """The opt-in annotations of one pod, validated."""
+    """The registrar annotations of one pod, validated (port and metadata also count for pods
+    a registration selects without a service annotation)."""
 
-    service: ServiceName
+    service: ServiceName | None = None
     port: Port | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
 
@@ -152,10 +153,12 @@ class PodOptIn(_Model):
 
 
 def parse_pod_annotations(annotations: dict[str, str]) -> PodOptIn | None:
-    """Return the pod's opt-in, None when it has none; raise ValueError saying what to fix."""
-    if ANNOTATION_SERVICE not in annotations:
+    """The pod's registrar annotations, None without any; ValueError says what to fix."""
+    if not annotations.keys() & _ANNOTATION_NAMES.values():
         return None
-    raw: dict[str, Any] = {"service": annotations[ANNOTATION_SERVICE]}
+    raw: dict[str, Any] = {}
+    if ANNOTATION_SERVICE in annotations:
+        raw["service"] = annotations[ANNOTATION_SERVICE]
     if ANNOTATION_PORT in annotations:
         port = annotations[ANNOTATION_PORT].strip()
         raw["port"] = int(port) if port.isdigit() else port

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from etcd_registrar.formats import Format, Layout, TemplateError, build_layout
 from etcd_registrar.model import (
+    SERVICE_PATTERN,
     LabelSelector,
     Port,
     ServiceRegistrationSpec,
@@ -105,10 +107,13 @@ class Registration:
             return cls(**ident, service=str(service), format=defaults.format, error=describe(exc))
         fmt = spec.format or defaults.format
         service = spec.service or meta["name"]
+        if not re.fullmatch(SERVICE_PATTERN, service) or len(service) > 63:
+            error = f"the name {service!r} is not a valid service name: set spec.service"
+            return cls(**ident, service=service, format=fmt, error=error)
         try:
             layout = build_layout(
                 format=fmt,
-                prefix=spec.prefix if spec.prefix is not None else defaults.prefix,
+                prefix=spec.prefix if spec.prefix is not None else defaults.prefix_for(fmt),
                 key=spec.key,
                 value=spec.value,
                 scheme=spec.scheme,
@@ -138,7 +143,7 @@ class Defaults:
 
     ttl: int = 10
     format: Format = "address"
-    prefix: str | None = None
+    prefix: str | None = None  # for the default format only: other formats keep their own
     layout: Layout = field(init=False)
 
     def __post_init__(self) -> None:
@@ -153,6 +158,9 @@ class Defaults:
             metadata={},
         )
         object.__setattr__(self, "layout", layout)
+
+    def prefix_for(self, fmt: Format) -> str | None:
+        return self.prefix if fmt == self.format else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +242,7 @@ def desired_for_pod(
                 "node": pod.node,
                 "ip": pod.state.ip,
                 "port": port,
-                "metadata": pod.metadata if service == pod.service else {},
+                "metadata": pod.metadata,
             }
             key, value = layout.render(facts)
         except (ValueError, TemplateError) as exc:

@@ -46,9 +46,9 @@ class Desired:
         self.registry.submit([self.by_key[k] for k in keys if k in self.by_key], [])
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:
     """Poll an async check until it is truthy; fail with the last value seen."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     last: Any = None
     while asyncio.get_running_loop().time() < deadline:
         try:
@@ -58,7 +58,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: 
         except EtcdError as exc:
             last = exc
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s; last seen: {last!r}")
+    raise AssertionError(f"{what} within {within}s; last seen: {last!r}")
 
 
 @pytest.fixture

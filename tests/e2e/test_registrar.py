@@ -1,0 +1,181 @@
+"""The operator against the local cluster, through real Deployments (issue #3's scenarios)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import Cluster, PodInfo, deployment_manifest, wait_for
+from tests.operator_process import CRD_FILE, OperatorProcess, delete_key, registry_keys
+
+pytestmark = pytest.mark.e2e
+
+PREFIX = "/service_registry_discovery"
+TTL = 3
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", str(CRD_FILE))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/serviceregistrations.etcd-registrar.io"
+    )
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str, crd: None) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(cluster, namespace, "--resync", "2s").start()
+    yield proc
+    proc.stop()
+
+
+def registration(name: str, **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "etcd-registrar.io/v1alpha1",
+        "kind": "ServiceRegistration",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def expected_keys(pods: list[PodInfo], prefix: str, service: str, port: int) -> dict[str, str]:
+    return {f"{prefix}/{service}/{p.name}": f"{p.ip}:{port}" for p in pods if p.serving}
+
+
+def wait_registry(cluster: Cluster, namespace: str, prefix: str, timeout: float = 30) -> dict:
+    """Poll until etcd holds exactly the keys of the deployment's serving pods."""
+
+    def matches() -> dict[str, str] | None:
+        pods = cluster.pods_of_deployment(namespace, "goods")
+        want = expected_keys(pods, prefix, "goods", 80)
+        have = registry_keys(cluster.etcd_endpoints, f"{prefix}/goods/")
+        return have if have == want else None
+
+    return wait_for(matches, timeout, message=f"registry under {prefix} matches serving pods")
+
+
+def goods(cluster: Cluster, namespace: str, replicas: int = 3) -> list[PodInfo]:
+    cluster.apply(registration("goods", prefix=PREFIX, ttl=TTL, format="address"), namespace)
+    annotations = {"etcd-registrar.io/service": "goods"}
+    cluster.create_deployment(
+        namespace, deployment_manifest("goods", replicas, annotations=annotations)
+    )
+    return cluster.wait_deployment_serving(namespace, "goods", replicas)
+
+
+def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    pods = goods(cluster, namespace)
+    keys = wait_registry(cluster, namespace, PREFIX)
+    assert len(keys) == 3 and all(v.endswith(":80") for v in keys.values())
+
+    def status() -> dict[str, object]:
+        return cluster.get_json("get", "sreg", "goods", "-n", namespace).get("status", {})
+
+    wait_for(lambda: status().get("endpoints") == 3, 15, message="status.endpoints == 3")
+    ready = {c["type"]: c for c in status()["conditions"]}["Ready"]
+    assert ready["status"] == "True" and ready["reason"] == "Synced"
+
+    for replicas in (4, 3):
+        cluster.scale(namespace, "goods", replicas)
+        cluster.wait_deployment_serving(namespace, "goods", replicas)
+        assert len(wait_registry(cluster, namespace, PREFIX)) == replicas
+
+    pod = cluster.pods_of_deployment(namespace, "goods")[0]
+    key = f"{PREFIX}/goods/{pod.name}"
+    cluster.set_pod_ready(namespace, pod.name, False)
+    wait_for(
+        lambda: key not in registry_keys(cluster.etcd_endpoints, PREFIX),
+        10,
+        message="unready pod's key removed",
+    )
+    cluster.set_pod_ready(namespace, pod.name, True)
+    wait_for(
+        lambda: key in registry_keys(cluster.etcd_endpoints, PREFIX),
+        10,
+        message="ready-again pod's key back",
+    )
+
+    cluster.kubectl("delete", "pod", pod.name, "-n", namespace, "--wait=false")
+    wait_for(
+        lambda: key not in registry_keys(cluster.etcd_endpoints, PREFIX),
+        10,
+        message="deleted pod's key removed",
+    )
+    cluster.wait_deployment_serving(namespace, "goods", 3)
+    wait_registry(cluster, namespace, PREFIX)
+
+    moved = "/moved"
+    cluster.kubectl(
+        "patch",
+        "sreg",
+        "goods",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"prefix": moved}}),
+    )
+    wait_registry(cluster, namespace, moved)
+    wait_for(
+        lambda: not registry_keys(cluster.etcd_endpoints, f"{PREFIX}/"),
+        10,
+        message="old prefix emptied",
+    )
+    assert pods  # the deployment existed throughout
+
+
+def test_operator_crash_and_restart(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    goods(cluster, namespace)
+    wait_registry(cluster, namespace, PREFIX)
+    operator.kill()
+    wait_for(
+        lambda: not registry_keys(cluster.etcd_endpoints, f"{PREFIX}/"),
+        3 * TTL + 5,
+        message="keys expire with the lease once the operator is gone",
+    )
+    operator.start()
+    wait_registry(cluster, namespace, PREFIX)
+
+
+def test_sweep_restores_keys_deleted_behind_its_back(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    goods(cluster, namespace)
+    keys = wait_registry(cluster, namespace, PREFIX)
+    victim = sorted(keys)[0]
+    delete_key(cluster.etcd_endpoints, victim)
+    wait_for(
+        lambda: registry_keys(cluster.etcd_endpoints, PREFIX).get(victim) == keys[victim],
+        15,
+        message="sweep restored the deleted key",
+    )
+
+
+def test_bad_annotations_warn_and_spare_other_pods(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    goods(cluster, namespace, replicas=2)
+    wait_registry(cluster, namespace, PREFIX)
+    bad = {"etcd-registrar.io/service": "Bad/Name", "etcd-registrar.io/port": "70000"}
+    cluster.create_deployment(namespace, deployment_manifest("broken", 1, annotations=bad))
+
+    def warning() -> str | None:
+        events = cluster.get_json("get", "events", "-n", namespace)["items"]
+        texts = [e["message"] for e in events if e.get("reason") == "InvalidRegistration"]
+        return texts[0] if texts else None
+
+    message = wait_for(warning, 20, message="a Warning Event on the broken pod")
+    assert "etcd-registrar.io/service" in message
+    assert len(wait_registry(cluster, namespace, PREFIX)) == 2
+
+
+def test_api_server_rejects_bad_templates(cluster: Cluster, namespace: str, crd: None) -> None:
+    bad = registration("bad", key="{prefix}/{pod.__class__}")
+    result = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False
+    )
+    assert "may only use the placeholders" in result

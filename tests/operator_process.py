@@ -1,0 +1,104 @@
+"""Run the real `etcd-registrar run` as a subprocess (so a test can SIGKILL it) and read etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from etcd_registrar.etcd import Etcd, EtcdConfig
+from tests.harness import Cluster, free_port, wait_for
+
+CRD_FILE = (
+    Path(__file__).resolve().parents[1] / "crds" / "serviceregistrations.etcd-registrar.io.yaml"
+)
+
+
+def registry_keys(endpoints: str, prefix: str) -> dict[str, str]:
+    """What a consumer's prefix get sees right now."""
+
+    async def read() -> dict[str, str]:
+        etcd = Etcd(EtcdConfig(endpoints=tuple(endpoints.split(",")), timeout=3))
+        try:
+            kvs, _ = await etcd.get_prefix(prefix)
+            return {kv.key: kv.value for kv in kvs}
+        finally:
+            await etcd.close()
+
+    return asyncio.run(read())
+
+
+def delete_key(endpoints: str, key: str) -> None:
+    async def delete() -> None:
+        etcd = Etcd(EtcdConfig(endpoints=tuple(endpoints.split(","))))
+        try:
+            await etcd.delete(key)
+        finally:
+            await etcd.close()
+
+    asyncio.run(delete())
+
+
+class OperatorProcess:
+    """One operator, scoped to one namespace, with its own owner id."""
+
+    def __init__(self, cluster: Cluster, namespace: str, *extra: str) -> None:
+        self.cluster, self.namespace, self.extra = cluster, namespace, extra
+        self.health_port = free_port()
+        self.log = Path(tempfile.mkstemp(prefix="operator-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        args = [
+            sys.executable,
+            "-m",
+            "etcd_registrar",
+            "run",
+            "--namespace",
+            self.namespace,
+            "--owner-id",
+            self.namespace,
+            "--metrics-port",
+            "0",
+            "--health-port",
+            str(self.health_port),
+            *self.extra,
+        ]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, env=self.cluster.env(), stdout=log, stderr=log)
+        wait_for(self.ready, 60, message=f"operator ready (log: {self.log})")
+        return self
+
+    def ready(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"operator exited; log:\n{self.tail()}")
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as when a node dies."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.proc = None
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
