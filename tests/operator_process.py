@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import atexit
 import signal
 import subprocess
 import sys
@@ -71,6 +71,7 @@ class OperatorProcess:
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, env=self.cluster.env(), stdout=log, stderr=log)
+        atexit.register(self.kill)  # never leave an operator behind a failed test run
         wait_for(self.ready, 60, message=f"operator ready (log: {self.log})")
         return self
 
@@ -87,7 +88,7 @@ class OperatorProcess:
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies."""
         if self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait()
             self.proc = None
 

@@ -71,7 +71,7 @@ def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProc
     assert len(keys) == 3 and all(v.endswith(":80") for v in keys.values())
 
     def status() -> dict[str, object]:
-        return cluster.get_json("get", "sreg", "goods", "-n", namespace).get("status", {})
+        return cluster.get_json("sreg", "goods", "-n", namespace).get("status", {})
 
     wait_for(lambda: status().get("endpoints") == 3, 15, message="status.endpoints == 3")
     ready = {c["type"]: c for c in status()["conditions"]}["Ready"]
@@ -164,7 +164,7 @@ def test_bad_annotations_warn_and_spare_other_pods(
     cluster.create_deployment(namespace, deployment_manifest("broken", 1, annotations=bad))
 
     def warning() -> str | None:
-        events = cluster.get_json("get", "events", "-n", namespace)["items"]
+        events = cluster.get_json("events", "-n", namespace)["items"]
         texts = [e["message"] for e in events if e.get("reason") == "InvalidRegistration"]
         return texts[0] if texts else None
 

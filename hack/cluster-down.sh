@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Stop the local cluster started by hack/cluster-up.sh: TERM, then KILL after a grace
+# period, by the PIDs recorded in .cluster/pids/. Harmless when nothing runs. State and
+# logs stay in .cluster/ for inspection; cluster-up replaces them.
+#   --quiet   print nothing when there was nothing to stop
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+QUIET=false
+[[ "${1:-}" == "--quiet" ]] && QUIET=true
+GRACE_SECONDS="${ETCD_REGISTRAR_STOP_GRACE:-10}"
+
+# Our processes whose PID file is gone (e.g. `rm -rf .cluster` while running): found by
+# this repo's exact .cluster/ path in their command line, so nothing else is touched.
+# Prints "PID PROGRAM" per process.
+orphans() {
+  local dir pid argv0
+  for dir in /proc/[0-9]*; do
+    pid="${dir#/proc/}"
+    [[ "${pid}" == "$$" ]] && continue
+    tr '\0' ' ' <"${dir}/cmdline" 2>/dev/null | grep -q -- " .*${CLUSTER_DIR}/" || continue
+    argv0="$(tr '\0' '\n' <"${dir}/cmdline" 2>/dev/null | head -n 1)"
+    case "${argv0##*/}" in
+      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok)
+        echo "${pid} ${argv0##*/}"
+        ;;
+    esac
+  done
+}
+
+stop_pids() { # stop_pids LABEL PID...
+  local label="$1"
+  shift
+  (($# > 0)) || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  local deadline=$(($(date +%s) + GRACE_SECONDS)) pid alive
+  while :; do
+    alive=()
+    for pid in "$@"; do
+      if [[ -e "/proc/${pid}" && "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" != "Z" ]]; then
+        alive+=("${pid}")
+      fi
+    done
+    ((${#alive[@]} == 0)) && return 0
+    if (($(date +%s) >= deadline)); then
+      log "${label}: still running after ${GRACE_SECONDS}s, sending KILL to ${alive[*]}"
+      kill -KILL "${alive[@]}" 2>/dev/null || true
+      return 0
+    fi
+    sleep 0.1
+  done
+}
+
+main() {
+  local t0 stopped=0
+  cluster_lock
+  t0="$(now_ms)"
+  local orphan_list
+  orphan_list="$(orphans)"
+  # Clients first, then the API server, then the etcds it depends on (an API server
+  # whose etcd is gone can take long to shut down).
+  local phases=("kwok kube-scheduler kube-controller-manager" "kube-apiserver" "etcd-k8s etcd-registry")
+  local phase c pid program pids
+  for phase in "${phases[@]}"; do
+    pids=()
+    for c in ${phase}; do
+      if pid="$(component_pid "${c}")"; then
+        pids+=("${pid}")
+      fi
+      rm -f "${PID_DIR}/${c}.pid"
+    done
+    while read -r pid program; do
+      [[ -n "${pid}" && " ${phase} " == *" ${program}"[-\ ]* ]] || continue
+      [[ " ${pids[*]} " == *" ${pid} "* ]] && continue
+      log "stopping unrecorded ${program} (pid ${pid}) of ${CLUSTER_DIR}"
+      pids+=("${pid}")
+    done <<<"${orphan_list}"
+    stopped=$((stopped + ${#pids[@]}))
+    stop_pids "${phase}" "${pids[@]}"
+  done
+  if ((stopped > 0)) || ! ${QUIET}; then
+    log "cluster down: stopped ${stopped} process(es) in $(elapsed "${t0}")"
+  fi
+}
+
+main "$@"

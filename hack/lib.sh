@@ -1,0 +1,123 @@
+# Shared helpers for hack/*.sh. Source it; do not execute it.
+# shellcheck shell=bash disable=SC2034 # variables here are used by the scripts sourcing it
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${HACK_DIR}/.." && pwd)"
+
+# shellcheck source=hack/versions.env
+source "${HACK_DIR}/versions.env"
+
+ETCD_REGISTRAR_CACHE="${ETCD_REGISTRAR_CACHE:-${HOME}/.cache/etcd-registrar}"
+K8S_BIN_DIR="${ETCD_REGISTRAR_CACHE}/k8s-${K8S_VERSION}"
+KWOK_BIN_DIR="${ETCD_REGISTRAR_CACHE}/kwok-${KWOK_VERSION}"
+ETCD_BIN_DIR="${ETCD_REGISTRAR_CACHE}/etcd-${ETCD_VERSION}"
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+CLUSTER_DIR="${REPO_ROOT}/.cluster"
+PID_DIR="${CLUSTER_DIR}/pids"
+LOG_DIR="${CLUSTER_DIR}/logs"
+PKI_DIR="${CLUSTER_DIR}/pki"
+KUBECONFIG_FILE="${CLUSTER_DIR}/kubeconfig"
+# Every component the cluster runs, in start order (stopped in reverse).
+COMPONENTS=(etcd-k8s etcd-registry kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+# Milliseconds since the epoch, for timings.
+now_ms() { date +%s%3N; }
+elapsed() { # elapsed START_MS -> "12.3s"
+  local ms=$(($(now_ms) - $1))
+  printf '%d.%01ds' $((ms / 1000)) $((ms % 1000 / 100))
+}
+
+# A free TCP port on 127.0.0.1 (the kernel picks one; racy only in theory).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# The executable a component runs (used to check that a recorded PID is still ours).
+component_binary() {
+  case "$1" in
+    etcd-k8s | etcd-registry) echo etcd ;;
+    kwok) echo kwok ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# Prints the PID recorded for a component if that process is alive and is the expected
+# program (a PID recycled by an unrelated process after a reboot or crash does not count).
+component_pid() {
+  local name="$1" pid
+  [[ -r "${PID_DIR}/${name}.pid" ]] || return 1
+  pid="$(<"${PID_DIR}/${name}.pid")"
+  [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
+  [[ -r "/proc/${pid}/cmdline" ]] || return 1
+  # A zombie is dead for our purposes.
+  [[ "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" != "Z" ]] || return 1
+  tr '\0' ' ' <"/proc/${pid}/cmdline" | grep -q -- "$(component_binary "${name}")" || return 1
+  tr '\0' ' ' <"/proc/${pid}/cmdline" | grep -q -- "${CLUSTER_DIR}" || return 1
+  echo "${pid}"
+}
+
+# Start a daemon detached from this shell (own session, no inherited stdio, so callers
+# such as subprocess.run(capture_output=True) are not kept waiting), record its PID.
+start_daemon() { # start_daemon NAME BINARY ARGS...
+  local name="$1"
+  shift
+  mkdir -p "${PID_DIR}" "${LOG_DIR}"
+  # setsid execs in place (this background child is not a group leader): $! is the daemon.
+  # fd 9 (the cluster lock, see cluster_lock) must not stay held by the daemon.
+  setsid "$@" </dev/null >>"${LOG_DIR}/${name}.log" 2>&1 9<&- &
+  echo $! >"${PID_DIR}/${name}.pid"
+}
+
+# Serialise cluster-up/cluster-down (two pytest sessions, or make targets in parallel):
+# an flock on the hack/ directory itself, so no lock file is left anywhere. Re-entrant for
+# the scripts' children through an environment marker.
+cluster_lock() {
+  [[ -n "${ETCD_REGISTRAR_CLUSTER_LOCKED:-}" ]] && return 0
+  exec 9<"${HACK_DIR}"
+  if ! flock -w 300 9; then die "another cluster-up/cluster-down held the lock for 300s"; fi
+  export ETCD_REGISTRAR_CLUSTER_LOCKED=1
+}
+
+# Poll COMMAND... until it succeeds or TIMEOUT seconds pass; on timeout show the log.
+wait_until() { # wait_until TIMEOUT NAME COMMAND...
+  local timeout="$1" name="$2"
+  shift 2
+  local deadline=$(($(date +%s) + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [[ -n "${name}" && -f "${PID_DIR}/${name}.pid" ]] && ! component_pid "${name}" >/dev/null; then
+      tail -n 30 "${LOG_DIR}/${name}.log" >&2 || true
+      die "${name} exited during startup (log: ${LOG_DIR}/${name}.log)"
+    fi
+    if (($(date +%s) >= deadline)); then
+      [[ -n "${name}" ]] && { tail -n 30 "${LOG_DIR}/${name}.log" >&2 || true; }
+      die "timed out after ${timeout}s waiting for ${name:-condition}: $*"
+    fi
+    sleep 0.2
+  done
+}
+
+# kubectl from the cache (matching the server), else the one on PATH.
+kubectl_bin() {
+  if [[ -x "${K8S_BIN_DIR}/kubectl" ]]; then
+    echo "${K8S_BIN_DIR}/kubectl"
+  else
+    command -v kubectl || die "kubectl not found: run 'make tools'"
+  fi
+}
+
+kc() { "$(kubectl_bin)" --kubeconfig "${KUBECONFIG_FILE}" "$@"; }
+
+etcd_healthy() { # etcd_healthy CLIENT_URL
+  curl -fsS --max-time 2 "$1/health" | grep -q '"health":"true"'
+}
+
+https_healthy() { # https_healthy PORT PATH
+  curl -fsSk --max-time 2 "https://127.0.0.1:$1$2"
+}
