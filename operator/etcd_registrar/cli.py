@@ -47,6 +47,8 @@ def _configure_logging(settings: Settings) -> None:
 
     fmt = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=False, log_format=fmt)
+    # kopf logs every handler success at INFO: one line per pod event is noise at scale.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

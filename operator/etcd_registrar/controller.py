@@ -94,7 +94,8 @@ class Controller:
             pod = PodView.from_body(body)
             self.pods[uid] = pod
             self.pods_by_ns.setdefault(pod.namespace, set()).add(uid)
-            if pod.service is None and uid not in self.keys_by_pod and not self._selected(pod):
+            opted_in = pod.service is not None or pod.annotation_error is not None
+            if not opted_in and uid not in self.keys_by_pod and not self._selected(pod):
                 return Outcome()  # not opted in, nothing held: the common case stays cheap
             wanted, refusals = desired_for_pod(pod, self._regs_in(pod.namespace), self.defaults)
             endpoints, problems = wanted, [p.message for p in refusals]

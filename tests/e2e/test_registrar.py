@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Cluster, PodInfo, deployment_manifest, wait_for
+from tests.harness import Cluster, KubectlError, PodInfo, deployment_manifest, wait_for
 from tests.operator_process import CRD_FILE, OperatorProcess, delete_key, registry_keys
 
 pytestmark = pytest.mark.e2e
@@ -175,7 +175,6 @@ def test_bad_annotations_warn_and_spare_other_pods(
 
 def test_api_server_rejects_bad_templates(cluster: Cluster, namespace: str, crd: None) -> None:
     bad = registration("bad", key="{prefix}/{pod.__class__}")
-    result = cluster.kubectl(
-        "apply", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False
-    )
-    assert "may only use the placeholders" in result
+    with pytest.raises(KubectlError) as refused:
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad))
+    assert "may only use the placeholders" in str(refused.value)
