@@ -202,7 +202,7 @@ class Registry:
         return future
 
     async def _write_loop(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(cap=2.0)
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -346,7 +346,8 @@ class Registry:
         self.on_lease_lost(keys)
 
     async def _keepalive_loop(self) -> None:
-        backoff = Backoff()
+        # Reconnect fast: after an etcd restart, leases are re-armed with just their TTL.
+        backoff = Backoff(base=0.05, cap=1.0)
         while True:
             stream: KeepAliveStream | None = None
             reader: asyncio.Task[None] | None = None
