@@ -33,7 +33,7 @@ pids+=($!)
 for _ in $(seq 100); do curl -sf localhost:18081/readyz >/dev/null && break; sleep 0.2; done
 
 step "Live registry under $PREFIX/goods/ (etcd-registrar watch, a consumer's view)"
-"$BIN/etcd-registrar" watch goods --prefix "$PREFIX" 2>/dev/null | sed 's/^/    registry> /' &
+"$BIN/etcd-registrar" watch goods --prefix "$PREFIX" 2>/dev/null | sed -u 's/^/    registry> /' &
 pids+=($!)
 
 wait_keys() {  # until etcd holds exactly $1 keys for goods
