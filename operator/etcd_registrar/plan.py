@@ -46,8 +46,9 @@ class Plan:
         return bool(self.puts or self.deletes)
 
 
-def winner(claimants: Iterable[Endpoint]) -> Endpoint:
-    return min(claimants, key=lambda e: e.rank)
+def winner(claimants: Iterable[Endpoint], held: str | None = None) -> Endpoint:
+    """The oldest pod; on a tie (timestamps have 1 s resolution) the one holding the key now."""
+    return min(claimants, key=lambda e: (e.rank[0], e.value != held, e.rank))
 
 
 def plan(
@@ -61,7 +62,7 @@ def plan(
         wanted = claims.get(key)
         have = current.get(key)
         if wanted:
-            win = winner(wanted.values())
+            win = winner(wanted.values(), have.value if have else None)
             if len(wanted) > 1:
                 losers = tuple(sorted((e for e in wanted.values() if e is not win), key=_rank))
                 result.conflicts.append(Conflict(key, win, losers))

@@ -8,20 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness import Cluster, KubectlError, PodInfo, deployment_manifest, wait_for
-from tests.operator_process import CRD_FILE, OperatorProcess, delete_key, registry_keys
+from tests.operator_process import OperatorProcess, delete_key, registry_keys
 
 pytestmark = pytest.mark.e2e
 
 PREFIX = "/service_registry_discovery"
 TTL = 3
-
-
-@pytest.fixture(scope="session")
-def crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/serviceregistrations.etcd-registrar.io"
-    )
 
 
 @pytest.fixture
@@ -178,3 +170,34 @@ def test_api_server_rejects_bad_templates(cluster: Cluster, namespace: str, crd:
     with pytest.raises(KubectlError) as refused:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad))
     assert "may only use the placeholders" in str(refused.value)
+
+
+def test_conflicting_keys_keep_the_oldest_pod(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Two pods rendering one key: the oldest keeps it, the registration reports Conflict."""
+    cluster.apply(registration("goods", prefix=PREFIX, key="{prefix}/{service}"), namespace)
+    annotations = {"etcd-registrar.io/service": "goods"}
+    cluster.create_deployment(namespace, deployment_manifest("goods", 1, annotations=annotations))
+    (first,) = cluster.wait_deployment_serving(namespace, "goods", 1)
+    key = f"{PREFIX}/goods"
+    wait_for(
+        lambda: registry_keys(cluster.etcd_endpoints, key) == {key: f"{first.ip}:80"},
+        15,
+        message="the single key holds the first pod",
+    )
+    cluster.scale(namespace, "goods", 2)
+    (second,) = [
+        p for p in cluster.wait_deployment_serving(namespace, "goods", 2) if p.name != first.name
+    ]
+
+    def conflict() -> dict[str, str] | None:
+        status = cluster.get_json("sreg", "goods", "-n", namespace).get("status", {})
+        found = {c["type"]: c for c in status.get("conditions") or []}.get("Conflict")
+        return found if found and found["status"] == "True" else None
+
+    assert second.name in wait_for(conflict, 15, message="Conflict condition")["message"]
+    events = cluster.get_json("events", "-n", namespace)["items"]
+    losers = {e["involvedObject"]["name"] for e in events if e.get("reason") == "Conflict"}
+    assert losers == {second.name}
+    assert registry_keys(cluster.etcd_endpoints, key) == {key: f"{first.ip}:80"}

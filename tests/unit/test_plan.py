@@ -97,3 +97,13 @@ def test_pool_of() -> None:
 
 def test_plan_of_only_conflicts_is_falsy() -> None:
     assert not Plan(conflicts=[Conflict(K, A, (C_NEWER,))])
+
+
+def test_tie_on_creation_time_keeps_the_current_holder() -> None:
+    """Pods created in the same second: the key does not flip to the newcomer."""
+    holder = endpoint(K, pod="zz-holder", value="10.0.0.2:80")
+    newcomer = endpoint(K, pod="aa-new", value="10.0.0.1:80")
+    claims = {K: {holder.pod_uid: holder, newcomer.pod_uid: newcomer}}
+    result = plan([K], claims, {K: Current(holder.value, pool_of(holder))})
+    assert result.puts == []
+    assert [c.winner for c in result.conflicts] == [holder]
