@@ -38,7 +38,7 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-integration: venv deps
+integration: venv tools
 	$(BIN)/pytest -q -m integration tests/integration
 
 e2e: venv tools

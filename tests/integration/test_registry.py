@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Op
 from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
-from tests.harness import EtcdServer
+from tests.harness import EtcdServer, built_etcd_path
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +59,19 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: s
             last = exc
         await asyncio.sleep(0.1)
     raise AssertionError(f"{what} within {within}s; last seen: {last!r}")
+
+
+@pytest.fixture(params=["debian-3.4", "built-3.6"])
+def etcd_server(request: pytest.FixtureRequest) -> Iterator[EtcdServer]:
+    """Every registry test runs on Debian's etcd 3.4 and on the 3.6 most users run."""
+    binary = None
+    if request.param == "built-3.6":
+        binary = built_etcd_path()
+        if binary is None:
+            pytest.fail("etcd 3.6 is not built: run `make tools`", pytrace=False)
+    with EtcdServer(etcd_bin=binary) as server:
+        server.start()
+        yield server
 
 
 @pytest.fixture

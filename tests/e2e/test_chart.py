@@ -1,0 +1,594 @@
+"""The Helm chart (charts/etcd-registrar) against the local cluster.
+
+Every rendering is checked by the API server itself (`kubectl apply --dry-run=server`), so
+a field the server rejects fails here, not at a user's install. The one exception is the
+ServiceMonitor: its CRD (prometheus-operator) is not installed in the test cluster and
+installing one would change the cluster for every other test, so that document is left out
+of the server dry-run and checked against the metrics Service it must select instead.
+
+The chart's CRD is not a hand-edited copy: files/crds/ holds the file `etcd-registrar crds`
+generates (crds/ at the repository root) and test_chart_crd_is_the_generated_one fails when
+they differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness import (
+    REPO_ROOT,
+    Cluster,
+    KubectlError,
+    cache_dir,
+    deployment_manifest,
+    versions,
+    wait_for,
+)
+from tests.operator_process import OperatorProcess, registry_keys
+
+pytestmark = pytest.mark.e2e
+
+CHART = REPO_ROOT / "charts" / "etcd-registrar"
+CRD_NAME = "serviceregistrations.etcd-registrar.io.yaml"
+GENERATED_CRD = REPO_ROOT / "crds" / CRD_NAME
+CHART_CRD = CHART / "files" / "crds" / CRD_NAME
+
+Doc = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- helm
+
+
+def helm_binary() -> str:
+    """The helm hack/build-tools.sh built (pinned in hack/versions.env)."""
+    version = versions()["HELM_VERSION"]
+    path = cache_dir() / f"helm-{version}" / "helm"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"helm {version} is not built ({path} missing): run `make tools` (builds it from "
+            "the Go module proxy, ~2 min once; needs Go >= 1.21)",
+            pytrace=False,
+        )
+    return str(path)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run helm (no cluster access: lint and template only); the caller checks the result."""
+    return subprocess.run(
+        [helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def render(values: Doc, tmp_path: Path, release: str = "er", namespace: str = "reg") -> list[Doc]:
+    """`helm template` with `values`, parsed into documents (fails the test on an error)."""
+    values_file = tmp_path / f"values-{release}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    proc = helm("template", release, str(CHART), "--namespace", namespace, "-f", str(values_file))
+    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def by_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str, name_suffix: str = "") -> Doc:
+    found = [d for d in by_kind(docs, kind) if d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {len(found)}"
+    return found[0]
+
+
+def operator_container(docs: list[Doc]) -> Doc:
+    deployment = one(docs, "Deployment", "etcd-registrar")
+    container: Doc = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def env_of(container: Doc) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def dump(docs: list[Doc]) -> str:
+    return yaml.safe_dump_all(docs)
+
+
+# --------------------------------------------------------------------------- value sets
+
+
+def tls_auth_values() -> Doc:
+    return {
+        "etcd": {
+            "endpoints": ["https://10.0.0.1:2379", "https://10.0.0.2:2379"],
+            "timeout": 3,
+            "tls": {
+                "ca": {"secretName": "etcd-ca", "key": "ca.pem"},
+                "client": {"secretName": "etcd-client"},
+            },
+            "auth": {"username": "registrar", "password": {"secretName": "etcd-auth"}},
+        }
+    }
+
+
+def check_default(docs: list[Doc], _: list[str]) -> None:
+    deployment = one(docs, "Deployment", "etcd-registrar")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    container = operator_container(docs)
+    assert container["image"] == "ghcr.io/etcd-registrar/etcd-registrar:0.1.0"
+    assert "args" not in container  # cluster-wide: no --namespace flags
+    env = env_of(container)
+    assert env["ETCD_REGISTRAR_DEFAULT_TTL"] == "10"
+    assert env["ETCD_REGISTRAR_DEFAULT_FORMAT"] == "address"
+    assert env["ETCD_REGISTRAR_HEALTH_PORT"] == "8081"
+    assert env["ETCD_REGISTRAR_METRICS_PORT"] == "8080"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # noqa: S108
+    assert one(docs, "Service", "-metrics")["spec"]["ports"][0]["targetPort"] == "metrics"
+    crd = one(docs, "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert not by_kind(docs, "Role") and not by_kind(docs, "PodDisruptionBudget")
+
+
+def check_namespaced(docs: list[Doc], namespaces: list[str]) -> None:
+    container = operator_container(docs)
+    assert container["args"] == [f"--namespace={ns}" for ns in namespaces]
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == sorted(
+        namespaces
+    )
+    # The only ClusterRole left holds what kopf reads cluster-wide; no pods, no events.
+    cluster_role = one(docs, "ClusterRole")
+    resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert resources == {"customresourcedefinitions", "namespaces"}
+
+
+def check_tls_auth(docs: list[Doc], _: list[str]) -> None:
+    container = operator_container(docs)
+    env = env_of(container)
+    mount = "/etc/etcd-registrar/etcd"
+    assert env["ETCD_REGISTRAR_ETCD_ENDPOINTS"] == "https://10.0.0.1:2379,https://10.0.0.2:2379"
+    assert env["ETCD_REGISTRAR_ETCD_CA"] == f"{mount}/ca.crt"
+    assert env["ETCD_REGISTRAR_ETCD_CERT"] == f"{mount}/tls.crt"
+    assert env["ETCD_REGISTRAR_ETCD_KEY"] == f"{mount}/tls.key"
+    assert env["ETCD_REGISTRAR_ETCD_USERNAME"] == "registrar"
+    assert env["ETCD_REGISTRAR_ETCD_PASSWORD_FILE"] == f"{mount}/password"
+    assert env["ETCD_REGISTRAR_ETCD_TIMEOUT"] == "3"
+    # Secrets reach the pod as files only, never as environment variables.
+    assert not any("valueFrom" in e for e in container["env"])
+    assert {"name": "etcd-credentials", "mountPath": mount, "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    sources = next(v for v in volumes if v["name"] == "etcd-credentials")["projected"]["sources"]
+    assert [s["secret"] for s in sources] == [
+        {"name": "etcd-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]},
+        {
+            "name": "etcd-client",
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+        },
+        {"name": "etcd-auth", "items": [{"key": "password", "path": "password"}]},
+    ]
+
+
+def check_monitoring(docs: list[Doc], _: list[str]) -> None:
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service", "-metrics")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [
+        p["name"] for p in service["spec"]["ports"]
+    ]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert operator_container(docs)["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    template = one(docs, "Deployment")["spec"]["template"]["metadata"]
+    assert template["annotations"] == {"example.com/team": "platform"}
+    assert template["labels"]["team"] == "platform"
+
+
+def check_bundled_etcd(docs: list[Doc], _: list[str]) -> None:
+    env = env_of(operator_container(docs))
+    assert env["ETCD_REGISTRAR_ETCD_ENDPOINTS"] == "http://er-etcd-registrar-etcd.reg.svc:2379"
+    assert env["ETCD_REGISTRAR_DEFAULT_FORMAT"] == "json"
+    assert env["ETCD_REGISTRAR_DEFAULT_PREFIX"] == "/registry"
+    assert env["ETCD_REGISTRAR_LOG_FORMAT"] == "json"
+    assert env["ETCD_REGISTRAR_DRY_RUN"] == "true"
+    assert env["ETCD_REGISTRAR_POD_SELECTOR"] == "registry=etcd"
+    assert env["ETCD_REGISTRAR_METRICS_PORT"] == "0"
+    etcd = one(docs, "Deployment", "-etcd")
+    assert etcd["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
+    assert one(docs, "Service", "-etcd")["spec"]["ports"][0]["port"] == 2379
+    # The operator's selector must not pick up the etcd pod (and the reverse).
+    operator_selector = one(docs, "Deployment", "etcd-registrar")["spec"]["selector"]
+    assert operator_selector != etcd["spec"]["selector"]
+    assert not by_kind(docs, "CustomResourceDefinition")  # crds.enabled=false
+    assert not any(d["metadata"]["name"].endswith("-metrics") for d in by_kind(docs, "Service"))
+
+
+VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], list[str]], None]]] = {
+    "default": (lambda _: {}, check_default),
+    "namespaced": (lambda namespaces: {"watchNamespaces": namespaces}, check_namespaced),
+    "tls-auth": (lambda _: tls_auth_values(), check_tls_auth),
+    "servicemonitor-pdb": (
+        lambda _: {
+            "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "prometheus"}},
+            "podDisruptionBudget": {"enabled": True},
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 1,
+                            "preference": {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/arch",
+                                        "operator": "In",
+                                        "values": ["amd64"],
+                                    }
+                                ]
+                            },
+                        }
+                    ]
+                }
+            },
+            "podAnnotations": {"example.com/team": "platform"},
+            "podLabels": {"team": "platform"},
+        },
+        check_monitoring,
+    ),
+    "bundled-etcd": (
+        lambda _: {
+            "etcd": {"enabled": True},
+            "crds": {"enabled": False},
+            "metrics": {"enabled": False},
+            "format": "json",
+            "prefix": "/registry",
+            "ttl": 30,
+            "resync": "1m",
+            "ownerId": "cluster-a",
+            "logFormat": "json",
+            "dryRun": True,
+            "podSelector": "registry=etcd",
+        },
+        check_bundled_etcd,
+    ),
+}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def other_namespace(cluster: Cluster) -> Iterator[str]:
+    name = cluster.create_namespace("chart-other")
+    yield name
+    cluster.delete_namespace(name)
+
+
+def server_dry_run(cluster: Cluster, docs: list[Doc]) -> None:
+    """Every document through the API server's validation and admission, nothing stored."""
+    checked = [d for d in docs if d["kind"] != "ServiceMonitor"]  # CRD not installed: see top
+    cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(checked))
+
+
+def restricted_pod_dry_run(cluster: Cluster, namespace: str, deployment: Doc) -> None:
+    """Create the Deployment's pod (dry run) in a namespace that enforces Pod Security
+    "restricted": admission refuses it if the pod template does not meet the profile."""
+    template = deployment["spec"]["template"]
+    spec = {**template["spec"], "serviceAccountName": "default"}  # the chart's SA is not created
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": deployment["metadata"]["name"], "namespace": namespace},
+        "spec": spec,
+    }
+    cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod))
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    sets = {"default": {}, **{k: make(["a", "b"]) for k, (make, _) in VALUE_SETS.items()}}
+    for name, values in sets.items():
+        values_file = tmp_path / f"{name}.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        proc = helm("lint", "--strict", str(CHART), "-f", str(values_file))
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "[WARNING]" not in out and "[ERROR]" not in out, (
+            f"helm lint ({name} values):\n{out}"
+        )
+
+
+def test_chart_crd_is_the_generated_one(tmp_path: Path) -> None:
+    generated_rel = GENERATED_CRD.relative_to(REPO_ROOT)
+    chart_rel = CHART_CRD.relative_to(REPO_ROOT)
+    assert CHART_CRD.read_bytes() == GENERATED_CRD.read_bytes(), (
+        f"{chart_rel} differs from the generated {generated_rel}: "
+        f"run `make crds && cp {generated_rel} {chart_rel}`"
+    )
+    generated = yaml.safe_load(GENERATED_CRD.read_text())
+    rendered = one(render({}, tmp_path), "CustomResourceDefinition")
+    # Templating only adds labels and the keep annotation; the schema arrives unchanged.
+    assert rendered["spec"] == generated["spec"]
+    assert rendered["metadata"]["name"] == generated["metadata"]["name"]
+    not_kept = one(render({"crds": {"keep": False}}, tmp_path), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (not_kept["metadata"].get("annotations") or {})
+    assert not by_kind(render({"crds": {"enabled": False}}, tmp_path), "CustomResourceDefinition")
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_rendered_chart_passes_server_dry_run(
+    cluster: Cluster,
+    namespace: str,
+    other_namespace: str,
+    crd: None,
+    tmp_path: Path,
+    value_set: str,
+) -> None:
+    make_values, check = VALUE_SETS[value_set]
+    watched = [namespace, other_namespace]
+    docs = render(make_values(watched), tmp_path, namespace="reg")
+    check(docs, watched)
+    # Release namespace = the test namespace; it enforces Pod Security "restricted".
+    docs = render(make_values(watched), tmp_path, namespace=namespace)
+    cluster.kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    )
+    server_dry_run(cluster, docs)
+    for deployment in by_kind(docs, "Deployment"):
+        restricted_pod_dry_run(cluster, namespace, deployment)
+
+
+def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespace: str) -> None:
+    """The restricted-profile check above is real: a root pod is refused the same way."""
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    root = deployment_manifest("root")
+    root["metadata"]["name"] = "root"
+    with pytest.raises(KubectlError, match="violates PodSecurity"):
+        restricted_pod_dry_run(cluster, namespace, root)
+
+
+@pytest.mark.parametrize(
+    ("values", "fields"),
+    [
+        (
+            {"ttl": 1, "format": "nope", "logFormat": "xml"},
+            ["/ttl", "minimum", "/format", "/logFormat"],
+        ),
+        ({"ttl": 3601, "health": {"port": 70000}}, ["/ttl", "maximum", "/health/port"]),
+        ({"ttl": "10", "dryRun": "yes"}, ["/ttl", "/dryRun"]),
+        ({"replicaCount": 2}, ["/replicaCount"]),
+        ({"tll": 10}, ["'tll' not allowed"]),
+        ({"ownerId": "has space"}, ["/ownerId"]),
+        ({"etcd": {"endpoints": ["http://a:2379,http://b:2379"]}}, ["/etcd/endpoints/0"]),
+        (
+            {"etcd": {"auth": {"password": {"secretName": "etcd-auth"}}}},
+            ["etcd.auth.username is required"],
+        ),
+        (
+            {"etcd": {"endpoints": ["http://10.0.0.1:2379"], "tls": {"ca": {"secretName": "ca"}}}},
+            ["not https://"],
+        ),
+        ({"serviceMonitor": {"enabled": True}, "metrics": {"enabled": False}}, ["metrics.enabled"]),
+    ],
+    ids=[
+        "ttl-format-logformat",
+        "ranges",
+        "types",
+        "replicas",
+        "typo",
+        "owner",
+        "endpoints",
+        "user-missing",
+        "tls-on-http",
+        "monitor-without-metrics",
+    ],
+)
+def test_bad_values_are_refused_with_the_field_named(
+    tmp_path: Path, values: Doc, fields: list[str]
+) -> None:
+    values_file = tmp_path / "bad.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    proc = helm("template", "er", str(CHART), "-f", str(values_file))
+    assert proc.returncode != 0, f"accepted {values}"
+    for field in fields:
+        assert field in proc.stderr, f"{field!r} not named in:\n{proc.stderr}"
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+@pytest.fixture
+def installed_rbac(cluster: Cluster, namespace: str) -> Iterator[Callable[[Doc, Path], str]]:
+    """Apply the chart's ServiceAccount and RBAC for real (release named after the test
+    namespace, so cluster-scoped names are unique); returns the ServiceAccount's name.
+    Cluster-scoped objects are deleted afterwards."""
+    release = namespace
+
+    def install(values: Doc, tmp_path: Path) -> str:
+        docs = render(values, tmp_path, release=release, namespace=namespace)
+        rbac = [d for d in docs if d["kind"] in RBAC_KINDS]
+        cluster.kubectl("apply", "-f", "-", input=dump(rbac))
+        name: str = one(rbac, "ServiceAccount")["metadata"]["name"]
+        return name
+
+    yield install
+    cluster.kubectl(
+        "delete",
+        "clusterrole,clusterrolebinding",
+        "-l",
+        f"app.kubernetes.io/instance={release}",
+        "--ignore-not-found",
+        "--wait=false",
+    )
+
+
+def can_i(cluster: Cluster, user: str, verb: str, resource: str, *scope: str) -> bool:
+    """`kubectl auth can-i` as `user`; `resource` may name a subresource: "pods/status"."""
+    resource, _, sub = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, f"--as={user}", *scope]
+    if sub:
+        args.append(f"--subresource={sub}")
+    return cluster.kubectl(*args, check=False).strip() == "yes"
+
+
+ALLOWED = [
+    ("list", "pods"),
+    ("watch", "pods"),
+    ("get", "pods"),
+    ("create", "events"),
+    ("patch", "events"),
+    ("create", "events.events.k8s.io"),
+    ("list", "serviceregistrations.etcd-registrar.io"),
+    ("watch", "serviceregistrations.etcd-registrar.io"),
+    ("patch", "serviceregistrations.etcd-registrar.io/status"),
+]
+DENIED = [
+    ("patch", "pods"),
+    ("update", "pods"),
+    ("delete", "pods"),
+    ("create", "pods"),
+    ("patch", "pods/status"),
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("patch", "serviceregistrations.etcd-registrar.io"),
+    ("delete", "serviceregistrations.etcd-registrar.io"),
+    ("list", "configmaps"),
+    ("delete", "events"),
+]
+
+
+def assert_permissions(cluster: Cluster, user: str, *scope: str) -> None:
+    # RBAC reaches the authorizer through a watch: wait for the first grant to be visible.
+    wait_for(lambda: can_i(cluster, user, "list", "pods", *scope), 10, message="RBAC visible")
+    allowed = {f"{v} {r}": can_i(cluster, user, v, r, *scope) for v, r in ALLOWED}
+    denied = {f"{v} {r}": can_i(cluster, user, v, r, *scope) for v, r in DENIED}
+    assert all(allowed.values()), f"{user} {scope}: not allowed: {allowed}"
+    assert not any(denied.values()), f"{user} {scope}: allowed but must not be: {denied}"
+
+
+def test_rbac_cluster_wide_is_least_privilege(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    user = f"system:serviceaccount:{namespace}:{installed_rbac({}, tmp_path)}"
+    assert_permissions(cluster, user, "-n", namespace)
+    assert_permissions(cluster, user, "--all-namespaces")
+    assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can_i(cluster, user, "patch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can_i(cluster, user, "list", "namespaces")  # kopf does not need it cluster-wide
+
+
+def test_rbac_namespaced_mode_stays_in_its_namespaces(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    sa = installed_rbac({"watchNamespaces": [namespace]}, tmp_path)
+    user = f"system:serviceaccount:{namespace}:{sa}"
+    assert_permissions(cluster, user, "-n", namespace)
+    for verb, resource in ALLOWED:
+        assert not can_i(cluster, user, verb, resource, "-n", "default"), f"{verb} {resource}"
+        assert not can_i(cluster, user, verb, resource, "--all-namespaces"), f"{verb} {resource}"
+    assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert can_i(cluster, user, "watch", "namespaces")
+
+
+def test_operator_runs_with_exactly_the_charts_rbac(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    """The grants are enough, not just small: the real operator, authenticated as the
+    chart's ServiceAccount (namespaced mode, so it cannot touch other tests' pods), registers
+    a ready pod, posts a Warning Event for a bad annotation, and logs no permission error."""
+    sa = installed_rbac({"watchNamespaces": [namespace]}, tmp_path)
+    kubeconfig = cluster.write_service_account_kubeconfig(namespace, sa, tmp_path / "sa.kubeconfig")
+    as_sa = dataclasses.replace(cluster, kubeconfig=kubeconfig)
+    prefix = f"/chart-rbac-{namespace}"
+    operator = OperatorProcess(as_sa, namespace, "--resync", "2s", "--default-prefix", prefix)
+    operator.start()
+    try:
+        good = {"etcd-registrar.io/service": "web"}
+        cluster.create_deployment(namespace, deployment_manifest("web", 1, annotations=good))
+        bad = {"etcd-registrar.io/service": "bad", "etcd-registrar.io/port": "nope"}
+        cluster.create_deployment(namespace, deployment_manifest("bad", 1, annotations=bad))
+        (pod,) = cluster.wait_deployment_serving(namespace, "web", 1)
+        wait_for(
+            lambda: (
+                registry_keys(cluster.etcd_endpoints, f"{prefix}/web/")
+                == {f"{prefix}/web/{pod.name}": f"{pod.ip}:80"}
+            ),
+            30,
+            message="ready pod registered by the operator running as the chart's SA",
+        )
+
+        def warning_event() -> bool:
+            events = cluster.get_json("events", "-n", namespace)["items"]
+            return any(
+                e["type"] == "Warning" and e["involvedObject"]["name"].startswith("bad-")
+                for e in events
+            )
+
+        wait_for(warning_event, 30, message="Warning Event about the bad port annotation")
+        log = operator.tail(400)
+        for marker in ("Forbidden", "forbidden", "Not enough permissions"):
+            assert marker not in log, f"{marker!r} in the operator log:\n{log}"
+    finally:
+        operator.stop()
+
+
+def test_notes_tell_how_to_opt_in_and_see_keys(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    values_file = tmp_path / "values.yaml"
+    # crds.enabled=false: the CRD exists already, unowned by a release (see values.yaml).
+    values_file.write_text(json.dumps({"etcd": {"enabled": True}, "crds": {"enabled": False}}))
+    proc = helm(
+        "install",
+        "er",
+        str(CHART),
+        "--dry-run=client",
+        f"--kubeconfig={cluster.kubeconfig}",
+        f"--namespace={namespace}",
+        "-f",
+        str(values_file),
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "etcd-registrar.io/service" in notes
+    assert "etcd-registrar ls" in notes and "etcdctl get" in notes
+    assert f"http://er-etcd-registrar-etcd.{namespace}.svc:2379" in notes
+    assert "crds.enabled=false" in notes
