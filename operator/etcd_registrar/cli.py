@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from etcd_registrar import crd
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError
-from etcd_registrar.formats import FORMATS, Format, build_layout
+from etcd_registrar.formats import FORMATS, Format
 from etcd_registrar.model import describe
+from etcd_registrar.source import Defaults
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -109,16 +110,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def service_prefix(service: str, fmt: Format, prefix: str | None, namespace: str = "") -> str:
     """The key prefix under which a consumer finds every endpoint of `service`."""
-    layout = build_layout(
-        format=fmt,
-        prefix=prefix,
-        key=None,
-        value=None,
-        scheme="grpc",
-        zone="skydns.local",
-        ttl=10,
-        metadata={},
-    )
+    layout = Defaults(format=fmt, prefix=prefix).layout
     marker = "\x00"
     facts = {
         "service": service,

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
 from etcd_registrar.cli import build_parser, load_settings, service_prefix
 from etcd_registrar.config import Settings
 from etcd_registrar.formats import FORMATS, Format, build_layout
 from tests.unit.builders import SAMPLE
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("ETCD_REGISTRAR_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,6 @@ from etcd_registrar.config import Settings, parse_duration
 from etcd_registrar.etcd import grpc_target
 from etcd_registrar.formats import FORMATS, Format
 from etcd_registrar.source import Defaults
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ETCD_REGISTRAR_* from the developer's shell leaks into these tests."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("ETCD_REGISTRAR_"):
-            monkeypatch.delenv(name)
-    yield
 
 
 @pytest.mark.parametrize(
