@@ -66,6 +66,21 @@ def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProc
         return cluster.get_json("sreg", "goods", "-n", namespace).get("status", {})
 
     wait_for(lambda: status().get("endpoints") == 3, 15, message="status.endpoints == 3")
+    for raw in cluster.get_json("pods", "-n", namespace)["items"]:  # guarantee 7
+        meta = raw["metadata"]
+        assert not meta.get("finalizers"), meta
+        assert not [a for a in meta.get("annotations", {}) if "kopf" in a], meta
+        assert set(raw["status"]) <= {
+            "conditions",
+            "hostIP",
+            "hostIPs",
+            "phase",
+            "podIP",
+            "podIPs",
+            "startTime",
+            "containerStatuses",
+            "qosClass",
+        }
     ready = {c["type"]: c for c in status()["conditions"]}["Ready"]
     assert ready["status"] == "True" and ready["reason"] == "Synced"
 
