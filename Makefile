@@ -49,6 +49,7 @@ test: venv tools lint typecheck
 
 crds: venv
 	$(BIN)/etcd-registrar crds > crds/serviceregistrations.etcd-registrar.io.yaml
+	cp crds/serviceregistrations.etcd-registrar.io.yaml charts/etcd-registrar/files/crds/
 
 cluster-up: tools
 	@hack/cluster-up.sh

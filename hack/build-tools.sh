@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), kwok and the etcd server from the Go module proxy into
+# kube-scheduler, kubectl), kwok, the etcd server and helm from the Go module proxy into
 # versioned directories under $ETCD_REGISTRAR_CACHE. Idempotent: a directory whose stamp
 # file exists (written only after a successful build) is not rebuilt.
 set -euo pipefail
@@ -112,8 +112,38 @@ build_etcd() {
   log "built etcd ${ETCD_VERSION} in $(elapsed "${t0}")"
 }
 
+build_helm() {
+  local out="${ETCD_REGISTRAR_CACHE}/helm-${HELM_VERSION}"
+  if stamp_ok "${out}" helm; then
+    log "helm ${HELM_VERSION}: cached in ${out}"
+    return
+  fi
+  require_go
+  check_pin "${HACK_DIR}/tools/helm/go.mod" helm.sh/helm/v3 "${HELM_VERSION}"
+  mkdir -p "${out}"
+  rm -f "${out}/.stamp"
+  log "building helm ${HELM_VERSION} into ${out}"
+  local t0 kver kmajor kminor
+  t0="$(now_ms)"
+  (
+    cd "${HACK_DIR}/tools/helm"
+    # Helm's Makefile stamps the Kubernetes version its client-go speaks (client-go
+    # v0.X.Y is Kubernetes 1.X); without it `helm template` assumes Kubernetes 1.20.
+    kver="$(go list -m -f '{{.Version}}' k8s.io/client-go)" # e.g. v0.37.0
+    kver="${kver#v0.}"
+    kmajor=1
+    kminor="${kver%%.*}"
+    CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=${kmajor} -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${kminor} -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=${kmajor} -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${kminor}" \
+      -o "${out}/helm" helm.sh/helm/v3/cmd/helm
+  )
+  printf 'version=%s\ngo=%s\nbuilt=%s\n' "${HELM_VERSION}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
+  log "built helm ${HELM_VERSION} in $(elapsed "${t0}")"
+}
+
 T_ALL="$(now_ms)"
 build_k8s
 build_kwok
 build_etcd
+build_helm
 log "tools ready ($(elapsed "${T_ALL}"))"

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from etcd_registrar.cli import build_parser, load_settings
+from etcd_registrar.config import Settings
 from tests.harness import (
     REPO_ROOT,
     Cluster,
@@ -369,6 +371,36 @@ def test_rendered_chart_passes_server_dry_run(
     server_dry_run(cluster, docs)
     for deployment in by_kind(docs, "Deployment"):
         restricted_pod_dry_run(cluster, namespace, deployment)
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_rendered_config_is_what_the_operator_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value_set: str
+) -> None:
+    """The container's env and args, parsed by the operator's own CLI and Settings: a renamed
+    flag or a value the operator refuses fails here, not in a crash-looping pod."""
+    make_values, _ = VALUE_SETS[value_set]
+    container = operator_container(render(make_values(["a", "b"]), tmp_path))
+    env = env_of(container)
+    fields = {f"ETCD_REGISTRAR_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, f"not operator settings: {set(env) - fields}"
+    for name in [n for n in os.environ if n.startswith("ETCD_REGISTRAR_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        settings = load_settings(build_parser().parse_args(["run", *container.get("args", [])]))
+    except SystemExit as exc:
+        pytest.fail(f"the operator refuses the {value_set} rendering: {exc}")
+    assert settings.health_port == 8081
+    if value_set == "namespaced":
+        assert settings.namespace == ["a", "b"]
+    if value_set == "tls-auth":
+        assert settings.etcd_password_file == Path("/etc/etcd-registrar/etcd/password")
+        assert settings.etcd_endpoints == ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+    if value_set == "bundled-etcd":
+        assert (settings.resync, settings.default_ttl, settings.dry_run) == (60.0, 30, True)
+        assert (settings.owner_id, settings.log_format) == ("cluster-a", "json")
 
 
 def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespace: str) -> None:
