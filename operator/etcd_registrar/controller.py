@@ -94,10 +94,12 @@ class Controller:
             pod = PodView.from_body(body)
             self.pods[uid] = pod
             self.pods_by_ns.setdefault(pod.namespace, set()).add(uid)
+            regs = self._regs_in(pod.namespace)
             opted_in = pod.service is not None or pod.annotation_error is not None
-            if not opted_in and uid not in self.keys_by_pod and not self._selected(pod):
+            selected = any(r.selects(pod) for r in regs)
+            if not opted_in and not selected and uid not in self.keys_by_pod:
                 return Outcome()  # not opted in, nothing held: the common case stays cheap
-            wanted, refusals = desired_for_pod(pod, self._regs_in(pod.namespace), self.defaults)
+            wanted, refusals = desired_for_pod(pod, regs, self.defaults)
             endpoints, problems = wanted, [p.message for p in refusals]
         if pod is None:
             return Outcome()
@@ -118,8 +120,6 @@ class Controller:
             self.problems.pop(pod.uid, None)
         before = self.keys_by_pod.get(pod.uid, set())
         after = self._claim(pod.uid, endpoints)
-        if before == after and all(self.registry.current(e.key) for e in endpoints):
-            return outcome
         outcome.committed, notices, _ = self._plan_and_submit(before | after, seen)
         outcome.now += notices
         added, removed = len(after - before), len(before - after)
@@ -162,9 +162,6 @@ class Controller:
             self.pods_by_ns.get(pod.namespace, set()).discard(uid)
             self.problems.pop(uid, None)
         return pod
-
-    def _selected(self, pod: PodView) -> bool:
-        return any(r.selects(pod) for r in self._regs_in(pod.namespace))
 
     def _regs_in(self, namespace: str) -> list[Registration]:
         return [r for (ns, _), r in self.effective.items() if ns == namespace]

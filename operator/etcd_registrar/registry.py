@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -227,7 +228,7 @@ class Registry:
 
     def _take_batch(self) -> list[Write]:
         batch = []
-        for key in list(self._pending)[:MAX_TXN_OPS]:
+        for key in list(itertools.islice(self._pending, MAX_TXN_OPS)):
             write = self._pending.pop(key)
             self._inflight[key] = write
             batch.append(write)
