@@ -37,108 +37,66 @@ stamp_ok() { # stamp_ok DIR BINARIES...
   for b in "$@"; do [[ -x "${dir}/${b}" ]] || return 1; done
 }
 
-build_k8s() {
-  local out="${K8S_BIN_DIR}"
-  if stamp_ok "${out}" "${K8S_BINARIES[@]}"; then
-    log "kubernetes ${K8S_VERSION}: cached in ${out}"
+# go_build NAME VERSION OUT_DIR TOOL_MODULE_DIR PINNED_MODULE LDFLAGS "BINARIES" PACKAGES...
+# Builds PACKAGES from the wrapper module hack/tools/TOOL_MODULE_DIR in one `go build` (so
+# shared packages compile once), unless OUT_DIR already holds a stamp and all BINARIES.
+go_build() {
+  local name="$1" version="$2" out="$3" moddir="$4" pinned="$5" ldflags="$6" binaries="$7"
+  shift 7
+  # shellcheck disable=SC2086 # BINARIES is a space-separated list
+  if stamp_ok "${out}" ${binaries}; then
+    log "${name} ${version}: cached in ${out}"
     return
   fi
   require_go
-  check_pin "${HACK_DIR}/tools/k8s/go.mod" k8s.io/kubernetes "${K8S_VERSION}"
-  local ver="${K8S_VERSION#v}"
-  local major="${ver%%.*}" rest="${ver#*.}"
-  local minor="${rest%%.*}"
+  check_pin "${HACK_DIR}/tools/${moddir}/go.mod" "${pinned}" "${version}"
   mkdir -p "${out}"
   rm -f "${out}/.stamp"
-  log "building kubernetes ${K8S_VERSION} (${K8S_BINARIES[*]}) into ${out}; a cold build takes 5-15 min"
-  local t0
+  log "building ${name} ${version} (${binaries}) into ${out}"
+  local t0 target="${out}/"
   t0="$(now_ms)"
-  # One `go build` for all binaries so shared packages compile once.
-  (
-    cd "${HACK_DIR}/tools/k8s"
-    CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=${K8S_VERSION} -X k8s.io/component-base/version.gitMajor=${major} -X k8s.io/component-base/version.gitMinor=${minor} -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}" \
-      -o "${out}/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
-  )
-  printf 'version=%s\ngo=%s\nbuilt=%s\n' "${K8S_VERSION}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
-  log "built kubernetes ${K8S_VERSION} in $(elapsed "${t0}")"
+  (($# == 1)) && target="${out}/${binaries}" # one package: name the binary explicitly
+  (cd "${HACK_DIR}/tools/${moddir}" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w ${ldflags}" -o "${target}" "$@")
+  printf 'version=%s\ngo=%s\nbuilt=%s\n' "${version}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
+  log "built ${name} ${version} in $(elapsed "${t0}")"
+}
+
+build_k8s() {
+  local ver="${K8S_VERSION#v}"
+  local major="${ver%%.*}" rest="${ver#*.}"
+  local minor="${rest%%.*}" v="k8s.io/component-base/version"
+  go_build kubernetes "${K8S_VERSION}" "${K8S_BIN_DIR}" k8s k8s.io/kubernetes \
+    "-X ${v}.gitVersion=${K8S_VERSION} -X ${v}.gitMajor=${major} -X ${v}.gitMinor=${minor} -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}" \
+    "${K8S_BINARIES[*]}" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 }
 
 build_kwok() {
-  local out="${KWOK_BIN_DIR}"
-  if stamp_ok "${out}" kwok; then
-    log "kwok ${KWOK_VERSION}: cached in ${out}"
-    return
-  fi
-  require_go
-  check_pin "${HACK_DIR}/tools/kwok/go.mod" sigs.k8s.io/kwok "${KWOK_VERSION}"
-  mkdir -p "${out}"
-  rm -f "${out}/.stamp"
-  log "building kwok ${KWOK_VERSION} into ${out}"
-  local t0
-  t0="$(now_ms)"
-  (
-    cd "${HACK_DIR}/tools/kwok"
-    CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
-      -o "${out}/" sigs.k8s.io/kwok/cmd/kwok
-  )
-  printf 'version=%s\ngo=%s\nbuilt=%s\n' "${KWOK_VERSION}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
-  log "built kwok ${KWOK_VERSION} in $(elapsed "${t0}")"
+  go_build kwok "${KWOK_VERSION}" "${KWOK_BIN_DIR}" kwok sigs.k8s.io/kwok \
+    "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" kwok sigs.k8s.io/kwok/cmd/kwok
 }
 
 build_etcd() {
-  local out="${ETCD_BIN_DIR}"
-  if stamp_ok "${out}" etcd; then
-    log "etcd ${ETCD_VERSION}: cached in ${out}"
-    return
-  fi
-  require_go
-  check_pin "${HACK_DIR}/tools/etcd/go.mod" go.etcd.io/etcd/server/v3 "${ETCD_VERSION}"
-  mkdir -p "${out}"
-  rm -f "${out}/.stamp"
-  log "building etcd ${ETCD_VERSION} (server) into ${out}"
-  local t0
-  t0="$(now_ms)"
-  (
-    cd "${HACK_DIR}/tools/etcd"
-    CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" \
-      -o "${out}/etcd" go.etcd.io/etcd/server/v3
-  )
-  printf 'version=%s\ngo=%s\nbuilt=%s\n' "${ETCD_VERSION}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
-  log "built etcd ${ETCD_VERSION} in $(elapsed "${t0}")"
+  go_build etcd "${ETCD_VERSION}" "${ETCD_BIN_DIR}" etcd go.etcd.io/etcd/server/v3 \
+    "-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" etcd go.etcd.io/etcd/server/v3
 }
 
 build_helm() {
-  local out="${ETCD_REGISTRAR_CACHE}/helm-${HELM_VERSION}"
-  if stamp_ok "${out}" helm; then
-    log "helm ${HELM_VERSION}: cached in ${out}"
-    return
+  local out="${ETCD_REGISTRAR_CACHE}/helm-${HELM_VERSION}" kver="" kminor
+  # Helm's Makefile stamps the Kubernetes version its client-go speaks (client-go v0.X.Y is
+  # Kubernetes 1.X); without it `helm template` assumes Kubernetes 1.20. Only asked of Go
+  # when a build is due: a cached run needs no Go at all.
+  if ! stamp_ok "${out}" helm; then
+    require_go
+    kver="$(cd "${HACK_DIR}/tools/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)"
   fi
-  require_go
-  check_pin "${HACK_DIR}/tools/helm/go.mod" helm.sh/helm/v3 "${HELM_VERSION}"
-  mkdir -p "${out}"
-  rm -f "${out}/.stamp"
-  log "building helm ${HELM_VERSION} into ${out}"
-  local t0 kver kmajor kminor
-  t0="$(now_ms)"
-  (
-    cd "${HACK_DIR}/tools/helm"
-    # Helm's Makefile stamps the Kubernetes version its client-go speaks (client-go
-    # v0.X.Y is Kubernetes 1.X); without it `helm template` assumes Kubernetes 1.20.
-    kver="$(go list -m -f '{{.Version}}' k8s.io/client-go)" # e.g. v0.37.0
-    kver="${kver#v0.}"
-    kmajor=1
-    kminor="${kver%%.*}"
-    CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=${kmajor} -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=${kminor} -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=${kmajor} -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${kminor}" \
-      -o "${out}/helm" helm.sh/helm/v3/cmd/helm
-  )
-  printf 'version=%s\ngo=%s\nbuilt=%s\n' "${HELM_VERSION}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
-  log "built helm ${HELM_VERSION} in $(elapsed "${t0}")"
+  kver="${kver#v0.}"
+  kminor="${kver%%.*}"
+  local h="helm.sh/helm/v3"
+  go_build helm "${HELM_VERSION}" "${out}" helm "${h}" \
+    "-X ${h}/internal/version.version=${HELM_VERSION} -X ${h}/internal/version.gitTreeState=clean -X ${h}/pkg/lint/rules.k8sVersionMajor=1 -X ${h}/pkg/lint/rules.k8sVersionMinor=${kminor} -X ${h}/pkg/chartutil.k8sVersionMajor=1 -X ${h}/pkg/chartutil.k8sVersionMinor=${kminor}" \
+    helm "${h}/cmd/helm"
 }
 
 T_ALL="$(now_ms)"
