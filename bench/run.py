@@ -1,0 +1,207 @@
+"""Benchmark (issue #6): how fast pod readiness reaches etcd, what it costs, and how that
+compares with a minimal Go controller (the floor) and with self-registration.
+
+    python -m bench.run                  # N = 100, 1000, 5000, 10000 (~15 min on 2 cores)
+    python -m bench.run --quick          # one small N, ~1-2 min: checks the harness works
+    python -m bench.run --sizes 1000 --churn-seconds 60
+
+For each N: N pods bound to a node no kubelet or kwok manages, made Running and Ready
+through the status subresource; then, for the operator and then the floor, on the same
+pods and the same seeded transitions: cold start, idle costs, steady churn, bursts down
+and up; then N self-registering instances. Writes bench/results/<date>.json,
+docs/benchmarks.md and docs/benchmark-latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report, schedule
+from bench.kubeapi import KubeApi
+from bench.population import NodeKeeper, Population
+from bench.procs import Operator, floor
+from bench.scenarios import Env, Subject, run_subject, self_registration
+from tests.harness import CLUSTER_DIR, REPO_ROOT, Cluster
+from tests.operator_process import CRD_FILE
+
+RESULTS = REPO_ROOT / "bench" / "results"
+DOCS = REPO_ROOT / "docs"
+
+
+def build_go() -> dict[str, str]:
+    """Build (or reuse) the Go programs; {"floor": path, "selfreg": path, "probe": path}."""
+    out = subprocess.run(
+        [str(REPO_ROOT / "bench" / "build.sh")], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        sys.exit(f"bench/build.sh failed:\n{out.stderr}")
+    return dict(line.split("=", 1) for line in out.stdout.split())
+
+
+def churn_rate(n: int, rate: float) -> float:
+    """`rate` transitions/s, but no pod touched more than once every 4 s on average."""
+    return min(rate, n / 4)
+
+
+def registry_etcd_pid(cluster: Cluster) -> int | None:
+    pid_file = CLUSTER_DIR / "pids" / "etcd-registry.pid"
+    if cluster.external or not pid_file.is_file():
+        return None
+    return int(pid_file.read_text())
+
+
+async def run_size(
+    cluster: Cluster, binaries: dict[str, str], n: int, args: argparse.Namespace, logs: Path
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    namespace = cluster.create_namespace(f"bench-{n}")
+    (logs / str(n)).mkdir(parents=True, exist_ok=True)
+    print(f"== N={n}: namespace {namespace}", flush=True)
+    async with KubeApi(cluster.kubeconfig, concurrency=args.concurrency) as api:
+        keeper = NodeKeeper(api, f"bench-{namespace}")
+        await keeper.start()
+        pop = Population(api, namespace, keeper.name, n)
+        env = Env(
+            pop,
+            cluster.etcd_endpoints,
+            registry_etcd_pid(cluster),
+            binaries["probe"],
+            logs / str(n),
+        )
+        try:
+            result: dict[str, Any] = {"pods": n, "population": await pop.create()}
+            print(f"   pods created and ready: {result['population']}", flush=True)
+            rate = churn_rate(n, args.churn_rate)
+            steps = schedule.churn(pop.names, rate, args.churn_seconds)
+            result["churn_rate_per_s"] = rate
+            subjects = [
+                Subject(
+                    "operator",
+                    "/services/bench/",
+                    ("/services/bench/", "/etcd-registrar/"),
+                    lambda: Operator(namespace, f"{namespace}-op", env.log_dir, cluster.env()),
+                ),
+                Subject(
+                    "floor",
+                    "/floor/bench/",
+                    ("/floor/",),
+                    lambda: floor(
+                        binaries["floor"],
+                        namespace,
+                        cluster.etcd_endpoints,
+                        env.log_dir,
+                        cluster.env(),
+                    ),
+                ),
+            ]
+            for subject in subjects:
+                t0 = time.monotonic()
+                profile = None
+                if subject.name == "operator" and n == args.profile:
+                    profile = RESULTS / f"{args.stamp}-profile-{n}.txt"
+                result[subject.name] = await run_subject(
+                    env, subject, steps, idle=args.idle_seconds, profile=profile
+                )
+                print(
+                    f"   {subject.name}: {report.one_line(result[subject.name])} "
+                    f"({time.monotonic() - t0:.0f}s)",
+                    flush=True,
+                )
+            result["selfreg"] = await self_registration(
+                env, binaries["selfreg"], n, args.idle_seconds
+            )
+            print(
+                f"   selfreg: {result['selfreg']['keepalives_per_s']} keepalives/s, "
+                f"{result['selfreg']['leases']} leases",
+                flush=True,
+            )
+        finally:
+            await pop.delete_all()
+            await keeper.stop()
+            cluster.delete_namespace(namespace)
+    return result, env.raw
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    RESULTS.mkdir(exist_ok=True)
+    binaries = build_go()
+    cluster = Cluster.ensure_up()
+    cluster.kubectl("apply", "-f", str(CRD_FILE))
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    print(f"logs in {logs}", flush=True)
+    info = machine.describe(cluster)
+    sizes: list[dict[str, Any]] = []
+    raw: dict[int, dict[str, list[float]]] = {}
+    for n in args.sizes:
+        result, raw[n] = await run_size(cluster, binaries, n, args, logs)
+        sizes.append(result)
+    info["load_average_end"] = machine.load_average()
+    when = args.started_at
+    document = {
+        "when": when.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "duration_s": round(time.monotonic() - started),
+        "settings": {
+            "churn_seconds": args.churn_seconds,
+            "churn_rate": args.churn_rate,
+            "idle_seconds": args.idle_seconds,
+            "concurrency": args.concurrency,
+            "profiled_size": args.profile,
+        },
+        "machine": info,
+        "sizes": sizes,
+    }
+    out = RESULTS / f"{args.stamp}.json"
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    written = [out]
+    if not args.quick or args.docs:
+        written += report.write(document, raw, DOCS)
+    print(report.markdown(document))
+    for path in written:
+        print(f"written: {path.relative_to(REPO_ROOT)}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small N, short windows")
+    parser.add_argument("--sizes", type=int, nargs="+", help="pod counts")
+    parser.add_argument("--churn-seconds", type=float, help="steady churn duration")
+    parser.add_argument("--churn-rate", type=float, default=100.0, help="transitions/s")
+    parser.add_argument("--idle-seconds", type=float, help="idle/self-registration window")
+    parser.add_argument("--concurrency", type=int, default=32, help="API requests in flight")
+    parser.add_argument("--docs", action="store_true", help="write docs/ even in quick mode")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=-1,
+        metavar="N",
+        help="py-spy the operator's churn at N pods (default: 1000, else the first size)",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.sizes = args.sizes or ([200] if quick else [100, 1000, 5000, 10000])
+    args.churn_seconds = args.churn_seconds or (10.0 if quick else 30.0)
+    args.idle_seconds = args.idle_seconds or 10.0
+    if args.profile == -1:
+        args.profile = 1000 if 1000 in args.sizes else args.sizes[0]
+    args.started_at = datetime.now(UTC)
+    args.stamp = args.started_at.strftime("%Y-%m-%dT%H%M") + ("-quick" if quick else "")
+    return args
+
+
+def main() -> None:
+    asyncio.run(main_async(parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The scenarios, run against one controller (the operator or the Go floor) at a time:
+cold start, idle footprint, steady churn, bursts; and the self-registration baseline.
+
+Every latency is (etcd event seen by bench/probe) - (response to the benchmark's own API
+request received), both on CLOCK_MONOTONIC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import stats
+from bench.kubeapi import ApiError, Timed
+from bench.population import Population
+from bench.procs import Managed, Operator, etcd_requests, selfreg, usage
+from bench.profile import Profiler
+from bench.schedule import Action, Step
+from bench.watcher import KeyWatcher
+
+
+@dataclass
+class Env:
+    """What every scenario needs: the pods, the registry etcd, the probe, where logs go."""
+
+    pop: Population
+    etcd: str  # registry etcd client URL
+    etcd_pid: int | None  # for its CPU; None when etcd is not a local process
+    probe: str
+    log_dir: Path
+    raw: dict[str, list[float]] = field(default_factory=dict)  # latencies for the plot
+
+    def leases(self) -> int:
+        out = subprocess.run(
+            [self.probe, "leases", "-endpoints", self.etcd],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout)
+
+    def clean(self, *prefixes: str) -> None:
+        args = [self.probe, "clean", "-endpoints", self.etcd]
+        for p in prefixes:
+            args += ["-prefix", p]
+        subprocess.run(args, check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A controller under test: how to start it and where it writes."""
+
+    name: str
+    prefix: str  # the keys of the benchmark's service, e.g. /services/bench/
+    owned: tuple[str, ...]  # prefixes to revoke and clear after it stopped
+    launch: Callable[[], Managed]
+
+
+class Window:
+    """Costs over a time window: CPU of the subject and etcd, etcd requests by method."""
+
+    def __init__(self, env: Env, subject: Managed) -> None:
+        self.env, self.subject = env, subject
+        self.t0 = time.monotonic()
+        self.requests0 = etcd_requests(env.etcd)
+        self.cpu0 = subject.usage().cpu
+        self.etcd_cpu0 = usage(env.etcd_pid).cpu if env.etcd_pid else 0.0
+
+    def close(self) -> dict[str, Any]:
+        seconds = time.monotonic() - self.t0
+        requests = etcd_requests(self.env.etcd)
+        by_method = {
+            m: round((v - self.requests0.get(m, 0)) / seconds, 1)
+            for m, v in sorted(requests.items())
+            if v > self.requests0.get(m, 0)
+        }
+        cpu = self.subject.usage().cpu - self.cpu0
+        out: dict[str, Any] = {
+            "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu, 2),
+            "cpu_percent": round(100 * cpu / seconds, 1),
+            "etcd_requests_per_s": round(sum(by_method.values()), 1),
+            "etcd_requests_by_method": by_method,
+            "keepalives_per_s": by_method.get("LeaseKeepAlive", 0.0),
+        }
+        if self.env.etcd_pid:
+            etcd_cpu = usage(self.env.etcd_pid).cpu - self.etcd_cpu0
+            out["etcd_cpu_percent"] = round(100 * etcd_cpu / seconds, 1)
+        return out
+
+
+def _burst_figures(
+    env: Env, label: str, timed: list[Timed], expect: str, watcher: KeyWatcher, wall: float
+) -> dict[str, Any]:
+    samples = [
+        stats.Sample(name, expect, t.sent, t.done)
+        for name, t in zip(env.pop.names, timed, strict=True)
+    ]
+    found, missed = stats.latencies(samples, watcher)
+    env.raw[label] = found
+    last_accepted = max(t.done for t in timed)
+    return {
+        "status_changes_seconds": round(wall, 2),
+        "last_key_after_last_change_s": round(watcher.last_change() - last_accepted, 3),
+        "latency_ms": stats.summary(found),
+        "missed": missed,
+    }
+
+
+async def _apply(pop: Population, step: Step) -> stats.Sample | None:
+    try:
+        return await _transition(pop, step)
+    except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+        print(f"   transition {step} failed: {exc}", flush=True)
+        return None
+
+
+async def _transition(pop: Population, step: Step) -> stats.Sample:
+    if step.action is Action.UNREADY:
+        t = await pop.set_ready(step.pod, False)
+    elif step.action is Action.READY:
+        t = await pop.set_ready(step.pod, True)
+    elif step.action is Action.TERMINATE:
+        t = await pop.terminate(step.pod)
+    else:
+        t = await pop.recreate(step.pod)
+    return stats.Sample(step.pod, step.action.expect, t.sent, t.done)
+
+
+async def churn(env: Env, proc: Managed, watcher: KeyWatcher, steps: list[Step]) -> dict[str, Any]:
+    window = Window(env, proc)
+    start = time.monotonic() + 0.1
+    tasks: list[asyncio.Task[stats.Sample | None]] = []
+    for step in steps:
+        delay = start + step.at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_apply(env.pop, step)))
+    done = await asyncio.gather(*tasks)
+    samples = stats.bound_by_next([s for s in done if s is not None])
+    driven = time.monotonic() - start
+    settle_error = None
+    try:
+        await watcher.wait_count(env.pop.expected_keys(), limit=30)
+    except TimeoutError as exc:
+        settle_error = str(exc)
+    costs = window.close()
+    out: dict[str, Any] = {
+        "transitions": len(samples),
+        "failed_requests": len(done) - len(samples),
+        "achieved_per_s": round(len(samples) / driven, 1),
+    }
+    for kind, label in (("P", "register"), ("D", "deregister")):
+        found, missed = stats.latencies([s for s in samples if s.expect == kind], watcher)
+        env.raw[f"{proc.name}/churn/{label}"] = found
+        out[label] = {"latency_ms": stats.summary(found), "missed": missed}
+    api_rtt = stats.summary([s.accepted - s.sent for s in samples])
+    out["api_request_ms"] = {"p50": api_rtt.get("p50"), "p99": api_rtt.get("p99")}
+    out["cpu_seconds_per_1000"] = round(1000 * costs["cpu_seconds"] / max(1, len(samples)), 2)
+    out["costs"] = costs
+    if settle_error:
+        out["settle_error"] = settle_error
+    return out
+
+
+async def run_subject(
+    env: Env,
+    subject: Subject,
+    steps: list[Step],
+    *,
+    idle: float = 10.0,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """Cold start, idle, churn and bursts for one controller over the same pods; with
+    `profile`, py-spy samples the controller during the churn into that file."""
+    n = len(env.pop.names)
+    env.clean(*subject.owned)
+    await env.pop.reset()
+    result: dict[str, Any] = {}
+    with KeyWatcher(env.probe, env.etcd, subject.prefix) as watcher:
+        proc = subject.launch().start()
+        try:
+            # Cold start: every pod ready before the controller starts.
+            all_keys = await watcher.wait_count(n, limit=max(120, n / 20))
+            first_key = watcher.first_change_since(proc.started) or all_keys
+            cold: dict[str, Any] = {
+                "first_key_s": round(first_key - proc.started, 2),
+                "all_keys_s": round(all_keys - proc.started, 2),
+                "keys_per_s": round(n / max(all_keys - first_key, 1e-3)),
+            }
+            if isinstance(proc, Operator):
+                while proc.sweeps() < 1:
+                    proc.check_alive()
+                    await asyncio.sleep(0.05)
+                cold["first_sweep_s"] = round(time.monotonic() - proc.started, 2)
+            result["cold_start"] = cold
+            await asyncio.sleep(2)  # let start-up work finish before measuring idle costs
+            quiet = Window(env, proc)
+            await asyncio.sleep(idle)
+            result["idle"] = quiet.close() | {"leases": env.leases()}
+            profiler = Profiler(proc.pid, profile, steps[-1].at).start() if profile else None
+            result["churn"] = await churn(env, proc, watcher, steps)
+            if profiler is not None:
+                result["churn"]["profiled"] = True
+                result["profile"] = profiler.finish()
+            await env.pop.reset()
+            await watcher.wait_count(n, limit=120)
+            down, wall = await env.pop.burst(False)
+            await watcher.wait_count(0, limit=max(60, n / 20))
+            result["burst_down"] = _burst_figures(
+                env, f"{proc.name}/burst/deregister", down, "D", watcher, wall
+            )
+            up, wall = await env.pop.burst(True)
+            await watcher.wait_count(n, limit=max(60, n / 20))
+            result["burst_up"] = _burst_figures(
+                env, f"{proc.name}/burst/register", up, "P", watcher, wall
+            )
+            final = proc.usage()
+            result["memory_mib"] = {"rss": round(final.rss_mib, 1), "peak": round(final.hwm_mib, 1)}
+            result["cpu_seconds_total"] = round(final.cpu, 1)
+        finally:
+            proc.stop()
+            env.clean(*subject.owned)
+    return result
+
+
+async def self_registration(env: Env, binary: str, n: int, window: float) -> dict[str, Any]:
+    """N instances each holding a lease of their own, as registry libraries do."""
+    env.clean("/selfreg/")
+    proc = selfreg(binary, n, env.etcd, env.log_dir).start()
+    try:
+        line = await proc.wait_output("registered", limit=max(60, n / 50))
+        await asyncio.sleep(2)
+        costs = Window(env, proc)
+        await asyncio.sleep(window)
+        out = costs.close() | {"leases": env.leases(), "register_s": float(line.split()[2])}
+        out["memory_mib"] = round(proc.usage().rss_mib, 1)
+        out["etcd_rss_mib"] = round(usage(env.etcd_pid).rss_mib, 1) if env.etcd_pid else None
+    finally:
+        proc.stop()
+        env.clean("/selfreg/")
+    return out

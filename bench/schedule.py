@@ -1,0 +1,81 @@
+"""The churn script: a seeded, pre-computed list of transitions, so the operator and the Go
+floor are driven through exactly the same sequence.
+
+Each step picks a random pod not touched within `cooldown` seconds (so every transition
+has its own etcd event to wait for, never one coalesced away by the next) and moves it on:
+ready -> not ready (or, one time in ten, a graceful delete), not ready -> ready,
+terminating -> force-deleted, created again and made ready.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from bench.population import State
+
+
+class Action(Enum):
+    UNREADY = "unready"  # Ready=False via the status subresource: the key must go
+    READY = "ready"  # Ready=True: the key must come
+    TERMINATE = "terminate"  # graceful delete (deletionTimestamp): the key must go
+    RECREATE = "recreate"  # force delete + create + Ready=True: the key must come
+
+    @property
+    def expect(self) -> str:
+        """The etcd event this transition must cause: "P" (put) or "D" (delete)."""
+        return "P" if self in (Action.READY, Action.RECREATE) else "D"
+
+    @property
+    def after(self) -> State:
+        return {
+            Action.UNREADY: State.UNREADY,
+            Action.READY: State.READY,
+            Action.TERMINATE: State.TERMINATING,
+            Action.RECREATE: State.READY,
+        }[self]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    at: float  # seconds after the start of the churn
+    pod: str
+    action: Action
+
+
+def churn(
+    pods: list[str],
+    rate: float,
+    duration: float,
+    *,
+    cooldown: float = 1.0,
+    delete_share: float = 0.1,
+    seed: int = 6,
+) -> list[Step]:
+    rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
+    state = dict.fromkeys(pods, State.READY)
+    available = list(pods)
+    cooling: deque[tuple[float, str]] = deque()
+    steps: list[Step] = []
+    for i in range(int(rate * duration)):
+        at = i / rate
+        while cooling and cooling[0][0] <= at:
+            available.append(cooling.popleft()[1])
+        if not available:
+            continue
+        j = rng.randrange(len(available))
+        pod = available[j]
+        available[j] = available[-1]
+        available.pop()
+        if state[pod] is State.READY:
+            action = Action.TERMINATE if rng.random() < delete_share else Action.UNREADY
+        elif state[pod] is State.UNREADY:
+            action = Action.READY
+        else:
+            action = Action.RECREATE
+        state[pod] = action.after
+        steps.append(Step(at, pod, action))
+        cooling.append((at + cooldown, pod))
+    return steps
