@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from bench.kubeapi import KubeApi
 from bench.population import NodeKeeper, Population
 from bench.procs import Operator, floor
 from bench.scenarios import Env, Subject, run_subject, self_registration
+from bench.watcher import pod_watcher
 from tests.harness import CLUSTER_DIR, REPO_ROOT, Cluster
 from tests.operator_process import CRD_FILE
 
@@ -59,70 +61,75 @@ def registry_etcd_pid(cluster: Cluster) -> int | None:
     return int(pid_file.read_text())
 
 
-async def run_size(
-    cluster: Cluster, binaries: dict[str, str], n: int, args: argparse.Namespace, logs: Path
-) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    namespace = cluster.create_namespace(f"bench-{n}")
-    (logs / str(n)).mkdir(parents=True, exist_ok=True)
-    print(f"== N={n}: namespace {namespace}", flush=True)
-    async with KubeApi(cluster.kubeconfig, concurrency=args.concurrency) as api:
-        keeper = NodeKeeper(api, f"bench-{namespace}")
-        await keeper.start()
-        pop = Population(api, namespace, keeper.name, n)
-        env = Env(
-            pop,
-            cluster.etcd_endpoints,
-            registry_etcd_pid(cluster),
-            binaries["probe"],
-            logs / str(n),
+@dataclass(frozen=True)
+class Setup:
+    """What every size shares."""
+
+    cluster: Cluster
+    binaries: dict[str, str]  # floor, selfreg, probe
+    args: argparse.Namespace
+    logs: Path
+
+
+def subjects(setup: Setup, namespace: str, log_dir: Path) -> list[Subject]:
+    """The operator and the floor, as configured for one namespace."""
+    cluster, endpoints = setup.cluster, setup.cluster.etcd_endpoints
+    return [
+        Subject(
+            "operator",
+            "/services/bench/",
+            ("/services/bench/", "/etcd-registrar/"),
+            lambda: Operator(namespace, f"{namespace}-op", log_dir, cluster.env()),
+        ),
+        Subject(
+            "floor",
+            "/floor/bench/",
+            ("/floor/",),
+            lambda: floor(setup.binaries["floor"], namespace, endpoints, log_dir, cluster.env()),
+        ),
+    ]
+
+
+async def measure(setup: Setup, env: Env, namespace: str) -> dict[str, Any]:
+    """Everything at one N, once the pods exist."""
+    n, args = len(env.pop.names), setup.args
+    rate = churn_rate(n, args.churn_rate)
+    steps = schedule.churn(env.pop.names, rate, args.churn_seconds)
+    result: dict[str, Any] = {"churn_rate_per_s": rate}
+    for subject in subjects(setup, namespace, env.log_dir):
+        t0 = time.monotonic()
+        profile = None
+        if subject.name == "operator" and n == args.profile:
+            profile = RESULTS / f"{args.stamp}-profile-{n}.txt"
+        result[subject.name] = await run_subject(
+            env, subject, steps, idle=args.idle_seconds, profile=profile
         )
+        took = time.monotonic() - t0
+        print(f"   {subject.name}: {report.one_line(result[subject.name])} ({took:.0f}s)")
+    selfreg = await self_registration(env, setup.binaries["selfreg"], n, args.idle_seconds)
+    print(f"   selfreg: {selfreg['keepalives_per_s']} keepalives/s, {selfreg['leases']} leases")
+    return result | {"selfreg": selfreg}
+
+
+async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Pods for one N in a fresh namespace, measured, then removed."""
+    cluster = setup.cluster
+    namespace = cluster.create_namespace(f"bench-{n}")
+    log_dir = setup.logs / str(n)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"== N={n}: namespace {namespace}")
+    async with KubeApi(cluster.kubeconfig, concurrency=setup.args.concurrency) as api:
+        keeper = NodeKeeper(api, f"bench-{namespace}")
+        pop = Population(api, namespace, keeper.name, n)
+        probe = setup.binaries["probe"]
         try:
-            result: dict[str, Any] = {"pods": n, "population": await pop.create()}
-            print(f"   pods created and ready: {result['population']}", flush=True)
-            rate = churn_rate(n, args.churn_rate)
-            steps = schedule.churn(pop.names, rate, args.churn_seconds)
-            result["churn_rate_per_s"] = rate
-            subjects = [
-                Subject(
-                    "operator",
-                    "/services/bench/",
-                    ("/services/bench/", "/etcd-registrar/"),
-                    lambda: Operator(namespace, f"{namespace}-op", env.log_dir, cluster.env()),
-                ),
-                Subject(
-                    "floor",
-                    "/floor/bench/",
-                    ("/floor/",),
-                    lambda: floor(
-                        binaries["floor"],
-                        namespace,
-                        cluster.etcd_endpoints,
-                        env.log_dir,
-                        cluster.env(),
-                    ),
-                ),
-            ]
-            for subject in subjects:
-                t0 = time.monotonic()
-                profile = None
-                if subject.name == "operator" and n == args.profile:
-                    profile = RESULTS / f"{args.stamp}-profile-{n}.txt"
-                result[subject.name] = await run_subject(
-                    env, subject, steps, idle=args.idle_seconds, profile=profile
-                )
-                print(
-                    f"   {subject.name}: {report.one_line(result[subject.name])} "
-                    f"({time.monotonic() - t0:.0f}s)",
-                    flush=True,
-                )
-            result["selfreg"] = await self_registration(
-                env, binaries["selfreg"], n, args.idle_seconds
-            )
-            print(
-                f"   selfreg: {result['selfreg']['keepalives_per_s']} keepalives/s, "
-                f"{result['selfreg']['leases']} leases",
-                flush=True,
-            )
+            await keeper.start()
+            with pod_watcher(probe, str(cluster.kubeconfig), namespace) as pods:
+                etcd_pid = registry_etcd_pid(cluster)
+                env = Env(pop, pods, cluster.etcd_endpoints, etcd_pid, probe, log_dir)
+                created = await pop.create()
+                print(f"   pods created and ready: {created}")
+                result = {"pods": n, "population": created} | await measure(setup, env, namespace)
         finally:
             await pop.delete_all()
             await keeper.stop()
@@ -137,12 +144,13 @@ async def main_async(args: argparse.Namespace) -> None:
     cluster = Cluster.ensure_up()
     cluster.kubectl("apply", "-f", str(CRD_FILE))
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    print(f"logs in {logs}", flush=True)
+    print(f"logs in {logs}")
     info = machine.describe(cluster)
     sizes: list[dict[str, Any]] = []
     raw: dict[int, dict[str, list[float]]] = {}
+    setup = Setup(cluster, binaries, args, logs)
     for n in args.sizes:
-        result, raw[n] = await run_size(cluster, binaries, n, args, logs)
+        result, raw[n] = await run_size(setup, n)
         sizes.append(result)
     info["load_average_end"] = machine.load_average()
     when = args.started_at
@@ -200,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress lines
     asyncio.run(main_async(parse_args()))
 
 

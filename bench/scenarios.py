@@ -1,8 +1,9 @@
 """The scenarios, run against one controller (the operator or the Go floor) at a time:
 cold start, idle footprint, steady churn, bursts; and the self-registration baseline.
 
-Every latency is (etcd event seen by bench/probe) - (response to the benchmark's own API
-request received), both on CLOCK_MONOTONIC.
+Every latency runs from the API server's acceptance of a change (the earlier of: the
+response to the benchmark's own request, the pod watch event bench/probe receives) to the
+etcd watch event bench/probe receives; all on CLOCK_MONOTONIC (see bench/stats.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bench.population import Population
 from bench.procs import Managed, Operator, etcd_requests, selfreg, usage
 from bench.profile import Profiler
 from bench.schedule import Action, Step
-from bench.watcher import KeyWatcher
+from bench.watcher import ProbeStream, key_watcher
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Env:
     """What every scenario needs: the pods, the registry etcd, the probe, where logs go."""
 
     pop: Population
+    pods: ProbeStream  # the pod watch: when the API server published each change
     etcd: str  # registry etcd client URL
     etcd_pid: int | None  # for its CPU; None when etcd is not a local process
     probe: str
@@ -97,24 +99,30 @@ class Window:
 
 
 def _burst_figures(
-    env: Env, label: str, timed: list[Timed], expect: str, watcher: KeyWatcher, wall: float
+    env: Env, label: str, timed: list[Timed], ready: bool, keys: ProbeStream, wall: float
 ) -> dict[str, Any]:
-    samples = [
-        stats.Sample(name, expect, t.sent, t.done)
+    expect, state = ("P", "R") if ready else ("D", "U")
+    transitions = [
+        stats.Transition(name, expect, state, t.sent, t.done)
         for name, t in zip(env.pop.names, timed, strict=True)
     ]
-    found, missed = stats.latencies(samples, watcher)
+    samples, skew = stats.accept(transitions, env.pods)
+    found, missed = stats.latencies(samples, keys)
     env.raw[label] = found
-    last_accepted = max(t.done for t in timed)
+    last_accepted = max(s.accepted for s in samples)
+    watched = [env.pods.first_after(t.pod, t.state, t.sent) for t in transitions]
+    last_watched = max((w for w in watched if w is not None), default=last_accepted)
     return {
         "status_changes_seconds": round(wall, 2),
-        "last_key_after_last_change_s": round(watcher.last_change() - last_accepted, 3),
+        "last_key_after_last_change_s": round(keys.last_change() - last_accepted, 3),
+        "last_key_after_last_pod_event_s": round(keys.last_change() - last_watched, 3),
         "latency_ms": stats.summary(found),
         "missed": missed,
+        "pod_watch_minus_response_ms": skew,
     }
 
 
-async def _apply(pop: Population, step: Step) -> stats.Sample | None:
+async def _apply(pop: Population, step: Step) -> stats.Transition | None:
     try:
         return await _transition(pop, step)
     except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
@@ -122,7 +130,7 @@ async def _apply(pop: Population, step: Step) -> stats.Sample | None:
         return None
 
 
-async def _transition(pop: Population, step: Step) -> stats.Sample:
+async def _transition(pop: Population, step: Step) -> stats.Transition:
     if step.action is Action.UNREADY:
         t = await pop.set_ready(step.pod, False)
     elif step.action is Action.READY:
@@ -131,38 +139,40 @@ async def _transition(pop: Population, step: Step) -> stats.Sample:
         t = await pop.terminate(step.pod)
     else:
         t = await pop.recreate(step.pod)
-    return stats.Sample(step.pod, step.action.expect, t.sent, t.done)
+    action = step.action
+    return stats.Transition(step.pod, action.expect, action.pod_state, t.sent, t.done)
 
 
-async def churn(env: Env, proc: Managed, watcher: KeyWatcher, steps: list[Step]) -> dict[str, Any]:
+async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -> dict[str, Any]:
     window = Window(env, proc)
     start = time.monotonic() + 0.1
-    tasks: list[asyncio.Task[stats.Sample | None]] = []
+    tasks: list[asyncio.Task[stats.Transition | None]] = []
     for step in steps:
         delay = start + step.at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(_apply(env.pop, step)))
-    done = await asyncio.gather(*tasks)
-    samples = stats.bound_by_next([s for s in done if s is not None])
+    done = [t for t in await asyncio.gather(*tasks) if t is not None]
     driven = time.monotonic() - start
     settle_error = None
     try:
-        await watcher.wait_count(env.pop.expected_keys(), limit=30)
+        await keys.wait_count(env.pop.expected_keys(), limit=30)
     except TimeoutError as exc:
         settle_error = str(exc)
+    samples, skew = stats.accept(done, env.pods)
     costs = window.close()
     out: dict[str, Any] = {
         "transitions": len(samples),
-        "failed_requests": len(done) - len(samples),
+        "failed_requests": len(steps) - len(done),
         "achieved_per_s": round(len(samples) / driven, 1),
     }
     for kind, label in (("P", "register"), ("D", "deregister")):
-        found, missed = stats.latencies([s for s in samples if s.expect == kind], watcher)
+        found, missed = stats.latencies([s for s in samples if s.expect == kind], keys)
         env.raw[f"{proc.name}/churn/{label}"] = found
         out[label] = {"latency_ms": stats.summary(found), "missed": missed}
-    api_rtt = stats.summary([s.accepted - s.sent for s in samples])
+    api_rtt = stats.summary([t.done - t.sent for t in done])
     out["api_request_ms"] = {"p50": api_rtt.get("p50"), "p99": api_rtt.get("p99")}
+    out["pod_watch_minus_response_ms"] = skew
     out["cpu_seconds_per_1000"] = round(1000 * costs["cpu_seconds"] / max(1, len(samples)), 2)
     out["costs"] = costs
     if settle_error:
@@ -184,7 +194,7 @@ async def run_subject(
     env.clean(*subject.owned)
     await env.pop.reset()
     result: dict[str, Any] = {}
-    with KeyWatcher(env.probe, env.etcd, subject.prefix) as watcher:
+    with key_watcher(env.probe, env.etcd, subject.prefix) as watcher:
         proc = subject.launch().start()
         try:
             # Cold start: every pod ready before the controller starts.
@@ -215,12 +225,12 @@ async def run_subject(
             down, wall = await env.pop.burst(False)
             await watcher.wait_count(0, limit=max(60, n / 20))
             result["burst_down"] = _burst_figures(
-                env, f"{proc.name}/burst/deregister", down, "D", watcher, wall
+                env, f"{proc.name}/burst/deregister", down, False, watcher, wall
             )
             up, wall = await env.pop.burst(True)
             await watcher.wait_count(n, limit=max(60, n / 20))
             result["burst_up"] = _burst_figures(
-                env, f"{proc.name}/burst/register", up, "P", watcher, wall
+                env, f"{proc.name}/burst/register", up, True, watcher, wall
             )
             final = proc.usage()
             result["memory_mib"] = {"rss": round(final.rss_mib, 1), "peak": round(final.hwm_mib, 1)}

@@ -29,6 +29,11 @@ class Action(Enum):
         return "P" if self in (Action.READY, Action.RECREATE) else "D"
 
     @property
+    def pod_state(self) -> str:
+        """What a pod watcher sees after it: "R" serving, "U" not ready, "T" terminating."""
+        return {Action.UNREADY: "U", Action.TERMINATE: "T"}.get(self, "R")
+
+    @property
     def after(self) -> State:
         return {
             Action.UNREADY: State.UNREADY,

@@ -1,4 +1,9 @@
-"""Latency statistics and matching transitions to the etcd events they caused."""
+"""Latency statistics, and matching each transition to the watch events it caused.
+
+When did the API server accept a change? Both the response to our request and the pod
+watch event the probe receives come after the commit; the earlier of the two is the
+tightest bound we have, and that is the start of every latency here.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.watcher import KeyWatcher
+from bench.watcher import ProbeStream
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What the benchmark did to one pod: the etcd event it must cause ("P" put, "D"
+    delete), the pod state watchers must see ("R", "U", "T"), request sent and answered."""
+
+    pod: str
+    expect: str
+    state: str
+    sent: float
+    done: float
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One transition: the pod, the event it must cause, when the API server accepted it
-    (response received), when the request was sent, and until when an event still counts."""
+    """A transition with its acceptance time, and until when an etcd event still counts
+    (the pod's next transition)."""
 
     pod: str
-    expect: str  # "P" or "D"
+    expect: str
     sent: float
     accepted: float
     until: float = math.inf
@@ -37,24 +54,33 @@ def summary(seconds: Sequence[float]) -> dict[str, Any]:
     return {"count": len(ordered)} | {k: round(v * 1000, 1) for k, v in ms.items()}
 
 
-def latencies(samples: Sequence[Sample], watcher: KeyWatcher) -> tuple[list[float], int]:
+def accept(transitions: Sequence[Transition], pods: ProbeStream) -> tuple[list[Sample], Any]:
+    """Samples with acceptance = min(response received, pod watch event seen), and the
+    summary of (watch event - response) over the transitions that had both."""
+    samples: list[Sample] = []
+    skew: list[float] = []
+    following: dict[str, float] = {}
+    for t in sorted(transitions, key=lambda t: t.sent, reverse=True):
+        until = following.get(t.pod, math.inf)
+        watched = pods.first_after(t.pod, t.state, t.sent)
+        accepted = t.done
+        if watched is not None and watched < until:
+            skew.append(watched - t.done)
+            accepted = min(accepted, watched)
+        samples.append(Sample(t.pod, t.expect, t.sent, accepted, until))
+        following[t.pod] = t.sent
+    samples.reverse()
+    return samples, summary(skew)
+
+
+def latencies(samples: Sequence[Sample], keys: ProbeStream) -> tuple[list[float], int]:
     """Seconds from acceptance to the matching etcd event, and how many never got one."""
     found: list[float] = []
     missed = 0
     for s in samples:
-        seen = watcher.first_after(s.pod, s.expect, s.sent)
+        seen = keys.first_after(s.pod, s.expect, s.sent)
         if seen is None or seen >= s.until:
             missed += 1
         else:
             found.append(seen - s.accepted)
     return found, missed
-
-
-def bound_by_next(samples: list[Sample]) -> list[Sample]:
-    """Each sample only counts events before the next transition of the same pod."""
-    out: list[Sample] = []
-    following: dict[str, float] = {}
-    for s in sorted(samples, key=lambda s: s.sent, reverse=True):
-        out.append(Sample(s.pod, s.expect, s.sent, s.accepted, following.get(s.pod, math.inf)))
-        following[s.pod] = s.sent
-    return sorted(out, key=lambda s: s.sent)

@@ -3,12 +3,18 @@
 //	probe watch -endpoints URL -prefix P   stream every PUT/DELETE under P, one line each:
 //	                                       "<CLOCK_MONOTONIC ns> P|D <key>", flushed per
 //	                                       watch response; first line "ready <n keys> <rev>"
+//	probe pods -kubeconfig F -namespace NS stream every pod change the API server sends
+//	                                       to a watcher: "<ns> <state> <pod>", state R
+//	                                       (serving), U (not), T (terminating), X (gone);
+//	                                       first line "ready <n pods> <resourceVersion>"
 //	probe leases -endpoints URL            print how many leases etcd holds
 //	probe clean -endpoints URL -prefix P   revoke every lease attached to a key under P
 //	                                       (repeatable), then delete what is left under P
 //
 // Timestamps come from CLOCK_MONOTONIC, the clock Python's time.monotonic() reads, so the
-// benchmark compares them with its own request times directly.
+// benchmark compares them with its own request times directly. The pod stream tells the
+// benchmark when the API server published each status change to its watchers (the
+// controllers under test receive it at the same moment).
 package main
 
 import (
@@ -45,7 +51,13 @@ func main() {
 	endpoints := fs.String("endpoints", "http://127.0.0.1:2379", "comma-separated etcd URLs")
 	var prefix prefixes
 	fs.Var(&prefix, "prefix", "key prefix (repeatable for clean)")
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig (pods)")
+	namespace := fs.String("namespace", "", "namespace (pods)")
 	_ = fs.Parse(os.Args[2:])
+	if os.Args[1] == "pods" {
+		watchPods(*kubeconfig, *namespace)
+		return
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   strings.Split(*endpoints, ","),
 		DialTimeout: 5 * time.Second,
@@ -60,7 +72,7 @@ func main() {
 		if len(prefix) != 1 {
 			fail("watch takes exactly one -prefix")
 		}
-		watch(ctx, cli, prefix[0])
+		watchKeys(ctx, cli, prefix[0])
 	case "leases":
 		resp, err := cli.Leases(ctx)
 		if err != nil {
@@ -76,7 +88,7 @@ func main() {
 	}
 }
 
-func watch(ctx context.Context, cli *clientv3.Client, prefix string) {
+func watchKeys(ctx context.Context, cli *clientv3.Client, prefix string) {
 	snapshot, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		fail("get: %v", err)
