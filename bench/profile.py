@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,15 @@ class Profiler:
         return summarise(self.output.read_text(), top)
 
 
+_TRUNK = ("asyncio/", "<frozen", "threading.py", "selectors.py")
+
+
 def _frame(frame: str) -> tuple[str, str]:
-    """'func (path/to/file.py:123)' -> ('func (file.py:123)', 'func (file.py)')."""
+    """'func (kopf/x.py:123)' -> ('func (kopf/x.py:123)', 'func (kopf/x.py)'); py-spy
+    already gives paths relative to site-packages or the source root."""
     name, _, where = frame.partition(" (")
-    where = where.rstrip(")")
-    path, _, line = where.rpartition(":")
-    short = "/".join(path.split("/")[-2:]) if path else where
-    return f"{name} ({short}:{line})", f"{name} ({short})"
+    path = where.rstrip(")").rpartition(":")[0] or where.rstrip(")")
+    return f"{name} ({where.rstrip(')')})", f"{name} ({path})"
 
 
 def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
@@ -84,7 +87,17 @@ def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
         for function in {f[1] for f in frames}:
             inclusive[function] += count
 
-    def share(counter: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / max(total, 1), 1)) for k, v in counter.most_common(top)]
+    def share(counter: Counter[str], keep: Callable[[str, int], bool]) -> list[list[Any]]:
+        ranked = [(k, v) for k, v in counter.most_common() if keep(k, v)][:top]
+        return [[k, round(100 * v / max(total, 1), 1)] for k, v in ranked]
 
-    return {"samples": total, "own_percent": share(own), "inclusive_percent": share(inclusive)}
+    def not_trunk(function: str, count: int) -> bool:
+        """Leave out the event loop and the entry points every sample passes through."""
+        where = function.rpartition(" (")[2]
+        return count < 0.85 * total and not where.startswith(_TRUNK)
+
+    return {
+        "samples": total,
+        "own_percent": share(own, lambda _, __: True),
+        "inclusive_percent": share(inclusive, not_trunk),
+    }

@@ -229,12 +229,12 @@ def _targets(sizes: list[Doc]) -> list[str]:
     rss = _get(n10k, "operator", "memory_mib", "peak")
     add("operator RSS ≤ 150 MB at 10,000 pods", rss, lambda v: v * 1.048576 <= 150, f"{rss} MiB")
     keepalives = [_get(s, "operator", "idle", "keepalives_per_s") for s in sizes]
-    shown = ", ".join(f"{_num(s['pods'])}: {k}" for s, k in zip(sizes, keepalives, strict=True))
+    known = [k for k in keepalives if k]
     add(
         "keepalives/s independent of the number of pods",
-        keepalives if all(k is not None for k in keepalives) else None,
-        lambda v: max(v) <= 1 + 0.35 * len(sizes),  # one lease per 1,000 keys at TTL/3
-        shown,
+        known if len(known) >= 2 else None,
+        lambda v: max(v) <= 1.5 * min(v),
+        ", ".join(f"{_num(s['pods'])} pods: {k}/s" for s, k in zip(sizes, keepalives, strict=True)),
     )
     return _table(["target (issue #6)", "result", "met"], rows)
 
@@ -246,8 +246,10 @@ def _profile(sizes: list[Doc]) -> list[str]:
             lines = [
                 "## Where the operator's CPU goes",
                 "",
-                f"py-spy during the churn at {_num(s['pods'])} pods ({prof['samples']:,} "
-                "samples of active threads; that churn's latencies include py-spy's overhead).",
+                f"py-spy (non-blocking, 100 Hz, active threads only) during a second, "
+                f"unmeasured run of the churn at {_num(s['pods'])} pods: {prof['samples']:,} "
+                "samples. Own time by line; inclusive time by function, leaving out the "
+                "event loop and entry points every sample passes through.",
                 "",
             ]
             rows = [

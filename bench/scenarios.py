@@ -189,7 +189,8 @@ async def run_subject(
     profile: Path | None = None,
 ) -> dict[str, Any]:
     """Cold start, idle, churn and bursts for one controller over the same pods; with
-    `profile`, py-spy samples the controller during the churn into that file."""
+    `profile`, the churn is run once more with py-spy sampling the controller into that
+    file (a separate pass: py-spy's own CPU use would skew the measured one)."""
     n = len(env.pop.names)
     env.clean(*subject.owned)
     await env.pop.reset()
@@ -215,11 +216,13 @@ async def run_subject(
             quiet = Window(env, proc)
             await asyncio.sleep(idle)
             result["idle"] = quiet.close() | {"leases": env.leases()}
-            profiler = Profiler(proc.pid, profile, steps[-1].at).start() if profile else None
             result["churn"] = await churn(env, proc, watcher, steps)
-            if profiler is not None:
-                result["churn"]["profiled"] = True
-                result["profile"] = profiler.finish()
+            if profile is not None:
+                await env.pop.reset()
+                await watcher.wait_count(n, limit=120)
+                profiler = Profiler(proc.pid, profile, steps[-1].at).start()
+                profiled = await churn(env, proc, watcher, steps)
+                result["profile"] = profiler.finish() | {"churn_while_profiled": profiled}
             await env.pop.reset()
             await watcher.wait_count(n, limit=120)
             down, wall = await env.pop.burst(False)
