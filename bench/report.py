@@ -1,4 +1,7 @@
-"""Turns a results document into docs/benchmarks.md and a latency plot."""
+"""Turns a results document into docs/benchmarks.md (and the plot, see bench/plot.py).
+
+Every table is a list of columns, each a header and a function from a row to its cell.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-PLOT = "benchmark-latency.png"
+from bench import plot
+
 Doc = dict[str, Any]
+Column = tuple[str, Callable[[Doc], str]]
+WHO = ("operator", "floor")
 
 
-def _get(d: Doc, *path: str) -> Any:
+def _get(d: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(d, dict) or key not in d:
             return None
@@ -21,12 +27,10 @@ def _get(d: Doc, *path: str) -> Any:
 def _num(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and digits == 0:
-        return f"{value:,.0f}"
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def _lat(summary: Doc | None, keys: Sequence[str] = ("p50", "p90", "p99", "max")) -> str:
+def _lat(summary: Any, keys: Sequence[str] = ("p50", "p90", "p99", "max")) -> str:
     if not summary or not summary.get("count"):
         return "-"
     return " / ".join(_num(summary.get(k)) for k in keys)
@@ -38,10 +42,22 @@ def _ratio(a: Any, b: Any) -> str:
     return f"{a / b:.1f}x"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def _ratios(op: Any, fl: Any, keys: Sequence[str] = ("p50", "p90", "p99", "max")) -> str:
+    return " / ".join(_ratio(_get(op, k), _get(fl, k)) for k in keys)
+
+
+def _table(columns: Sequence[Column], rows: Iterable[Doc]) -> list[str]:
+    lines = [
+        "| " + " | ".join(header for header, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    lines += ["| " + " | ".join(cell(row) for _, cell in columns) + " |" for row in rows]
     return [*lines, ""]
+
+
+def _per_controller(sizes: list[Doc]) -> list[Doc]:
+    """One row per (N, controller): {"n": N, "who": name, **that controller's results}."""
+    return [{"n": s["pods"], "who": who, **(s.get(who) or {})} for s in sizes for who in WHO]
 
 
 def one_line(r: Doc) -> str:
@@ -57,176 +73,144 @@ def one_line(r: Doc) -> str:
     )
 
 
-def _churn(sizes: list[Doc]) -> list[str]:
-    rows = []
-    for s in sizes:
-        for who in ("operator", "floor"):
-            c = _get(s, who, "churn") or {}
-            missed = (_get(c, "register", "missed") or 0) + (_get(c, "deregister", "missed") or 0)
-            rows.append(
-                [
-                    _num(s["pods"]),
-                    f"{_num(c.get('achieved_per_s'))} ({_num(c.get('transitions'))})",
-                    who,
-                    _lat(_get(c, "register", "latency_ms")),
-                    _lat(_get(c, "deregister", "latency_ms")),
-                    _num(missed),
-                    _num(c.get("cpu_seconds_per_1000"), 2),
-                    _num(_get(c, "costs", "etcd_requests_per_s")),
-                ]
-            )
-        op = _get(s, "operator", "churn", "register", "latency_ms") or {}
-        fl = _get(s, "floor", "churn", "register", "latency_ms") or {}
-        opd = _get(s, "operator", "churn", "deregister", "latency_ms") or {}
-        fld = _get(s, "floor", "churn", "deregister", "latency_ms") or {}
-        rows.append(
-            [
-                "",
-                "",
-                "*operator ÷ floor*",
-                " / ".join(_ratio(op.get(k), fl.get(k)) for k in ("p50", "p90", "p99", "max")),
-                " / ".join(_ratio(opd.get(k), fld.get(k)) for k in ("p50", "p90", "p99", "max")),
-                "",
-                _ratio(
-                    _get(s, "operator", "churn", "cpu_seconds_per_1000"),
-                    _get(s, "floor", "churn", "cpu_seconds_per_1000"),
-                ),
-                "",
-            ]
-        )
-    header = [
-        "N",
+CHURN: list[Column] = [
+    ("N", lambda r: _num(r["n"])),
+    ("controller", lambda r: r["who"]),
+    (
         "transitions/s (count)",
-        "controller",
+        lambda r: (
+            f"{_num(_get(r, 'churn', 'achieved_per_s'))} ({_num(_get(r, 'churn', 'transitions'))})"
+        ),
+    ),
+    (
         "register p50 / p90 / p99 / max ms",
+        lambda r: _lat(_get(r, "churn", "register", "latency_ms")),
+    ),
+    (
         "deregister p50 / p90 / p99 / max ms",
+        lambda r: _lat(_get(r, "churn", "deregister", "latency_ms")),
+    ),
+    (
         "missed",
-        "CPU s / 1000 transitions",
-        "etcd req/s",
-    ]
-    return _table(header, rows)
+        lambda r: _num(
+            (_get(r, "churn", "register", "missed") or 0)
+            + (_get(r, "churn", "deregister", "missed") or 0)
+        ),
+    ),
+    ("CPU s / 1000 transitions", lambda r: _num(_get(r, "churn", "cpu_seconds_per_1000"), 2)),
+    ("etcd req/s", lambda r: _num(_get(r, "churn", "costs", "etcd_requests_per_s"))),
+]
 
 
-def _bursts(sizes: list[Doc]) -> list[str]:
-    rows = []
-    for s in sizes:
-        for who in ("operator", "floor"):
-            for label, key in (("ready", "burst_up"), ("not ready", "burst_down")):
-                b = _get(s, who, key) or {}
-                rows.append(
-                    [
-                        _num(s["pods"]),
-                        who,
-                        label,
-                        _num(b.get("status_changes_seconds"), 2),
-                        _num(b.get("last_key_after_last_change_s"), 3),
-                        _num(b.get("last_key_after_last_pod_event_s"), 3),
-                        _lat(b.get("latency_ms"), ("p50", "p99", "max")),
-                        _num(b.get("missed")),
-                    ]
-                )
-    header = [
-        "N",
-        "controller",
-        "all pods made",
-        "status changes took s",
+def _vs(s: Doc, *path: str) -> tuple[Any, Any]:
+    return _get(s, "operator", *path), _get(s, "floor", *path)
+
+
+RATIOS: list[Column] = [
+    ("N", lambda s: _num(s["pods"])),
+    (
+        "churn register p50 / p90 / p99 / max",
+        lambda s: _ratios(*_vs(s, "churn", "register", "latency_ms")),
+    ),
+    (
+        "churn deregister p50 / p90 / p99 / max",
+        lambda s: _ratios(*_vs(s, "churn", "deregister", "latency_ms")),
+    ),
+    ("churn CPU per transition", lambda s: _ratio(*_vs(s, "churn", "cpu_seconds_per_1000"))),
+    (
+        "burst: last key after last change",
+        lambda s: _ratio(*_vs(s, "burst_up", "last_key_after_last_change_s")),
+    ),
+    ("cold start: all keys", lambda s: _ratio(*_vs(s, "cold_start", "all_keys_s"))),
+    (
+        "throughput: floor keys/s ÷ operator keys/s (cold start)",
+        lambda s: _ratio(*reversed(_vs(s, "cold_start", "keys_per_s"))),
+    ),
+]
+
+BURSTS: list[Column] = [
+    ("N", lambda r: _num(r["n"])),
+    ("controller", lambda r: r["who"]),
+    ("all pods made", lambda r: r["direction"]),
+    ("status changes took s", lambda r: _num(_get(r, "burst", "status_changes_seconds"), 2)),
+    (
         "last etcd event after last change s",
+        lambda r: _num(_get(r, "burst", "last_key_after_last_change_s"), 3),
+    ),
+    (
         "… after last pod watch event s",
+        lambda r: _num(_get(r, "burst", "last_key_after_last_pod_event_s"), 3),
+    ),
+    (
         "per pod p50 / p99 / max ms",
-        "missed",
-    ]
-    return _table(header, rows)
+        lambda r: _lat(_get(r, "burst", "latency_ms"), ("p50", "p99", "max")),
+    ),
+    ("missed", lambda r: _num(_get(r, "burst", "missed"))),
+]
+
+COLD: list[Column] = [
+    ("N", lambda r: _num(r["n"])),
+    ("controller", lambda r: r["who"]),
+    ("cold start: first key s", lambda r: _num(_get(r, "cold_start", "first_key_s"), 2)),
+    ("all keys s", lambda r: _num(_get(r, "cold_start", "all_keys_s"), 2)),
+    ("first sweep done s", lambda r: _num(_get(r, "cold_start", "first_sweep_s"), 2)),
+    ("keys/s first→last", lambda r: _num(_get(r, "cold_start", "keys_per_s"))),
+    ("peak RSS MiB", lambda r: _num(_get(r, "memory_mib", "peak"))),
+    ("idle CPU %", lambda r: _num(_get(r, "idle", "cpu_percent"))),
+    ("etcd req/s idle", lambda r: _num(_get(r, "idle", "etcd_requests_per_s"))),
+]
 
 
-def _pair(a: Doc, b: Doc, *path: str) -> str:
-    return f"{_num(_get(a, *path))} / {_num(_get(b, *path))}"
+def _pair(op: Any, sr: Any, key: str) -> str:
+    return f"{_num(_get(op, key))} / {_num(_get(sr, key))}"
 
 
-def _cold_and_footprint(sizes: list[Doc]) -> list[str]:
-    rows = []
-    for s in sizes:
-        op, fl = s.get("operator") or {}, s.get("floor") or {}
-        rows.append(
-            [
-                _num(s["pods"]),
-                _num(_get(op, "cold_start", "all_keys_s"), 2),
-                _num(_get(op, "cold_start", "first_sweep_s"), 2),
-                _num(_get(fl, "cold_start", "all_keys_s"), 2),
-                _pair(op, fl, "cold_start", "keys_per_s"),
-                _ratio(_get(fl, "cold_start", "keys_per_s"), _get(op, "cold_start", "keys_per_s")),
-                _pair(op, fl, "memory_mib", "peak"),
-                _pair(op, fl, "idle", "cpu_percent"),
-                _num(_get(op, "idle", "etcd_requests_per_s")),
-                _num(_get(op, "churn", "costs", "etcd_requests_per_s")),
-            ]
-        )
-    header = [
-        "N",
-        "operator cold start: all keys s",
-        "operator: first sweep done s",
-        "floor cold start: all keys s",
-        "keys/s first→last operator / floor",
-        "floor ÷ operator keys/s",
-        "peak RSS MiB operator / floor",
-        "idle CPU % operator / floor",
-        "operator etcd req/s idle",
-        "operator etcd req/s churn",
-    ]
-    return _table(header, rows)
-
-
-def _selfreg(sizes: list[Doc]) -> list[str]:
-    rows = []
-    for s in sizes:
-        op, sr = _get(s, "operator", "idle") or {}, s.get("selfreg") or {}
-        rows.append(
-            [
-                _num(s["pods"]),
-                f"{_num(op.get('leases'))} / {_num(sr.get('leases'))}",
-                f"{_num(op.get('keepalives_per_s'))} / {_num(sr.get('keepalives_per_s'))}",
-                f"{_num(op.get('etcd_requests_per_s'))} / {_num(sr.get('etcd_requests_per_s'))}",
-                f"{_num(op.get('etcd_cpu_percent'))} / {_num(sr.get('etcd_cpu_percent'))}",
-                _num(sr.get("etcd_rss_mib"), 0),
-            ]
-        )
-    header = [
-        "N endpoints",
+SELFREG: list[Column] = [
+    ("N endpoints", lambda s: _num(s["pods"])),
+    (
         "leases operator / self-reg",
+        lambda s: _pair(_get(s, "operator", "idle"), s.get("selfreg"), "leases"),
+    ),
+    (
         "keepalives/s operator / self-reg",
+        lambda s: _pair(_get(s, "operator", "idle"), s.get("selfreg"), "keepalives_per_s"),
+    ),
+    (
         "etcd req/s operator / self-reg",
+        lambda s: _pair(_get(s, "operator", "idle"), s.get("selfreg"), "etcd_requests_per_s"),
+    ),
+    (
         "etcd CPU % operator / self-reg",
-        "etcd RSS MiB with self-reg",
-    ]
-    return _table(header, rows)
-
-
-def _by_pods(sizes: list[Doc], n: int) -> Doc:
-    return next((s for s in sizes if s["pods"] == n), {})
+        lambda s: _pair(_get(s, "operator", "idle"), s.get("selfreg"), "etcd_cpu_percent"),
+    ),
+    ("etcd RSS MiB with self-reg", lambda s: _num(_get(s, "selfreg", "etcd_rss_mib"), 0)),
+    ("self-reg: all registered s", lambda s: _num(_get(s, "selfreg", "register_s"), 2)),
+]
 
 
 def _targets(sizes: list[Doc]) -> list[str]:
-    rows: list[list[str]] = []
+    by_n = {s["pods"]: s for s in sizes}
+    rows: list[Doc] = []
 
     def add(target: str, value: Any, ok: Callable[[Any], bool], shown: str) -> None:
         verdict = "-" if value is None else ("yes" if ok(value) else "**no**")
-        rows.append([target, shown if value is not None else "not measured", verdict])
+        rows.append(
+            {"t": target, "v": shown if value is not None else "not measured", "ok": verdict}
+        )
 
-    n1k = _by_pods(sizes, 1000)
     for label in ("register", "deregister"):
-        lat = _get(n1k, "operator", "churn", label, "latency_ms") or {}
+        lat = _get(by_n.get(1000), "operator", "churn", label, "latency_ms") or {}
         p50, p99 = lat.get("p50"), lat.get("p99")
         add(f"churn at 1,000 pods, {label}: p50 ≤ 15 ms", p50, lambda v: v <= 15, f"{p50} ms")
         add(f"churn at 1,000 pods, {label}: p99 ≤ 60 ms", p99, lambda v: v <= 60, f"{p99} ms")
-    op = _get(n1k, "operator", "churn", "register", "latency_ms", "p50")
-    fl = _get(n1k, "floor", "churn", "register", "latency_ms", "p50")
+    op, fl = _vs(by_n.get(1000) or {}, "churn", "register", "latency_ms", "p50")
     ratio = op / fl if op is not None and fl else None
-    add("within 2x of the Go floor at p50", ratio, lambda v: v <= 2, f"{_ratio(op, fl)}")
-    burst = _get(_by_pods(sizes, 5000), "operator", "burst_up", "last_key_after_last_change_s")
+    add("within 2x of the Go floor at p50 (churn, 1,000)", ratio, lambda v: v <= 2, _ratio(op, fl))
+    burst = _get(by_n.get(5000), "operator", "burst_up", "last_key_after_last_change_s")
     add("5,000 pods ready at once: all keys ≤ 3 s after", burst, lambda v: v <= 3, f"{burst} s")
-    n10k = _by_pods(sizes, 10000)
-    cold = _get(n10k, "operator", "cold_start", "all_keys_s")
+    cold = _get(by_n.get(10000), "operator", "cold_start", "all_keys_s")
     add("cold start, 10,000 ready pods: all keys ≤ 10 s", cold, lambda v: v <= 10, f"{cold} s")
-    rss = _get(n10k, "operator", "memory_mib", "peak")
+    rss = _get(by_n.get(10000), "operator", "memory_mib", "peak")
     add("operator RSS ≤ 150 MB at 10,000 pods", rss, lambda v: v * 1.048576 <= 150, f"{rss} MiB")
     keepalives = [_get(s, "operator", "idle", "keepalives_per_s") for s in sizes]
     known = [k for k in keepalives if k]
@@ -234,36 +218,46 @@ def _targets(sizes: list[Doc]) -> list[str]:
         "keepalives/s independent of the number of pods",
         known if len(known) >= 2 else None,
         lambda v: max(v) <= 1.5 * min(v),
-        ", ".join(f"{_num(s['pods'])} pods: {k}/s" for s, k in zip(sizes, keepalives, strict=True)),
+        ", ".join(f"{_num(s['pods'])}: {k}/s" for s, k in zip(sizes, keepalives, strict=True)),
     )
-    return _table(["target (issue #6)", "result", "met"], rows)
+    columns: list[Column] = [
+        ("target (issue #6)", lambda r: r["t"]),
+        ("result", lambda r: r["v"]),
+        ("met", lambda r: r["ok"]),
+    ]
+    return _table(columns, rows)
 
 
 def _profile(sizes: list[Doc]) -> list[str]:
     for s in sizes:
         prof = _get(s, "operator", "profile")
         if prof:
-            lines = [
+            rows = [
+                {"own": own, "inc": inc}
+                for own, inc in zip(prof["own_percent"], prof["inclusive_percent"], strict=False)
+            ]
+            columns: list[Column] = [
+                ("own time: line", lambda r: f"`{r['own'][0]}`"),
+                ("%", lambda r: _num(r["own"][1])),
+                ("inclusive: function", lambda r: f"`{r['inc'][0]}`"),
+                ("% ", lambda r: _num(r["inc"][1])),
+            ]
+            return [
                 "## Where the operator's CPU goes",
                 "",
-                f"py-spy (non-blocking, 100 Hz, active threads only) during a second, "
+                "py-spy (non-blocking, 100 Hz, active threads only) during a second, "
                 f"unmeasured run of the churn at {_num(s['pods'])} pods: {prof['samples']:,} "
                 "samples. Own time by line; inclusive time by function, leaving out the "
                 "event loop and entry points every sample passes through.",
                 "",
+                *_table(columns, rows),
             ]
-            rows = [
-                [own[0], _num(own[1]), inc[0], _num(inc[1])]
-                for own, inc in zip(prof["own_percent"], prof["inclusive_percent"], strict=False)
-            ]
-            return lines + _table(["own time: frame", "%", "inclusive: function", "%"], rows)
     return []
 
 
-def markdown(doc: Doc) -> str:
+def _intro(doc: Doc) -> list[str]:
     m = doc["machine"]
-    sizes = doc["sizes"]
-    lines = [
+    return [
         "# Benchmark results",
         "",
         f"Run {doc['when']} ({'quick' if doc['quick'] else 'full'}, {doc['duration_s']} s) "
@@ -274,7 +268,7 @@ def markdown(doc: Doc) -> str:
         f"{m['kube_apiserver']}, registry etcd {m['registry_etcd']}, {m['go']}. "
         f"Load average at start {m['load_average_start']}, at end {m.get('load_average_end')}: "
         "the API server, both etcds, the controller under test and the benchmark share the "
-        "cores, so everything here includes that contention.",
+        "cores (and other work ran on the machine), so every number includes that contention.",
         "",
         "How it is measured (details in the docstrings of `bench/`): latency runs from the "
         "API server's acceptance of a change to the registry etcd's watch event for it, "
@@ -285,6 +279,18 @@ def markdown(doc: Doc) -> str:
         "client-go informer + workqueue + clientv3, nothing else) run one after the other "
         "on the same pods, driven through the same seeded transitions.",
         "",
+    ]
+
+
+def markdown(doc: Doc) -> str:
+    sizes, settings = doc["sizes"], doc["settings"]
+    bursts = [
+        r | {"direction": label, "burst": r.get(key)}
+        for r in _per_controller(sizes)
+        for label, key in (("ready", "burst_up"), ("not ready", "burst_down"))
+    ]
+    lines = [
+        *_intro(doc),
         "## Targets",
         "",
         *_targets(sizes),
@@ -292,81 +298,48 @@ def markdown(doc: Doc) -> str:
         "",
         "Ready true→false, false→true through the status subresource, graceful deletes "
         "(deletionTimestamp) and re-creations, at a fixed rate for "
-        f"{doc['settings']['churn_seconds']:g} s. CPU = the controller's own, including its "
+        f"{settings['churn_seconds']:g} s. CPU = the controller's own, including its "
         "background work; etcd req/s = all gRPC messages etcd received (keepalives included).",
         "",
-        *_churn(sizes),
+        *_table(CHURN, _per_controller(sizes)),
+        "## Operator ÷ floor",
+        "",
+        "Same transitions, same pods, same machine; 1.0x = as fast/cheap as the floor.",
+        "",
+        *_table(RATIOS, sizes),
         "## Bursts",
         "",
         "Every pod's Ready flipped as fast as the API server takes it "
-        f"({doc['settings']['concurrency']} requests in flight). Under that load the API "
-        "server's watch lags its responses by up to hundreds of ms; the last column "
-        "leaves that lag out (what the controller itself adds after its last event).",
+        f"({settings['concurrency']} requests in flight). Under that load the API server's "
+        "watch lags its responses by up to hundreds of ms; the column after the last etcd "
+        "event leaves that lag out (what the controller adds after its last pod event).",
         "",
-        *_bursts(sizes),
+        *_table(BURSTS, bursts),
         "## Cold start and footprint",
         "",
         "Cold start: N ready pods exist, the controller starts; seconds from process start. "
-        "Keys/s from the first key to the last is the controllers' throughput.",
+        "Keys/s from the first key to the last is the controller's throughput.",
         "",
-        *_cold_and_footprint(sizes),
+        *_table(COLD, _per_controller(sizes)),
         "## Against self-registration",
         "",
         "N endpoints held in etcd, idle: the operator (one lease per 1,000 keys) vs N "
         "instances each with its own lease, client and KeepAlive (`bench/selfreg`).",
         "",
-        *_selfreg(sizes),
+        *_table(SELFREG, sizes),
         *_profile(sizes),
-        f"![latency distribution]({PLOT})",
+        f"![latency distribution]({plot.FILE})",
         "",
     ]
     return "\n".join(lines)
-
-
-def plot(raw: dict[int, dict[str, list[float]]], path: Path) -> bool:
-    """CDFs of per-transition latency; False when matplotlib is not installed."""
-    try:
-        import matplotlib  # optional: the "bench" extra
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    panels = [
-        ("churn/register", "steady churn: key put"),
-        ("churn/deregister", "steady churn: key deleted"),
-        ("burst/register", "burst, all ready: key put"),
-        ("burst/deregister", "burst, all not ready: key deleted"),
-    ]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharey=True)
-    colors = plt.get_cmap("viridis")
-    for ax, (suffix, title) in zip(axes.flat, panels, strict=True):
-        for i, n in enumerate(sorted(raw)):
-            color = colors(i / max(1, len(raw) - 1))
-            for who, style in (("operator", "-"), ("floor", "--")):
-                values = sorted(max(v * 1000, 0.1) for v in raw[n].get(f"{who}/{suffix}", []))
-                if values:
-                    ys = [(j + 1) / len(values) for j in range(len(values))]
-                    ax.plot(values, ys, style, color=color, label=f"{who} N={n:,}")
-        ax.set_xscale("log")
-        ax.set_title(title)
-        ax.set_xlabel("status change accepted → etcd event (ms)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("fraction of transitions")
-    axes[1][0].set_ylabel("fraction of transitions")
-    axes[0][1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 def write(doc: Doc, raw: dict[int, dict[str, list[float]]], docs: Path) -> list[Path]:
     docs.mkdir(exist_ok=True)
     written = [docs / "benchmarks.md"]
     written[0].write_text(markdown(doc))
-    if plot(raw, docs / PLOT):
-        written.append(docs / PLOT)
+    if plot.cdfs(raw, docs / plot.FILE):
+        written.append(docs / plot.FILE)
     else:
         print("matplotlib not installed (pip install -e '.[bench]'): no plot written")
     return written

@@ -74,17 +74,18 @@ class Setup:
 def subjects(setup: Setup, namespace: str, log_dir: Path) -> list[Subject]:
     """The operator and the floor, as configured for one namespace."""
     cluster, endpoints = setup.cluster, setup.cluster.etcd_endpoints
+    owner = f"{namespace}-op"  # only this run's keys and leases are ever cleaned
     return [
         Subject(
             "operator",
             "/services/bench/",
-            ("/services/bench/", "/etcd-registrar/"),
-            lambda: Operator(namespace, f"{namespace}-op", log_dir, cluster.env()),
+            ("/services/bench/", f"/etcd-registrar/{owner}/"),
+            lambda: Operator(namespace, owner, log_dir, cluster.env()),
         ),
         Subject(
             "floor",
             "/floor/bench/",
-            ("/floor/",),
+            ("/floor/bench/",),
             lambda: floor(setup.binaries["floor"], namespace, endpoints, log_dir, cluster.env()),
         ),
     ]

@@ -246,7 +246,7 @@ async def run_subject(
 
 async def self_registration(env: Env, binary: str, n: int, window: float) -> dict[str, Any]:
     """N instances each holding a lease of their own, as registry libraries do."""
-    env.clean("/selfreg/")
+    env.clean("/selfreg/bench/")
     proc = selfreg(binary, n, env.etcd, env.log_dir).start()
     try:
         line = await proc.wait_output("registered", limit=max(60, n / 50))
@@ -258,5 +258,5 @@ async def self_registration(env: Env, binary: str, n: int, window: float) -> dic
         out["etcd_rss_mib"] = round(usage(env.etcd_pid).rss_mib, 1) if env.etcd_pid else None
     finally:
         proc.stop()
-        env.clean("/selfreg/")
+        env.clean("/selfreg/bench/")
     return out

@@ -13,19 +13,17 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/workqueue"
+
+	"etcd-registrar.io/bench/internal/must"
 )
 
 const serviceAnnotation = "etcd-registrar.io/service"
@@ -51,21 +49,15 @@ func main() {
 	workers := flag.Int("workers", 8, "workqueue workers")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := must.UntilSignal()
 	defer stop()
-	restConfig, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	check(err, "kubeconfig")
-	kube, err := kubernetes.NewForConfig(restConfig)
-	check(err, "kubernetes client")
-	etcd, err := clientv3.New(clientv3.Config{
-		Endpoints: strings.Split(*endpoints, ","), DialTimeout: 5 * time.Second,
-	})
-	check(err, "etcd client")
+	kube := must.Kube(*kubeconfig)
+	etcd := must.Etcd(*endpoints)
 	defer etcd.Close()
 	grant, err := etcd.Grant(ctx, *ttl)
-	check(err, "lease grant")
+	must.OK(err, "lease grant")
 	keepalive, err := etcd.KeepAlive(ctx, grant.ID)
-	check(err, "keepalive")
+	must.OK(err, "keepalive")
 	go func() {
 		for range keepalive { //nolint:revive // drain the responses
 		}
@@ -89,10 +81,10 @@ func main() {
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: enqueue,
 	})
-	check(err, "event handler")
+	must.OK(err, "event handler")
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		fail("informer never synced")
+		must.Fail("informer never synced")
 	}
 	fmt.Println("synced")
 	for range *workers {
@@ -175,15 +167,4 @@ func (c *controller) desired(pod *corev1.Pod) (string, string) {
 	}
 	port := pod.Spec.Containers[0].Ports[0].ContainerPort
 	return fmt.Sprintf("%s/%s/%s", c.prefix, service, pod.Name), fmt.Sprintf("%s:%d", pod.Status.PodIP, port)
-}
-
-func check(err error, what string) {
-	if err != nil {
-		fail("%s: %v", what, err)
-	}
-}
-
-func fail(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "floor: "+format+"\n", args...)
-	os.Exit(1)
 }

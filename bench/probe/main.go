@@ -24,10 +24,11 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
+
+	"etcd-registrar.io/bench/internal/must"
 )
 
 type prefixes []string
@@ -45,7 +46,7 @@ func monotonicNs() int64 {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: probe watch|leases|clean [flags]")
+		must.Fail("usage: probe watch|leases|clean [flags]")
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	endpoints := fs.String("endpoints", "http://127.0.0.1:2379", "comma-separated etcd URLs")
@@ -58,25 +59,19 @@ func main() {
 		watchPods(*kubeconfig, *namespace)
 		return
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   strings.Split(*endpoints, ","),
-		DialTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		fail("connect: %v", err)
-	}
+	cli := must.Etcd(*endpoints)
 	defer cli.Close()
 	ctx := context.Background()
 	switch os.Args[1] {
 	case "watch":
 		if len(prefix) != 1 {
-			fail("watch takes exactly one -prefix")
+			must.Fail("watch takes exactly one -prefix")
 		}
 		watchKeys(ctx, cli, prefix[0])
 	case "leases":
 		resp, err := cli.Leases(ctx)
 		if err != nil {
-			fail("leases: %v", err)
+			must.Fail("leases: %v", err)
 		}
 		fmt.Println(len(resp.Leases))
 	case "clean":
@@ -84,14 +79,14 @@ func main() {
 			clean(ctx, cli, p)
 		}
 	default:
-		fail("unknown command %q", os.Args[1])
+		must.Fail("unknown command %q", os.Args[1])
 	}
 }
 
 func watchKeys(ctx context.Context, cli *clientv3.Client, prefix string) {
 	snapshot, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		fail("get: %v", err)
+		must.Fail("get: %v", err)
 	}
 	out := bufio.NewWriterSize(os.Stdout, 1<<16)
 	fmt.Fprintf(out, "ready %d %d\n", len(snapshot.Kvs), snapshot.Header.Revision)
@@ -103,7 +98,7 @@ func watchKeys(ctx context.Context, cli *clientv3.Client, prefix string) {
 	for resp := range cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
 		now := monotonicNs()
 		if err := resp.Err(); err != nil {
-			fail("watch: %v", err)
+			must.Fail("watch: %v", err)
 		}
 		for _, ev := range resp.Events {
 			kind := "P"
@@ -121,7 +116,7 @@ func watchKeys(ctx context.Context, cli *clientv3.Client, prefix string) {
 func clean(ctx context.Context, cli *clientv3.Client, prefix string) {
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		fail("get: %v", err)
+		must.Fail("get: %v", err)
 	}
 	leases := map[clientv3.LeaseID]bool{}
 	for _, kv := range resp.Kvs {
@@ -131,15 +126,10 @@ func clean(ctx context.Context, cli *clientv3.Client, prefix string) {
 	}
 	for id := range leases {
 		if _, err := cli.Revoke(ctx, id); err != nil && !strings.Contains(err.Error(), "not found") {
-			fail("revoke %x: %v", id, err)
+			must.Fail("revoke %x: %v", id, err)
 		}
 	}
 	if _, err := cli.Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
-		fail("delete: %v", err)
+		must.Fail("delete: %v", err)
 	}
-}
-
-func fail(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "probe: "+format+"\n", args...)
-	os.Exit(1)
 }

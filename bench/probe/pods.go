@@ -9,8 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"etcd-registrar.io/bench/internal/must"
 )
 
 // state is what the registry should make of the pod (DESIGN §2.4, as bench/floor reads it).
@@ -27,15 +27,11 @@ func state(pod *corev1.Pod) string {
 }
 
 func watchPods(kubeconfig, namespace string) {
-	config, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		fail("kubeconfig: %v", err)
-	}
-	pods := kubernetes.NewForConfigOrDie(config).CoreV1().Pods(namespace)
+	pods := must.Kube(kubeconfig).CoreV1().Pods(namespace)
 	ctx := context.Background()
 	list, err := pods.List(ctx, metav1.ListOptions{})
 	if err != nil {
-		fail("list pods: %v", err)
+		must.Fail("list pods: %v", err)
 	}
 	out := bufio.NewWriterSize(os.Stdout, 1<<16)
 	fmt.Fprintf(out, "ready %d %s\n", len(list.Items), list.ResourceVersion)
@@ -44,13 +40,13 @@ func watchPods(kubeconfig, namespace string) {
 	for { // a watch the server closes is resumed from the last version seen
 		w, err := pods.Watch(ctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true})
 		if err != nil {
-			fail("watch pods: %v", err)
+			must.Fail("watch pods: %v", err)
 		}
 		for ev := range w.ResultChan() {
 			now := monotonicNs()
 			pod, ok := ev.Object.(*corev1.Pod)
 			if ev.Type == watch.Error || !ok {
-				fail("watch pods: %v", ev.Object) // e.g. 410 Gone: the run is void
+				must.Fail("watch pods: %v", ev.Object) // e.g. 410 Gone: the run is void
 			}
 			rv = pod.ResourceVersion
 			switch ev.Type {

@@ -12,14 +12,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"etcd-registrar.io/bench/internal/must"
 )
 
 type instance struct {
@@ -39,30 +38,26 @@ func main() {
 		*clients = *n
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := must.UntilSignal()
 	defer stop()
 	pool := make([]*clientv3.Client, *clients)
 	instances := make([]instance, *n)
 	start := time.Now()
 	forEach(*n, *parallel, func(i int) {
 		if i < *clients {
-			c, err := clientv3.New(clientv3.Config{
-				Endpoints: strings.Split(*endpoints, ","), DialTimeout: 10 * time.Second,
-			})
-			check(err, "client")
-			pool[i] = c
+			pool[i] = must.Etcd(*endpoints)
 		}
 	})
 	forEach(*n, *parallel, func(i int) {
 		cli := pool[i%*clients]
 		grant, err := cli.Grant(ctx, *ttl)
-		check(err, "grant")
+		must.OK(err, "grant")
 		key := fmt.Sprintf("%s/instance-%d", strings.TrimRight(*prefix, "/"), i)
 		value := fmt.Sprintf("10.%d.%d.%d:80", 100+i>>16&0xff, i>>8&0xff, i&0xff)
 		_, err = cli.Put(ctx, key, value, clientv3.WithLease(grant.ID))
-		check(err, "put")
+		must.OK(err, "put")
 		responses, err := cli.KeepAlive(ctx, grant.ID)
-		check(err, "keepalive")
+		must.OK(err, "keepalive")
 		go func() {
 			for range responses { //nolint:revive // drain, as the libraries do
 			}
@@ -92,11 +87,4 @@ func forEach(n, parallel int, f func(int)) {
 		}()
 	}
 	wg.Wait()
-}
-
-func check(err error, what string) {
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "selfreg: %s: %v\n", what, err)
-		os.Exit(1)
-	}
 }
