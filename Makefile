@@ -60,10 +60,16 @@ cluster-down:
 demo: venv tools
 	@hack/demo.sh
 
-bench: venv tools
-	$(BIN)/python -m bench.run
+# The benchmark's extra (matplotlib for the plot, py-spy for the profile); its Go programs
+# are built and cached by bench/build.sh, which bench.run calls.
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $@
 
-bench-quick: venv tools
+bench: venv tools $(BIN)/.bench-installed
+	$(BIN)/python -m bench.run --profile
+
+bench-quick: venv tools $(BIN)/.bench-installed
 	$(BIN)/python -m bench.run --quick
 
 clean: cluster-down

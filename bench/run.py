@@ -101,7 +101,7 @@ async def measure(setup: Setup, env: Env, namespace: str) -> dict[str, Any]:
         t0 = time.monotonic()
         profile = None
         if subject.name == "operator" and n == args.profile:
-            profile = RESULTS / f"{args.stamp}-profile-{n}.txt"
+            profile = args.results / f"{args.stamp}-profile-{n}.txt"
         result[subject.name] = await run_subject(
             env, subject, steps, idle=args.idle_seconds, profile=profile
         )
@@ -138,9 +138,10 @@ async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list
     return result, env.raw
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole run; returns the results document it wrote."""
     started = time.monotonic()
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     binaries = build_go()
     cluster = Cluster.ensure_up()
     cluster.kubectl("apply", "-f", str(CRD_FILE))
@@ -169,14 +170,15 @@ async def main_async(args: argparse.Namespace) -> None:
         "machine": info,
         "sizes": sizes,
     }
-    out = RESULTS / f"{args.stamp}.json"
+    out = args.results / f"{args.stamp}.json"
     out.write_text(json.dumps(document, indent=2) + "\n")
     written = [out]
     if not args.quick or args.docs:
         written += report.write(document, raw, DOCS)
     print(report.markdown(document))
     for path in written:
-        print(f"written: {path.relative_to(REPO_ROOT)}")
+        print(f"written: {path}")
+    return document
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -188,6 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, help="idle/self-registration window")
     parser.add_argument("--concurrency", type=int, default=32, help="API requests in flight")
     parser.add_argument("--docs", action="store_true", help="write docs/ even in quick mode")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument(
         "--profile",
         type=int,

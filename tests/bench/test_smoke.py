@@ -1,0 +1,142 @@
+"""The benchmark harness itself: its pure parts (schedule, statistics, report, profile
+summary) as unit tests, and one tiny end-to-end pass (e2e, ~40 s) that checks every
+scenario produces complete, matched results on a real cluster. Not a performance test:
+no number is asserted beyond "measured" and "nothing missed"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report, schedule, stats
+from bench.population import State
+from bench.profile import summarise
+from bench.run import main_async, parse_args
+
+
+class FakeStream:
+    """Stands in for a ProbeStream: events per name."""
+
+    def __init__(self, events: dict[str, list[tuple[float, str]]]) -> None:
+        self.events = events
+
+    def first_after(self, name: str, kind: str, after: float) -> float | None:
+        return next((t for t, k in self.events.get(name, []) if k == kind and t >= after), None)
+
+
+def test_churn_schedule_is_reproducible_and_respects_the_cooldown() -> None:
+    pods = [f"p-{i}" for i in range(50)]
+    steps = schedule.churn(pods, rate=20, duration=10, cooldown=1.0)
+    assert steps == schedule.churn(pods, rate=20, duration=10, cooldown=1.0)
+    assert len(steps) == 200
+    last: dict[str, float] = {}
+    state = dict.fromkeys(pods, State.READY)
+    for step in steps:
+        assert step.at - last.get(step.pod, -math.inf) >= 1.0 - 1e-9
+        last[step.pod] = step.at
+        allowed = {
+            State.READY: {schedule.Action.UNREADY, schedule.Action.TERMINATE},
+            State.UNREADY: {schedule.Action.READY},
+            State.TERMINATING: {schedule.Action.RECREATE},
+        }[state[step.pod]]
+        assert step.action in allowed
+        state[step.pod] = step.action.after
+    assert {s.action for s in steps} == set(schedule.Action)
+
+
+def test_summary_uses_nearest_rank_percentiles_in_ms() -> None:
+    summary = stats.summary([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert summary == {"count": 100, "p50": 50, "p90": 90, "p99": 99, "max": 100, "mean": 50.5}
+    assert stats.summary([]) == {"count": 0}
+
+
+def test_acceptance_is_the_earlier_of_response_and_pod_event_and_matching_is_bounded() -> None:
+    pods = FakeStream({"a": [(1.002, "U"), (2.001, "R")], "b": [(1.5, "U")]})
+    transitions = [
+        stats.Transition("a", "D", "U", sent=1.000, done=1.004),  # watch event first
+        stats.Transition("a", "P", "R", sent=2.000, done=2.000 + 0.0005),  # response first
+        stats.Transition("b", "D", "U", sent=1.400, done=1.410),
+    ]
+    samples, skew = stats.accept(transitions, pods)  # type: ignore[arg-type]
+    assert [s.accepted for s in samples] == [1.002, 1.41, 2.0005]
+    assert samples[0].until == 2.000  # a's next transition
+    keys = FakeStream({"a": [(1.010, "D"), (2.5, "P")], "b": []})
+    found, missed = stats.latencies(samples, keys)  # type: ignore[arg-type]
+    assert missed == 1  # b's key never went
+    assert [round(x, 4) for x in found] == [0.008, 0.4995]
+    assert skew["count"] == 3
+
+
+def test_profile_summary_counts_own_and_inclusive_time() -> None:
+    collapsed = "\n".join(
+        [
+            "main (app.py:1);handle (etcd_registrar/x.py:10);json (json/decoder.py:5) 3",
+            "main (app.py:1);handle (etcd_registrar/x.py:12) 1",
+        ]
+    )
+    result = summarise(collapsed)
+    assert result["samples"] == 4
+    assert result["own_percent"][0] == ["json (json/decoder.py:5)", 75.0]
+    inclusive = dict(map(tuple, result["inclusive_percent"]))
+    assert "main (app.py)" not in inclusive  # in every sample: the trunk
+    assert inclusive["json (json/decoder.py)"] == 75.0
+
+
+def _result(p50: float) -> dict[str, Any]:
+    latency = {"count": 10, "p50": p50, "p90": 2 * p50, "p99": 3 * p50, "max": 4 * p50}
+    return {
+        "churn": {
+            "register": {"latency_ms": latency, "missed": 0},
+            "deregister": {"latency_ms": latency, "missed": 0},
+            "cpu_seconds_per_1000": 1.0,
+        },
+        "cold_start": {"all_keys_s": 1.0, "keys_per_s": 100},
+        "idle": {"keepalives_per_s": 0.3, "leases": 1},
+        "memory_mib": {"peak": 100.0},
+    }
+
+
+def test_report_renders_targets_and_ratios() -> None:
+    doc = {
+        "when": "2026-01-01T00:00:00+00:00",
+        "quick": False,
+        "duration_s": 1,
+        "settings": {"churn_seconds": 30, "concurrency": 32},
+        "machine": dict.fromkeys(
+            ["cpu_model", "cores", "ram_gib", "os", "kernel", "python", "kopf", "commit"], "x"
+        )
+        | dict.fromkeys(["kube_apiserver", "registry_etcd", "go", "load_average_start"], "x"),
+        "sizes": [{"pods": 1000, "operator": _result(10.0), "floor": _result(2.0)}],
+    }
+    text = report.markdown(doc)
+    assert "| churn at 1,000 pods, register: p50 ≤ 15 ms | 10.0 ms | yes |" in text
+    assert "| within 2x of the Go floor at p50 (churn, 1,000) | 5.0x | **no** |" in text
+    assert "| 1,000 | 5.0x / 5.0x / 5.0x / 5.0x |" in text
+
+
+@pytest.mark.e2e
+def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
+    if shutil.which("go") is None:
+        pytest.skip("bench/build.sh needs Go")
+    tiny = ["--sizes", "20", "--churn-seconds", "3", "--idle-seconds", "1"]
+    args = parse_args(["--quick", *tiny, "--results", str(tmp_path)])
+    doc = asyncio.run(main_async(args))
+    assert json.loads(next(tmp_path.glob("*.json")).read_text()) == doc
+    (size,) = doc["sizes"]
+    for who in ("operator", "floor"):
+        result = size[who]
+        assert result["cold_start"]["all_keys_s"] > 0
+        for label in ("register", "deregister"):
+            assert result["churn"][label]["missed"] == 0
+            assert result["churn"][label]["latency_ms"]["count"] > 0
+        for burst in ("burst_up", "burst_down"):
+            assert result[burst]["missed"] == 0
+            assert result[burst]["latency_ms"]["count"] == 20
+    assert "first_sweep_s" in size["operator"]["cold_start"]
+    assert size["selfreg"]["leases"] == 20
