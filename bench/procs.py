@@ -126,20 +126,14 @@ class Operator(Managed):
 
     def __init__(self, namespace: str, owner: str, log_dir: Path, env: Mapping[str, str]) -> None:
         self.metrics_port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "etcd_registrar",
-            "run",
-            "--namespace",
-            namespace,
-            "--owner-id",
-            owner,
-            "--metrics-port",
-            str(self.metrics_port),
-            "--health-port",
-            str(free_port()),
-        ]
+        flags = {
+            "namespace": namespace,
+            "owner-id": owner,  # its own: the benchmark cleans up exactly this owner's leases
+            "metrics-port": self.metrics_port,  # the sweep counter says when a sweep is done
+            "health-port": free_port(),
+        }
+        args = [sys.executable, "-m", "etcd_registrar", "run"]
+        args += [arg for flag, value in flags.items() for arg in (f"--{flag}", str(value))]
         super().__init__("operator", args, log_dir, env)
 
     def sweeps(self) -> float:
