@@ -42,6 +42,13 @@ def usage(pid: int) -> Usage:
     return Usage(cpu, mib["VmRSS"], mib["VmHWM"])
 
 
+def machine_cpu() -> tuple[int, int, int]:
+    """Jiffies since boot over all cores: (busy, stolen by the hypervisor, total)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq, steal, sum(fields[:8])
+
+
 def scrape(url: str) -> dict[str, float]:
     """A Prometheus text endpoint as {"name{labels}": value}."""
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local endpoint

@@ -99,6 +99,12 @@ CHURN: list[Column] = [
     ),
     ("CPU s / 1000 transitions", lambda r: _num(_get(r, "churn", "cpu_seconds_per_1000"), 2)),
     ("etcd req/s", lambda r: _num(_get(r, "churn", "costs", "etcd_requests_per_s"))),
+    ("API server CPU %", lambda r: _num(_get(r, "churn", "costs", "apiserver_cpu_percent"))),
+    (
+        "API request p50 / p99 ms",
+        lambda r: _lat(_get(r, "churn", "api_request_ms"), ("p50", "p99")),
+    ),
+    ("machine busy %", lambda r: _num(_get(r, "churn", "costs", "machine_busy_percent"))),
 ]
 
 
@@ -299,7 +305,10 @@ def markdown(doc: Doc) -> str:
         "Ready true→false, false→true through the status subresource, graceful deletes "
         "(deletionTimestamp) and re-creations, at a fixed rate for "
         f"{settings['churn_seconds']:g} s. CPU = the controller's own, including its "
-        "background work; etcd req/s = all gRPC messages etcd received (keepalives included).",
+        "background work; etcd req/s = all gRPC messages etcd received (keepalives included). "
+        "The last three columns are the noise gauges: the API server's CPU (% of one core), "
+        "how long the benchmark's own requests took, and how busy the whole machine was "
+        "(% of all cores, everything included).",
         "",
         *_table(CHURN, _per_controller(sizes)),
         "## Operator ÷ floor",

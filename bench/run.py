@@ -54,11 +54,13 @@ def churn_rate(n: int, rate: float) -> float:
     return min(rate, n / 4)
 
 
-def registry_etcd_pid(cluster: Cluster) -> int | None:
-    pid_file = CLUSTER_DIR / "pids" / "etcd-registry.pid"
-    if cluster.external or not pid_file.is_file():
-        return None
-    return int(pid_file.read_text())
+def cluster_pids(cluster: Cluster) -> dict[str, int]:
+    """The registry etcd's and the API server's PIDs, when the cluster is the local one."""
+    names = {"etcd": "etcd-registry", "apiserver": "kube-apiserver"}
+    files = {name: CLUSTER_DIR / "pids" / f"{c}.pid" for name, c in names.items()}
+    if cluster.external:
+        return {}
+    return {name: int(f.read_text()) for name, f in files.items() if f.is_file()}
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,8 @@ async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list
         try:
             await keeper.start()
             with pod_watcher(probe, str(cluster.kubeconfig), namespace) as pods:
-                etcd_pid = registry_etcd_pid(cluster)
-                env = Env(pop, pods, cluster.etcd_endpoints, etcd_pid, probe, log_dir)
+                pids = cluster_pids(cluster)
+                env = Env(pop, pods, cluster.etcd_endpoints, pids, probe, log_dir)
                 created = await pop.create()
                 print(f"   pods created and ready: {created}")
                 result = {"pods": n, "population": created} | await measure(setup, env, namespace)

@@ -21,7 +21,7 @@ import aiohttp
 from bench import stats
 from bench.kubeapi import ApiError, Timed
 from bench.population import Population
-from bench.procs import Managed, Operator, etcd_requests, selfreg, usage
+from bench.procs import Managed, Operator, etcd_requests, machine_cpu, selfreg, usage
 from bench.profile import Profiler
 from bench.schedule import Action, Step
 from bench.watcher import ProbeStream, key_watcher
@@ -34,7 +34,7 @@ class Env:
     pop: Population
     pods: ProbeStream  # the pod watch: when the API server published each change
     etcd: str  # registry etcd client URL
-    etcd_pid: int | None  # for its CPU; None when etcd is not a local process
+    pids: dict[str, int]  # local cluster processes whose CPU counts: etcd (registry), apiserver
     probe: str
     log_dir: Path
     raw: dict[str, list[float]] = field(default_factory=dict)  # latencies for the plot
@@ -66,14 +66,16 @@ class Subject:
 
 
 class Window:
-    """Costs over a time window: CPU of the subject and etcd, etcd requests by method."""
+    """Costs over a time window: CPU of the subject, the registry etcd and the API server;
+    etcd requests by method; how busy the whole machine was (the noise in every number)."""
 
     def __init__(self, env: Env, subject: Managed) -> None:
         self.env, self.subject = env, subject
         self.t0 = time.monotonic()
         self.requests0 = etcd_requests(env.etcd)
         self.cpu0 = subject.usage().cpu
-        self.etcd_cpu0 = usage(env.etcd_pid).cpu if env.etcd_pid else 0.0
+        self.pid_cpu0 = {name: usage(pid).cpu for name, pid in env.pids.items()}
+        self.machine0 = machine_cpu()
 
     def close(self) -> dict[str, Any]:
         seconds = time.monotonic() - self.t0
@@ -92,9 +94,12 @@ class Window:
             "etcd_requests_by_method": by_method,
             "keepalives_per_s": by_method.get("LeaseKeepAlive", 0.0),
         }
-        if self.env.etcd_pid:
-            etcd_cpu = usage(self.env.etcd_pid).cpu - self.etcd_cpu0
-            out["etcd_cpu_percent"] = round(100 * etcd_cpu / seconds, 1)
+        for name, pid in self.env.pids.items():
+            used = usage(pid).cpu - self.pid_cpu0[name]
+            out[f"{name}_cpu_percent"] = round(100 * used / seconds, 1)
+        busy, steal, total = (b - a for a, b in zip(self.machine0, machine_cpu(), strict=True))
+        out["machine_busy_percent"] = round(100 * busy / max(total, 1), 1)  # of all cores
+        out["machine_steal_percent"] = round(100 * steal / max(total, 1), 1)
         return out
 
 
@@ -255,7 +260,8 @@ async def self_registration(env: Env, binary: str, n: int, window: float) -> dic
         await asyncio.sleep(window)
         out = costs.close() | {"leases": env.leases(), "register_s": float(line.split()[2])}
         out["memory_mib"] = round(proc.usage().rss_mib, 1)
-        out["etcd_rss_mib"] = round(usage(env.etcd_pid).rss_mib, 1) if env.etcd_pid else None
+        etcd = env.pids.get("etcd")
+        out["etcd_rss_mib"] = round(usage(etcd).rss_mib, 1) if etcd else None
     finally:
         proc.stop()
         env.clean("/selfreg/bench/")
