@@ -122,7 +122,7 @@ async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"== N={n}: namespace {namespace}")
     async with KubeApi(cluster.kubeconfig, concurrency=setup.args.concurrency) as api:
-        keeper = NodeKeeper(api, f"bench-{namespace}")
+        keeper = NodeKeeper(cluster.kubeconfig, f"bench-{namespace}")
         pop = Population(api, namespace, keeper.name, n)
         probe = setup.binaries["probe"]
         try:
@@ -133,6 +133,12 @@ async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list
                 created = await pop.create()
                 print(f"   pods created and ready: {created}")
                 result = {"pods": n, "population": created} | await measure(setup, env, namespace)
+                result["node_heartbeat_max_gap_s"] = round(keeper.max_gap, 1)
+                if keeper.max_gap > 30:
+                    print(
+                        f"   WARNING: node heartbeat gap {keeper.max_gap:.0f}s: pods may "
+                        "have been marked not ready behind the benchmark's back"
+                    )
         finally:
             await pop.delete_all()
             await keeper.stop()
