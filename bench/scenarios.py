@@ -150,6 +150,7 @@ async def _transition(pop: Population, step: Step) -> stats.Transition:
 
 async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -> dict[str, Any]:
     window = Window(env, proc)
+    sweeps = proc.sweeps() if isinstance(proc, Operator) else None
     start = time.monotonic() + 0.1
     tasks: list[asyncio.Task[stats.Transition | None]] = []
     for step in steps:
@@ -172,14 +173,21 @@ async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -
         "achieved_per_s": round(len(samples) / driven, 1),
     }
     for kind, label in (("P", "register"), ("D", "deregister")):
-        found, missed = stats.latencies([s for s in samples if s.expect == kind], keys)
+        timed, missed = stats.timed_latencies([s for s in samples if s.expect == kind], keys)
+        found = [seconds for _, seconds in timed]
         env.raw[f"{proc.name}/churn/{label}"] = found
-        out[label] = {"latency_ms": stats.summary(found), "missed": missed}
+        out[label] = {
+            "latency_ms": stats.summary(found),
+            "missed": missed,
+            "slowest_at_s_ms": stats.slowest(timed, start),
+        }
     api_rtt = stats.summary([t.done - t.sent for t in done])
     out["api_request_ms"] = {"p50": api_rtt.get("p50"), "p99": api_rtt.get("p99")}
     out["pod_watch_minus_response_ms"] = skew
     out["cpu_seconds_per_1000"] = round(1000 * costs["cpu_seconds"] / max(1, len(samples)), 2)
     out["costs"] = costs
+    if isinstance(proc, Operator) and sweeps is not None:
+        out["operator_sweeps"] = proc.sweeps() - sweeps
     if settle_error:
         out["settle_error"] = settle_error
     return out

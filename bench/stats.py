@@ -73,14 +73,30 @@ def accept(transitions: Sequence[Transition], pods: ProbeStream) -> tuple[list[S
     return samples, summary(skew)
 
 
-def latencies(samples: Sequence[Sample], keys: ProbeStream) -> tuple[list[float], int]:
-    """Seconds from acceptance to the matching etcd event, and how many never got one."""
-    found: list[float] = []
+def timed_latencies(
+    samples: Sequence[Sample], keys: ProbeStream
+) -> tuple[list[tuple[float, float]], int]:
+    """(acceptance, seconds from acceptance to the matching etcd event) per sample that got
+    its event, and how many never did."""
+    found: list[tuple[float, float]] = []
     missed = 0
     for s in samples:
         seen = keys.first_after(s.pod, s.expect, s.sent)
         if seen is None or seen >= s.until:
             missed += 1
         else:
-            found.append(seen - s.accepted)
+            found.append((s.accepted, seen - s.accepted))
     return found, missed
+
+
+def latencies(samples: Sequence[Sample], keys: ProbeStream) -> tuple[list[float], int]:
+    """Seconds from acceptance to the matching etcd event, and how many never got one."""
+    found, missed = timed_latencies(samples, keys)
+    return [seconds for _, seconds in found], missed
+
+
+def slowest(found: Sequence[tuple[float, float]], start: float, k: int = 10) -> list[list[float]]:
+    """The k slowest as [seconds into the run, latency ms]: clustered offsets point at a
+    stall (a sweep, a collection, a full queue), spread ones at general overload."""
+    worst = sorted(found, key=lambda f: f[1], reverse=True)[:k]
+    return [[round(at - start, 2), round(1000 * seconds, 1)] for at, seconds in sorted(worst)]

@@ -140,3 +140,8 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
             assert result[burst]["latency_ms"]["count"] == 20
     assert "first_sweep_s" in size["operator"]["cold_start"]
     assert size["selfreg"]["leases"] == 20
+
+
+def test_slowest_lists_the_worst_in_time_order() -> None:
+    found = [(10.0 + i, i / 1000) for i in range(20)]  # latency grows with time
+    assert stats.slowest(found, start=10.0, k=3) == [[17.0, 17.0], [18.0, 18.0], [19.0, 19.0]]
