@@ -5,6 +5,8 @@ Every table is a list of columns, each a header and a function from a row to its
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ def _num(value: Any, digits: int = 1) -> str:
 
 
 def _lat(summary: Any, keys: Sequence[str] = ("p50", "p90", "p99", "max")) -> str:
-    if not summary or not summary.get("count"):
+    if not summary or summary.get("count") == 0 or summary.get(keys[0]) is None:
         return "-"
     return " / ".join(_num(summary.get(k)) for k in keys)
 
@@ -352,3 +354,16 @@ def write(doc: Doc, raw: dict[int, dict[str, list[float]]], docs: Path) -> list[
     else:
         print("matplotlib not installed (pip install -e '.[bench]'): no plot written")
     return written
+
+
+def main() -> None:
+    """`python -m bench.report RESULTS.json`: rewrite docs/benchmarks.md from a results file
+    (the plot needs the raw latencies of a run and is left as it is)."""
+    doc = json.loads(Path(sys.argv[1]).read_text())
+    out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+    out.write_text(markdown(doc))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

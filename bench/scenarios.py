@@ -148,10 +148,26 @@ async def _transition(pop: Population, step: Step) -> stats.Transition:
     return stats.Transition(step.pod, action.expect, action.pod_state, t.sent, t.done)
 
 
+async def _sweep_times(proc: Operator, start: float, into: list[float]) -> None:
+    """Seconds into the churn at which the operator's sweep counter went up (±0.5 s)."""
+    seen = proc.sweeps()
+    while True:
+        await asyncio.sleep(0.5)
+        now = proc.sweeps()
+        if now > seen:
+            into.append(round(time.monotonic() - start, 1))
+        seen = now
+
+
 async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -> dict[str, Any]:
     window = Window(env, proc)
-    sweeps = proc.sweeps() if isinstance(proc, Operator) else None
     start = time.monotonic() + 0.1
+    sweeps: list[float] = []
+    poller = (
+        asyncio.create_task(_sweep_times(proc, start, sweeps))
+        if isinstance(proc, Operator)
+        else None
+    )
     tasks: list[asyncio.Task[stats.Transition | None]] = []
     for step in steps:
         delay = start + step.at - time.monotonic()
@@ -167,6 +183,8 @@ async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -
         settle_error = str(exc)
     samples, skew = stats.accept(done, env.pods)
     costs = window.close()
+    if poller is not None:
+        poller.cancel()
     out: dict[str, Any] = {
         "transitions": len(samples),
         "failed_requests": len(steps) - len(done),
@@ -186,8 +204,8 @@ async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -
     out["pod_watch_minus_response_ms"] = skew
     out["cpu_seconds_per_1000"] = round(1000 * costs["cpu_seconds"] / max(1, len(samples)), 2)
     out["costs"] = costs
-    if isinstance(proc, Operator) and sweeps is not None:
-        out["operator_sweeps"] = proc.sweeps() - sweeps
+    if poller is not None:
+        out["operator_sweeps_done_at_s"] = sweeps
     if settle_error:
         out["settle_error"] = settle_error
     return out
