@@ -4,7 +4,8 @@ floor are driven through exactly the same sequence.
 Each step picks a random pod not touched within `cooldown` seconds (so every transition
 has its own etcd event to wait for, never one coalesced away by the next) and moves it on:
 ready -> not ready (or, one time in ten, a graceful delete), not ready -> ready,
-terminating -> force-deleted, created again and made ready.
+terminating -> force-deleted, created again and made ready. Half the steps (on average)
+bring a pod back, so there are about as many registrations as deregistrations at any N.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class Step:
     action: Action
 
 
+def _take(pool: list[str], rng: random.Random) -> str:
+    j = rng.randrange(len(pool))
+    pool[j], pool[-1] = pool[-1], pool[j]
+    return pool.pop()
+
+
 def churn(
     pods: list[str],
     rate: float,
@@ -59,21 +66,23 @@ def churn(
     delete_share: float = 0.1,
     seed: int = 6,
 ) -> list[Step]:
+    """Every other step (on average) brings a pod back, the others take one down, so
+    registrations and deregistrations are about as many whatever N is."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
     state = dict.fromkeys(pods, State.READY)
-    available = list(pods)
+    up = list(pods)  # ready pods free to take down
+    down: list[str] = []  # pods free to bring back
     cooling: deque[tuple[float, str]] = deque()
     steps: list[Step] = []
     for i in range(int(rate * duration)):
         at = i / rate
         while cooling and cooling[0][0] <= at:
-            available.append(cooling.popleft()[1])
-        if not available:
+            pod = cooling.popleft()[1]
+            (up if state[pod] is State.READY else down).append(pod)
+        bring_back = bool(down) and (not up or rng.random() < 0.5)
+        if not bring_back and not up:
             continue
-        j = rng.randrange(len(available))
-        pod = available[j]
-        available[j] = available[-1]
-        available.pop()
+        pod = _take(down if bring_back else up, rng)
         if state[pod] is State.READY:
             action = Action.TERMINATE if rng.random() < delete_share else Action.UNREADY
         elif state[pod] is State.UNREADY:

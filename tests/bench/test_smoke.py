@@ -145,3 +145,10 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
 def test_slowest_lists_the_worst_in_time_order() -> None:
     found = [(10.0 + i, i / 1000) for i in range(20)]  # latency grows with time
     assert stats.slowest(found, start=10.0, k=3) == [[17.0, 17.0], [18.0, 18.0], [19.0, 19.0]]
+
+
+def test_churn_schedule_balances_registrations_and_deregistrations() -> None:
+    for n in (100, 10_000):
+        steps = schedule.churn([f"p-{i}" for i in range(n)], rate=100, duration=30)
+        puts = sum(1 for s in steps if s.action.expect == "P")
+        assert 0.4 < puts / len(steps) < 0.5  # the first steps can only take pods down
