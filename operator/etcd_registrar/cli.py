@@ -12,7 +12,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from etcd_registrar import crd
+from etcd_registrar import crd, logs
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError
 from etcd_registrar.formats import FORMATS, Format
@@ -43,22 +43,13 @@ def load_settings(args: argparse.Namespace) -> Settings:
         sys.exit(f"etcd-registrar: invalid configuration: {describe(exc, flags)}")
 
 
-def _configure_logging(settings: Settings) -> None:
-    import kopf
-
-    fmt = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
-    kopf.configure(verbose=False, log_format=fmt)
-    # kopf logs every handler success at INFO: one line per pod event is noise at scale.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     from etcd_registrar import handlers  # noqa: F401 - registers the handlers with kopf
 
     settings = load_settings(args)
-    _configure_logging(settings)
+    logs.configure(settings.log_format)
     kopf.run(
         standalone=True,
         clusterwide=not settings.namespace,

@@ -192,8 +192,6 @@ class Controller:
         touched = {(e.namespace, e.service) for e in result.puts} | {
             held.pool[:2] for k in result.deletes if (held := self.registry.held.get(k))
         }
-        for key in result.deletes:
-            logger.info("deleting key %s", key)
         future = self.registry.submit(result.puts, result.deletes, seen)
         if touched:  # endpoint counts in the status change once etcd has the writes
             future.add_done_callback(lambda _: self._dirty_services(touched))
@@ -214,7 +212,7 @@ class Controller:
             self._status_sent.pop(ident, None)
         else:
             new = Registration.from_body(body, self.defaults)
-            if new.error:
+            if new.error and (old is None or old.error != new.error):  # once per new error
                 metrics.invalid.labels("registration").inc()
             self.registrations[ident] = new
             self._status_sent.setdefault(ident, dict(body.get("status") or {}))
@@ -297,7 +295,6 @@ class Controller:
         await self.registry.refresh_view(self.claims.keys())
         keys = set(self.claims) | set(self.registry.held)
         _, _, repaired = self._plan_and_submit(keys)
-        self.last_sweep = time.monotonic()
         self.mark_all_dirty()
         metrics.sweeps.inc()
         if repaired:
@@ -311,7 +308,9 @@ class Controller:
             try:
                 await self.sweep()
             except Exception:
+                metrics.sweep_errors.inc()
                 logger.exception("sweep failed")
+            self.last_sweep = time.monotonic()  # came round, even if failed (liveness)
             await asyncio.sleep(self.resync)
 
     # --- status -----------------------------------------------------------------------------

@@ -11,17 +11,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
-import prometheus_client
+import kubernetes
 from aiohttp import web
 
-from etcd_registrar import GROUP, PLURAL, VERSION, health
+from etcd_registrar import GROUP, PLURAL, VERSION, metrics
 from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller, Notice, Outcome
 from etcd_registrar.etcd import Etcd
+from etcd_registrar.health import (
+    ETCD_CHECK_TASK,
+    EtcdCheck,
+    Handler,
+    Health,
+    metrics_routes,
+    probe_routes,
+    serve,
+)
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
@@ -29,6 +39,9 @@ from etcd_registrar.source import Defaults
 logger = logging.getLogger(__name__)
 
 EVENT_WAIT = 60.0  # how long a "Registered" Event waits for etcd before it is dropped
+DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
+# Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
+SWEEP_DEADLINE_RESYNCS, SWEEP_DEADLINE_SLACK = 3, 60.0
 
 
 @dataclass
@@ -38,43 +51,81 @@ class App:
     config: Settings
     registry: Registry
     controller: Controller
-    probes: web.AppRunner | None = None
+    health: Health
+    servers: list[web.AppRunner] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    posts: set[asyncio.Task[None]] = field(default_factory=set)  # Events awaiting a commit
 
     @classmethod
-    async def start(cls, config: Settings) -> App:
+    def create(cls, config: Settings, api: kubernetes.client.ApiClient | None = None) -> App:
+        """Build the pipeline (Kubernetes client: `api`, else from the environment); nothing
+        is connected or started yet."""
         registry = Registry(Etcd(config.etcd()), owner=config.owner_id, dry_run=config.dry_run)
-        kube = Kube(load_config(), config.namespace, config.pod_selector)
+        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
         defaults = Defaults(config.default_ttl, config.default_format, config.default_prefix)
-        app = cls(config, registry, Controller(registry, kube, defaults, resync=config.resync))
-        if config.metrics_port:
-            prometheus_client.start_http_server(config.metrics_port)
-        if config.health_port:
-            app.probes = await health.serve(config.health_port, live=app.live, ready=app.ready)
+        controller = Controller(registry, kube, defaults, resync=config.resync)
+        etcd_check = EtcdCheck(
+            lambda: registry.etcd.ping(registry.owner_prefix), timeout=config.etcd_timeout
+        )
+        health = Health(
+            etcd_check,
+            view_complete=controller.view_complete.is_set,
+            last_sweep=lambda: controller.last_sweep,
+            sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
+        )
+        return cls(config, registry, controller, health)
+
+    async def start(self) -> None:
+        routes: dict[int, dict[str, Handler]] = {}
+        if self.config.health_port:
+            routes.setdefault(self.config.health_port, {}).update(probe_routes(self.health))
+        if self.config.metrics_port:
+            routes.setdefault(self.config.metrics_port, {}).update(metrics_routes())
+        metrics.watch_state(self.endpoint_counts, lambda: self.health.etcd.reachable)
+        for port, handlers in routes.items():
+            self.servers.append(await serve(port, handlers))
+        self.tasks.append(asyncio.create_task(self.health.etcd.run(), name=ETCD_CHECK_TASK))
         # Keepalives start before any pod handler runs: with many pods the first handler
         # may come later than a short lease lives (DESIGN §4).
-        await registry.start()
-        app.controller.start()
-        return app
+        await self.registry.start()
+        self.controller.start()
+        self.health.started = True
+        if self.config.dry_run:
+            logger.warning("dry run: etcd writes are logged, not made")
 
     async def stop(self) -> None:
+        """Stop on SIGTERM: commit what is queued (briefly), then leave the leases alone.
+
+        Keys stay in etcd on their leases: a successor (the next pod of a Recreate rollout)
+        adopts the leases and keeps every key without a gap; without one they expire after
+        their TTL. Revoking here would empty the registry on every upgrade.
+        """
         await self.controller.stop()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while not self.registry.idle and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the registry has no idle event; once, at shutdown
+        if not self.registry.idle:
+            logger.warning("shutting down with etcd writes still queued (etcd unreachable?)")
         await self.registry.close()
-        if self.probes is not None:
-            await self.probes.cleanup()
+        for task in [*self.tasks, *self.posts]:  # kopf would wait 5 s for stray tasks
+            task.cancel()
+        for runner in self.servers:
+            await runner.cleanup()
+        logger.info(
+            "stopped; %d keys stay on their leases until a successor adopts them or the TTL ends",
+            len(self.registry.held),
+        )
 
-    def live(self) -> tuple[bool, str]:
-        stale = time.monotonic() - self.controller.last_sweep
-        limit = 3 * self.config.resync + 60
-        if self.controller.view_complete.is_set() and stale > limit:
-            return False, f"no sweep finished for {stale:.0f}s"
-        return True, "ok"
+    def track(self, post: asyncio.Task[None]) -> None:
+        self.posts.add(post)
+        post.add_done_callback(self.posts.discard)
 
-    def ready(self) -> tuple[bool, str]:
-        if not self.controller.view_complete.is_set():
-            return False, "initial pod view incomplete"
-        if not self.registry.healthy:
-            return False, "etcd unreachable"
-        return True, "ok"
+    def endpoint_counts(self) -> dict[tuple[str, str], int]:
+        """Keys held per (namespace, service); 0 for a registration that holds none."""
+        counts = Counter(held.pool[:2] for held in self.registry.held.values())
+        for reg in self.controller.registrations.values():
+            counts.setdefault((reg.namespace, reg.service), 0)
+        return counts
 
 
 @kopf.on.startup()
@@ -84,7 +135,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.inactivity_timeout = 70  # reconnect silent watch streams
     if config.pod_selector:
         settings.watching.label_selectors["pods"] = config.pod_selector
-    memo.app = await App.start(config)
+    memo.app = App.create(config)  # in memo before starting: cleanup stops what started
+    await memo.app.start()
 
 
 @kopf.on.cleanup(errors=kopf.ErrorsMode.IGNORED)
@@ -100,7 +152,7 @@ async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
     _post(outcome.now)
     if outcome.after_commit and outcome.committed is not None:
         # A task started here inherits kopf's event context, so it may post Events.
-        asyncio.create_task(_post_when_committed(outcome))  # noqa: RUF006
+        memo.app.track(asyncio.create_task(_post_when_committed(outcome)))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
