@@ -223,11 +223,15 @@ class Controller:
         self._recompute(ident[0], services)
 
     def _elect(self, sid: ServiceId) -> None:
-        """The registration governing a service: valid ones first, then by name."""
+        """The registration governing a service: valid ones first, then by name.
+
+        An invalid one still governs when it is the only one, so its service's pods get no
+        keys (rather than the operator defaults' layout) until the spec is fixed.
+        """
         candidates = [r for r in self.registrations.values() if (r.namespace, r.service) == sid]
-        usable = sorted((r for r in candidates if r.layout is not None), key=lambda r: r.name)
-        if usable:
-            self.effective[sid] = usable[0]
+        ranked = sorted(candidates, key=lambda r: (r.layout is None, r.name))
+        if ranked:
+            self.effective[sid] = ranked[0]
         else:
             self.effective.pop(sid, None)
         for r in candidates:
@@ -356,11 +360,14 @@ class Controller:
             )
         ready = not reg.error and governing is reg and held == len(keys)
         pending = len(keys) - held
-        message = (
-            f"{held} keys held in etcd"
-            if ready
-            else reg.error or f"{pending} of {len(keys)} keys not yet written to etcd"
-        )
+        if ready:
+            message = f"{held} keys held in etcd"
+        elif reg.error:
+            message = reg.error
+        elif governing is not None and governing is not reg:
+            message = f"service {reg.service} is governed by {governing.name}; this one is unused"
+        else:
+            message = f"{pending} of {len(keys)} keys not yet written to etcd"
         conditions.insert(0, ("Ready", ready, "Synced" if ready else "NotSynced", message))
         return {
             "observedGeneration": reg.generation,
