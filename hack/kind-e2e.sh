@@ -69,25 +69,18 @@ KUBECTL="$(kubectl_bin)"
 [[ -x "${VENV}/bin/pytest" ]] || die "${VENV}/bin/pytest missing: run 'make venv'"
 docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable ('docker info' fails)"
 
-# The pinned helm (`make tools`) when built, else the one on PATH. tests/e2e/test_chart.py
-# looks for helm at $ETCD_REGISTRAR_CACHE/helm-$HELM_VERSION/helm, so a helm from PATH is
-# offered to it there through a private cache directory, beside the kubectl used here.
-PINNED_HELM="${ETCD_REGISTRAR_CACHE}/helm-${HELM_VERSION}/helm"
-TEST_CACHE="${ETCD_REGISTRAR_CACHE}"
-if [[ -x "${PINNED_HELM}" ]]; then
-  HELM="${PINNED_HELM}"
-else
+# The pinned helm (`make tools`) when built, else the one on PATH; exported as $HELM, which
+# tests/e2e/test_chart.py uses too.
+HELM="${ETCD_REGISTRAR_CACHE}/helm-${HELM_VERSION}/helm"
+if [[ ! -x "${HELM}" ]]; then
   HELM="$(command -v helm)"
-  TEST_CACHE="${WORK}/cache"
-  mkdir -p "${TEST_CACHE}/helm-${HELM_VERSION}" "${TEST_CACHE}/k8s-${K8S_VERSION}"
-  ln -s "${HELM}" "${TEST_CACHE}/helm-${HELM_VERSION}/helm"
-  ln -s "${KUBECTL}" "${TEST_CACHE}/k8s-${K8S_VERSION}/kubectl"
   found="$("${HELM}" version --template '{{.Version}}' 2>/dev/null || echo unknown)"
   if [[ "${found}" != "${HELM_VERSION}" ]]; then
     log "warning: using helm ${found} from PATH; the chart tests were written against helm" \
       "${HELM_VERSION} (hack/versions.env; 'make tools' builds it)"
   fi
 fi
+export HELM
 
 # The image the chart deploys by default: values.yaml image.repository, and image.tag or else
 # Chart.yaml appVersion (the same rule as the chart's etcd-registrar.image helper).
@@ -177,7 +170,8 @@ log "registry etcd forwarded to ${ENDPOINT}"
 # --- smoke check of the installed operator -----------------------------------------------------
 
 log "etcd-registrar doctor inside ${OPERATOR}"
-k -n "${NAMESPACE}" exec "${OPERATOR}" -- etcd-registrar doctor --namespace "${NAMESPACE}"
+# No flags: doctor inherits the operator's settings (watchNamespaces included) from the pod.
+k -n "${NAMESPACE}" exec "${OPERATOR}" -- etcd-registrar doctor
 
 registered() { # registered -> "key=value" lines the installed operator holds for ${SMOKE}
   "${VENV}/bin/etcd-registrar" ls "${SMOKE}" --json --etcd-endpoints "${ENDPOINT}" \
@@ -226,5 +220,4 @@ log "running the e2e suite against kind (deselected: ${DESELECT[*]})"
 cd "${REPO_ROOT}"
 KUBECONFIG="${KUBECONFIG_FILE}" \
   ETCD_REGISTRAR_ETCD_ENDPOINTS="${ENDPOINT}" \
-  ETCD_REGISTRAR_CACHE="${TEST_CACHE}" \
   "${VENV}/bin/pytest" -q -m e2e tests/e2e "${deselect[@]}" "$@"

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from etcd_registrar.config import Settings
 from etcd_registrar.handlers import App
+from etcd_registrar.kube import Kube
 from tests.aio import eventually, holds
 from tests.e2e.test_registrar import PREFIX, goods, registration, wait_registry
 from tests.harness import (
@@ -363,13 +366,8 @@ def kubeconfig_via(cluster: Cluster, port: int, dest: Path) -> Path:
     return dest
 
 
-async def test_a_sweep_stuck_on_a_hung_api_server_fails_liveness(
-    cluster: Cluster, namespace: str, crd: None, etcd_server: EtcdServer, tmp_path: Path
-) -> None:
-    """A stuck loop cannot be caused from outside the process without a hung dependency, so
-    the test hangs one: the API server, behind a relay that stops relaying. The sweep then
-    blocks on its pod list, and liveness must fail; the deadline is shortened from the
-    production 3 x resync + 60 s so the test need not wait minutes."""
+async def proxied_api(cluster: Cluster, tmp_path: Path) -> tuple[FreezableProxy, Any]:
+    """A started FreezableProxy to the cluster's API server, and an ApiClient that uses it."""
     from kubernetes import config as kube_config
 
     server = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
@@ -377,6 +375,17 @@ async def test_a_sweep_stuck_on_a_hung_api_server_fails_liveness(
     proxy = await FreezableProxy(host.strip("[]"), int(port)).start()
     kubeconfig = kubeconfig_via(cluster, proxy.port, tmp_path / "kubeconfig")
     api = kube_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    return proxy, api
+
+
+async def test_a_sweep_stuck_on_a_hung_api_server_fails_liveness(
+    cluster: Cluster, namespace: str, crd: None, etcd_server: EtcdServer, tmp_path: Path
+) -> None:
+    """A stuck loop cannot be caused from outside the process without a hung dependency, so
+    the test hangs one: the API server, behind a relay that stops relaying. The sweep then
+    blocks on its pod list, and liveness must fail; the deadline is shortened from the
+    production 3 x resync + 60 s so the test need not wait minutes."""
+    proxy, api = await proxied_api(cluster, tmp_path)
     settings = Settings(
         etcd_endpoints=[etcd_server.endpoint],
         namespace=[namespace],  # no pods: the view completes with the first list
@@ -402,6 +411,37 @@ async def test_a_sweep_stuck_on_a_hung_api_server_fails_liveness(
     finally:
         proxy.flowing.set()
         await app.stop()
+        await proxy.close()
+
+
+async def test_kubernetes_calls_give_up_on_a_hung_api_server(
+    cluster: Cluster, namespace: str, crd: None, tmp_path: Path
+) -> None:
+    """Every call the operator makes itself has a request timeout: on a hung API server the
+    pod list and the status patch fail after it (the sweep carries on, exit is not held up
+    by a worker thread) instead of waiting for ever. The test shortens the production
+    timeout (kube.REQUEST_TIMEOUT) to keep the wait short."""
+    proxy, api = await proxied_api(cluster, tmp_path)
+    kube = Kube(api, [namespace], timeout=(1.0, 2.0))
+    cluster.apply(registration("goods", prefix=PREFIX), namespace)
+    try:
+        assert await kube.list_pod_uids() == set()  # flowing: answers
+        await kube.patch_registration_status(namespace, "goods", {"endpoints": 0})
+        proxy.flowing.clear()
+        calls = {
+            "pod list": kube.list_pod_uids,
+            "status patch": lambda: kube.patch_registration_status(
+                namespace, "goods", {"endpoints": 1}
+            ),
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(urllib3.exceptions.HTTPError):  # a read timeout, maybe retried
+                await asyncio.wait_for(call(), 30)  # TimeoutError here: no request timeout
+            took = time.monotonic() - started
+            assert took < 15, f"{name}: gave up only after {took:.1f} s"
+    finally:
+        proxy.flowing.set()
         await proxy.close()
 
 
