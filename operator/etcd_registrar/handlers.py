@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -39,6 +41,12 @@ from etcd_registrar.source import Defaults
 logger = logging.getLogger(__name__)
 
 EVENT_WAIT = 60.0  # how long a "Registered" Event waits for etcd before it is dropped
+# Normal Events are one API request each: a rollout of 3 pods gets all of theirs, a burst of
+# thousands gets the first NORMAL_EVENT_BURST and then NORMAL_EVENT_RATE per second (kopf
+# posts them one by one, and the API server would otherwise take one per transition).
+NORMAL_EVENT_RATE, NORMAL_EVENT_BURST = 10.0, 100
+LIST_CHUNK_SIZE = 500  # objects per page of the initial pod list
+GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at startup
 DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
 # Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
 SWEEP_DEADLINE_RESYNCS, SWEEP_DEADLINE_SLACK = 3, 60.0
@@ -55,6 +63,9 @@ class App:
     servers: list[web.AppRunner] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     posts: set[asyncio.Task[None]] = field(default_factory=set)  # Events awaiting a commit
+    normal_events: TokenBucket = field(
+        default_factory=lambda: TokenBucket(NORMAL_EVENT_RATE, NORMAL_EVENT_BURST)
+    )
 
     @classmethod
     def create(cls, config: Settings, api: kubernetes.client.ApiClient | None = None) -> App:
@@ -89,6 +100,7 @@ class App:
         # may come later than a short lease lives (DESIGN §4).
         await self.registry.start()
         self.controller.start()
+        self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
         self.health.started = True
         if self.config.dry_run:
             logger.warning("dry run: etcd writes are logged, not made")
@@ -116,6 +128,20 @@ class App:
             len(self.registry.held),
         )
 
+    async def _freeze_initial_view(self) -> None:
+        """Collect no cyclic garbage while the initial pod list floods in (every collection
+        would walk all of it, pausing the event loop for up to a second at 10,000 pods), then
+        move the state of the pods seen out of the collector's view for good. Reference
+        counting frees objects as usual meanwhile; the wait is bounded in case the view never
+        completes (API server unreachable)."""
+        gc.disable()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.controller.view_complete.wait(), GC_PAUSE_LIMIT)
+            gc.freeze()
+        finally:
+            gc.enable()
+
     def track(self, post: asyncio.Task[None]) -> None:
         self.posts.add(post)
         post.add_done_callback(self.posts.discard)
@@ -128,11 +154,32 @@ class App:
         return counts
 
 
+class TokenBucket:
+    """At most `rate` takes per second on average, `burst` at once."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.stamp = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.config
     settings.posting.enabled = True
     settings.watching.inactivity_timeout = 70  # reconnect silent watch streams
+    # List pods in pages: the whole list of 10,000 pods at once would be ~100 MB of dicts.
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
     if config.pod_selector:
         settings.watching.label_selectors["pods"] = config.pod_selector
     memo.app = App.create(config)  # in memo before starting: cleanup stops what started
@@ -151,6 +198,9 @@ async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
     outcome = memo.app.controller.on_pod(type, body)
     _post(outcome.now)
     if outcome.after_commit and outcome.committed is not None:
+        if not memo.app.normal_events.take():
+            metrics.events_dropped.inc(len(outcome.after_commit))
+            return
         # A task started here inherits kopf's event context, so it may post Events.
         memo.app.track(asyncio.create_task(_post_when_committed(outcome)))
 

@@ -64,7 +64,7 @@ class Kube:
         while True:
             options: dict[str, Any] = {
                 "label_selector": self.pod_selector,
-                "limit": 5000,
+                "limit": 500,  # pages of managedFields-heavy metadata: keep the peak small
                 "_continue": token,
                 "_headers": {"Accept": _METADATA_LIST},
                 "_preload_content": False,

@@ -71,6 +71,10 @@ drift = Counter(
 conflicts = Gauge(
     f"{_NS}_key_conflicts", "Keys claimed by more than one pod (the oldest pod keeps the key)."
 )
+events_dropped = Counter(
+    f"{_NS}_events_dropped_total",
+    "Normal Registered/Deregistered Events not posted: over the rate limit (bulk changes).",
+)
 invalid = Counter(
     f"{_NS}_invalid_inputs_total",
     "Inputs refused: bad pod annotations or ports (kind=pod), invalid ServiceRegistrations "
