@@ -26,6 +26,7 @@ from etcd_registrar.source import Defaults, Endpoint, PodView, Registration, des
 logger = logging.getLogger(__name__)
 
 ServiceId = tuple[str, str]  # (namespace, service)
+SWEEP_SLICE = 1000  # keys planned per step of a sweep, with pod events let in between
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,8 +307,14 @@ class Controller:
             if pod is not None:
                 self._apply_pod(pod, [], [], time.monotonic())
         await self.registry.refresh_view(self.claims.keys())
-        keys = set(self.claims) | set(self.registry.held)
-        _, _, repaired = self._plan_and_submit(keys)
+        keys = list(set(self.claims) | set(self.registry.held))
+        repaired = 0
+        for start in range(0, len(keys), SWEEP_SLICE):
+            # Level-triggered, so a slice planned after pod events ran in between is still
+            # right; planning 10,000 keys in one go would hold the event loop for ~50 ms.
+            _, _, changed = self._plan_and_submit(set(keys[start : start + SWEEP_SLICE]))
+            repaired += changed
+            await asyncio.sleep(0)
         self.mark_all_dirty()
         metrics.sweeps.inc()
         if repaired:

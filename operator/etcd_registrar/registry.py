@@ -38,6 +38,7 @@ from etcd_registrar.source import Endpoint
 
 logger = logging.getLogger(__name__)
 
+VIEW_SLICE = 1000  # keys re-read per step of a sweep, with pod events let in between
 EMPTY_LEASE_GRACE = 60.0  # keep an empty lease this long: a flapping pod must not churn leases
 
 
@@ -421,7 +422,8 @@ class Registry:
         """
         if self.dry_run:
             return
-        self._committed_during_read = set()
+        committed: set[str] = set()
+        self._committed_during_read = committed
         try:
             owned: set[str] = set()
             for lease in list(self._leases.values()):
@@ -439,8 +441,11 @@ class Registry:
             }
             actual = await self.etcd.get_many(wanted)
             self.healthy = True
-            skip = self._committed_during_read | self._pending.keys() | self._inflight.keys()
-            for key in wanted - skip:
+            for n, key in enumerate(wanted):
+                if n % VIEW_SLICE == VIEW_SLICE - 1:
+                    await asyncio.sleep(0)  # let pod events in between slices
+                if key in committed or key in self._pending or key in self._inflight:
+                    continue  # written since the read: newer than what it returned
                 kv = actual.get(key)
                 owner = self._leases.get(kv.lease) if kv is not None else None
                 if kv is not None and owner is not None:
