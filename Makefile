@@ -7,17 +7,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ETCD_REGISTRAR_CACHE ?= $(HOME)/.cache/etcd-registrar
 
-.PHONY: help deps tools venv lint typecheck unit integration e2e test demo cluster-up cluster-down crds bench bench-quick clean
+.PHONY: help deps tools venv lint typecheck unit integration e2e test demo cluster-up cluster-down crds bench bench-quick kind-e2e clean
 
 help:
 	@echo "make demo   - local cluster + operator + demo workload, registry shown live"
 	@echo "make test   - lint, types, unit, integration and e2e tests (installs what it needs)"
+	@echo "make kind-e2e - the e2e suite against a kind cluster (needs Docker, kind, helm, kubectl)"
 
 deps:
 	@hack/install-deps.sh
 
 tools: deps
 	@hack/build-tools.sh
+	@hack/build-consumers.sh
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +73,9 @@ bench: venv tools $(BIN)/.bench-installed
 
 bench-quick: venv tools $(BIN)/.bench-installed
 	$(BIN)/python -m bench.run --quick
+
+kind-e2e: venv
+	@hack/kind-e2e.sh $(ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV) .cluster

@@ -121,3 +121,62 @@ etcd_healthy() { # etcd_healthy CLIENT_URL
 https_healthy() { # https_healthy PORT PATH
   curl -fsSk --max-time 2 "https://127.0.0.1:$1$2"
 }
+
+# --------------------------------------------------------------------------- Go builds
+# Shared by hack/build-tools.sh (cluster binaries) and hack/build-consumers.sh (test consumers).
+
+require_go() {
+  if ! command -v go >/dev/null; then
+    die "'go' not found. Install Go >= 1.21 from https://go.dev/dl/ (Debian bookworm's
+       golang-go is 1.19, too old); Go >= 1.21 fetches the toolchain a module's go.mod asks
+       for (1.24; 1.26 for tests/consumers/coredns) from the Go module proxy by itself
+       (GOTOOLCHAIN=auto). Then re-run 'make tools'."
+  fi
+  local v
+  v="$(go env GOVERSION)" # e.g. go1.24.3
+  v="${v#go}"
+  local major="${v%%.*}" rest="${v#*.}"
+  local minor="${rest%%.*}"
+  if ((major < 1 || (major == 1 && minor < 21))); then
+    die "Go ${v} is too old: install Go >= 1.21 (https://go.dev/dl/)"
+  fi
+}
+
+# The wrapper go.mod must pin the same version versions.env names.
+check_pin() { # check_pin GO_MOD MODULE VERSION
+  grep -Eq "^[[:space:]]*(require[[:space:]]+)?$2[[:space:]]+$3([[:space:]]|$)" "$1" ||
+    die "$1 does not pin $2 $3 (hack/versions.env); update one of them"
+}
+
+stamp_ok() { # stamp_ok DIR BINARIES...
+  local dir="$1"
+  shift
+  [[ -f "${dir}/.stamp" ]] || return 1
+  local b
+  for b in "$@"; do [[ -x "${dir}/${b}" ]] || return 1; done
+}
+
+# go_build NAME VERSION OUT_DIR MODULE_DIR PINNED_MODULE LDFLAGS "BINARIES" PACKAGES...
+# Builds PACKAGES of the Go module in MODULE_DIR in one `go build` (so shared packages
+# compile once), unless OUT_DIR already holds a stamp and all BINARIES. When PINNED_MODULE
+# is not empty, MODULE_DIR/go.mod must require it at VERSION.
+go_build() {
+  local name="$1" version="$2" out="$3" moddir="$4" pinned="$5" ldflags="$6" binaries="$7"
+  shift 7
+  # shellcheck disable=SC2086 # BINARIES is a space-separated list
+  if stamp_ok "${out}" ${binaries}; then
+    log "${name} ${version}: cached in ${out}"
+    return
+  fi
+  require_go
+  [[ -z "${pinned}" ]] || check_pin "${moddir}/go.mod" "${pinned}" "${version}"
+  mkdir -p "${out}"
+  rm -f "${out}/.stamp"
+  log "building ${name} ${version} (${binaries}) into ${out}"
+  local t0 target="${out}/"
+  t0="$(now_ms)"
+  (($# == 1)) && target="${out}/${binaries}" # one package: name the binary explicitly
+  (cd "${moddir}" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w ${ldflags}" -o "${target}" "$@")
+  printf 'version=%s\ngo=%s\nbuilt=%s\n' "${version}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
+  log "built ${name} ${version} in $(elapsed "${t0}")"
+}

@@ -26,6 +26,7 @@ from etcd_registrar.source import Defaults, Endpoint, PodView, Registration, des
 logger = logging.getLogger(__name__)
 
 ServiceId = tuple[str, str]  # (namespace, service)
+SWEEP_SLICE = 1000  # keys planned per step of a sweep, with pod events let in between
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +193,6 @@ class Controller:
         touched = {(e.namespace, e.service) for e in result.puts} | {
             held.pool[:2] for k in result.deletes if (held := self.registry.held.get(k))
         }
-        for key in result.deletes:
-            logger.info("deleting key %s", key)
         future = self.registry.submit(result.puts, result.deletes, seen)
         if touched:  # endpoint counts in the status change once etcd has the writes
             future.add_done_callback(lambda _: self._dirty_services(touched))
@@ -214,7 +213,7 @@ class Controller:
             self._status_sent.pop(ident, None)
         else:
             new = Registration.from_body(body, self.defaults)
-            if new.error:
+            if new.error and (old is None or old.error != new.error):  # once per new error
                 metrics.invalid.labels("registration").inc()
             self.registrations[ident] = new
             self._status_sent.setdefault(ident, dict(body.get("status") or {}))
@@ -225,11 +224,15 @@ class Controller:
         self._recompute(ident[0], services)
 
     def _elect(self, sid: ServiceId) -> None:
-        """The registration governing a service: valid ones first, then by name."""
+        """The registration governing a service: valid ones first, then by name.
+
+        An invalid one still governs when it is the only one, so its service's pods get no
+        keys (rather than the operator defaults' layout) until the spec is fixed.
+        """
         candidates = [r for r in self.registrations.values() if (r.namespace, r.service) == sid]
-        usable = sorted((r for r in candidates if r.layout is not None), key=lambda r: r.name)
-        if usable:
-            self.effective[sid] = usable[0]
+        ranked = sorted(candidates, key=lambda r: (r.layout is None, r.name))
+        if ranked:
+            self.effective[sid] = ranked[0]
         else:
             self.effective.pop(sid, None)
         for r in candidates:
@@ -262,8 +265,17 @@ class Controller:
                 logger.info("initial view of %d pods complete", len(self.pods))
 
     async def _await_initial_view(self) -> None:
-        """Wait until every pod that existed at start has been seen (or is gone)."""
+        """Wait until every pod that existed at start has been seen (or is gone).
+
+        Pods are relisted only while events make no progress on the expected set (to drop
+        pods deleted meanwhile): a relist of 10,000 pods costs a second of CPU.
+        """
+        waiting_on = -1
         while not self.view_complete.is_set():
+            if self._expected is not None and len(self._expected) < waiting_on:
+                waiting_on = len(self._expected)  # events are arriving: just wait for them
+                await asyncio.sleep(2)
+                continue
             try:
                 live = await self.kube.list_pod_uids()
             except Exception as exc:
@@ -276,7 +288,7 @@ class Controller:
                 self.view_complete.set()
                 logger.info("initial view of %d pods complete", len(self.pods))
                 break
-            self._expected = expected
+            self._expected, waiting_on = expected, len(expected)
             await asyncio.sleep(2)
 
     async def sweep(self) -> int:
@@ -295,9 +307,14 @@ class Controller:
             if pod is not None:
                 self._apply_pod(pod, [], [], time.monotonic())
         await self.registry.refresh_view(self.claims.keys())
-        keys = set(self.claims) | set(self.registry.held)
-        _, _, repaired = self._plan_and_submit(keys)
-        self.last_sweep = time.monotonic()
+        keys = list(set(self.claims) | set(self.registry.held))
+        repaired = 0
+        for start in range(0, len(keys), SWEEP_SLICE):
+            # Level-triggered, so a slice planned after pod events ran in between is still
+            # right; planning 10,000 keys in one go would hold the event loop for ~50 ms.
+            _, _, changed = self._plan_and_submit(set(keys[start : start + SWEEP_SLICE]))
+            repaired += changed
+            await asyncio.sleep(0)
         self.mark_all_dirty()
         metrics.sweeps.inc()
         if repaired:
@@ -311,7 +328,9 @@ class Controller:
             try:
                 await self.sweep()
             except Exception:
+                metrics.sweep_errors.inc()
                 logger.exception("sweep failed")
+            self.last_sweep = time.monotonic()  # came round, even if failed (liveness)
             await asyncio.sleep(self.resync)
 
     # --- status -----------------------------------------------------------------------------
@@ -357,11 +376,14 @@ class Controller:
             )
         ready = not reg.error and governing is reg and held == len(keys)
         pending = len(keys) - held
-        message = (
-            f"{held} keys held in etcd"
-            if ready
-            else reg.error or f"{pending} of {len(keys)} keys not yet written to etcd"
-        )
+        if ready:
+            message = f"{held} keys held in etcd"
+        elif reg.error:
+            message = reg.error
+        elif governing is not None and governing is not reg:
+            message = f"service {reg.service} is governed by {governing.name}; this one is unused"
+        else:
+            message = f"{pending} of {len(keys)} keys not yet written to etcd"
         conditions.insert(0, ("Ready", ready, "Synced" if ready else "NotSynced", message))
         return {
             "observedGeneration": reg.generation,

@@ -13,7 +13,11 @@ import yaml
 from etcd_registrar import GROUP, KIND, PLURAL, VERSION
 from etcd_registrar.formats import PLACEHOLDERS
 from etcd_registrar.model import (
+    PORT_MAX,
+    PORT_MIN,
+    PORT_NAME_MAX_LENGTH,
     PORT_NAME_PATTERN,
+    PORT_RULE,
     ServiceRegistrationSpec,
     ServiceRegistrationStatus,
 )
@@ -21,7 +25,20 @@ from etcd_registrar.model import (
 _PLACEHOLDER_RE = "|".join(sorted(PLACEHOLDERS))
 # A template is literal text (no braces) and {known} placeholders; {{ and }} escape braces.
 _TEMPLATE_RE = rf"^([^{{}}]|\{{\{{|\}}\}}|\{{({_PLACEHOLDER_RE})\}})*$"
-_TEMPLATE_RULE = "self.matches('" + _TEMPLATE_RE.replace("\\", "\\\\") + "')"  # CEL escapes
+
+
+def _cel_string(text: str) -> str:
+    """`text` as a single-quoted CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_TEMPLATE_RULE = f"self.matches({_cel_string(_TEMPLATE_RE)})"
+# structural() turns the port's int | str union into x-kubernetes-int-or-string, which drops
+# each reading's limits: they come back as CEL, the same limits as the model's Port.
+_PORT_RULE = (
+    f"type(self) == int ? self >= {PORT_MIN} && self <= {PORT_MAX}"
+    f" : size(self) <= {PORT_NAME_MAX_LENGTH} && self.matches({_cel_string(PORT_NAME_PATTERN)})"
+)
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -77,12 +94,7 @@ def spec_schema() -> dict[str, Any]:
             }
         ]
     props["port"]["x-kubernetes-validations"] = [
-        {
-            "rule": "type(self) == int ? self >= 1 && self <= 65535 : self.matches('"
-            + PORT_NAME_PATTERN
-            + "')",
-            "message": "port must be a number 1-65535 or a container port name",
-        }
+        {"rule": _PORT_RULE, "message": f"port {PORT_RULE}"}
     ]
     props["prefix"]["x-kubernetes-validations"] = [
         {

@@ -7,8 +7,11 @@ the token expires, one long-lived LeaseKeepAlive stream, and fast reconnects aft
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,8 @@ from urllib.parse import urlsplit
 
 import grpc
 from aetcd import rpc
+
+from etcd_registrar import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +177,11 @@ class Etcd:
         )
         self._metadata = (("token", response.token),)
 
-    async def _call(self, rpc_name: str, request: Any) -> Any:
-        """One unary call, e.g. ``kv.Range``; re-authenticates once when the token expired."""
+    async def _call(self, rpc_name: str, request: Any, operation: str | None = None) -> Any:
+        """One unary call, e.g. ``kv.Range``; re-authenticates once when the token expired.
+
+        Timed and counted under `operation` (default: the RPC name in snake case)."""
+        operation = operation or _snake(rpc_name.split(".")[1])
         if self._channel is None:
             await self.connect()
         stub, name = rpc_name.split(".")
@@ -181,9 +189,11 @@ class Etcd:
         if self.config.username and not self._metadata:
             await self._guarded(self._authenticate)
         for attempt in (1, 2):
+            started = time.monotonic()
             try:
                 return await method(request, timeout=self.config.timeout, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
+                metrics.etcd_errors.labels(operation, exc.code().name).inc()
                 expired = exc.code() == grpc.StatusCode.UNAUTHENTICATED or "auth token" in (
                     exc.details() or ""
                 )
@@ -191,6 +201,8 @@ class Etcd:
                     await self._guarded(self._authenticate)
                     continue
                 raise _map_error(exc) from None
+            finally:
+                metrics.etcd_requests.labels(operation).observe(time.monotonic() - started)
         raise AssertionError("unreachable")
 
     async def _guarded(self, action: Any) -> None:
@@ -227,7 +239,7 @@ class Etcd:
                     rpc.RequestOp(request_range=rpc.RangeRequest(key=k.encode())) for k in chunk
                 ]
             )
-            response = await self._call("kv.Txn", request)
+            response = await self._call("kv.Txn", request, operation="get")
             for item in response.responses:
                 for kv in item.response_range.kvs:
                     found[kv.key.decode()] = _kv(kv)
@@ -285,6 +297,12 @@ class Etcd:
         finally:
             call.cancel()
 
+    async def ping(self, key: str) -> None:
+        """Read `key` (count only), linearizably: succeeds iff etcd serves requests (it has a
+        quorum). Needs only read access to `key`; Status needs root on etcd 3.6 with auth."""
+        request = rpc.RangeRequest(key=key.encode(), count_only=True)
+        await self._call("kv.Range", request, operation="ping")
+
     async def version(self) -> str:
         response = await self._call("maintenance.Status", rpc.StatusRequest())
         return str(response.version)
@@ -314,6 +332,12 @@ class KeepAliveStream:
 
     def close(self) -> None:
         self._call.cancel()
+
+
+@functools.cache
+def _snake(name: str) -> str:
+    """``LeaseTimeToLive`` -> ``lease_time_to_live``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _read(path: Path | None) -> bytes | None:

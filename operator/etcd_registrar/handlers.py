@@ -9,19 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
-import prometheus_client
+import kubernetes
 from aiohttp import web
 
-from etcd_registrar import GROUP, PLURAL, VERSION, health
+from etcd_registrar import GROUP, PLURAL, VERSION, metrics
 from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller, Notice, Outcome
 from etcd_registrar.etcd import Etcd
+from etcd_registrar.health import (
+    ETCD_CHECK_TASK,
+    EtcdCheck,
+    Handler,
+    Health,
+    metrics_routes,
+    probe_routes,
+    serve,
+)
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
@@ -29,6 +41,15 @@ from etcd_registrar.source import Defaults
 logger = logging.getLogger(__name__)
 
 EVENT_WAIT = 60.0  # how long a "Registered" Event waits for etcd before it is dropped
+# Normal Events are one API request each: a rollout of 3 pods gets all of theirs, a burst of
+# thousands gets the first NORMAL_EVENT_BURST and then NORMAL_EVENT_RATE per second (kopf
+# posts them one by one, and the API server would otherwise take one per transition).
+NORMAL_EVENT_RATE, NORMAL_EVENT_BURST = 10.0, 100
+LIST_CHUNK_SIZE = 500  # objects per page of the initial pod list
+GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at startup
+DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
+# Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
+SWEEP_DEADLINE_RESYNCS, SWEEP_DEADLINE_SLACK = 3, 60.0
 
 
 @dataclass
@@ -38,43 +59,118 @@ class App:
     config: Settings
     registry: Registry
     controller: Controller
-    probes: web.AppRunner | None = None
+    health: Health
+    servers: list[web.AppRunner] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    posts: set[asyncio.Task[None]] = field(default_factory=set)  # Events awaiting a commit
+    normal_events: TokenBucket = field(
+        default_factory=lambda: TokenBucket(NORMAL_EVENT_RATE, NORMAL_EVENT_BURST)
+    )
 
     @classmethod
-    async def start(cls, config: Settings) -> App:
+    def create(cls, config: Settings, api: kubernetes.client.ApiClient | None = None) -> App:
+        """Build the pipeline (Kubernetes client: `api`, else from the environment); nothing
+        is connected or started yet."""
         registry = Registry(Etcd(config.etcd()), owner=config.owner_id, dry_run=config.dry_run)
-        kube = Kube(load_config(), config.namespace, config.pod_selector)
+        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
         defaults = Defaults(config.default_ttl, config.default_format, config.default_prefix)
-        app = cls(config, registry, Controller(registry, kube, defaults, resync=config.resync))
-        if config.metrics_port:
-            prometheus_client.start_http_server(config.metrics_port)
-        if config.health_port:
-            app.probes = await health.serve(config.health_port, live=app.live, ready=app.ready)
+        controller = Controller(registry, kube, defaults, resync=config.resync)
+        etcd_check = EtcdCheck(
+            lambda: registry.etcd.ping(registry.owner_prefix), timeout=config.etcd_timeout
+        )
+        health = Health(
+            etcd_check,
+            view_complete=controller.view_complete.is_set,
+            last_sweep=lambda: controller.last_sweep,
+            sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
+        )
+        return cls(config, registry, controller, health)
+
+    async def start(self) -> None:
+        routes: dict[int, dict[str, Handler]] = {}
+        if self.config.health_port:
+            routes.setdefault(self.config.health_port, {}).update(probe_routes(self.health))
+        if self.config.metrics_port:
+            routes.setdefault(self.config.metrics_port, {}).update(metrics_routes())
+        metrics.watch_state(self.endpoint_counts, lambda: self.health.etcd.reachable)
+        for port, handlers in routes.items():
+            self.servers.append(await serve(port, handlers))
+        self.tasks.append(asyncio.create_task(self.health.etcd.run(), name=ETCD_CHECK_TASK))
         # Keepalives start before any pod handler runs: with many pods the first handler
         # may come later than a short lease lives (DESIGN §4).
-        await registry.start()
-        app.controller.start()
-        return app
+        await self.registry.start()
+        self.controller.start()
+        self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
+        self.health.started = True
+        if self.config.dry_run:
+            logger.warning("dry run: etcd writes are logged, not made")
 
     async def stop(self) -> None:
+        """Stop on SIGTERM: commit what is queued (briefly), then leave the leases alone.
+
+        Keys stay in etcd on their leases: a successor (the next pod of a Recreate rollout)
+        adopts the leases and keeps every key without a gap; without one they expire after
+        their TTL. Revoking here would empty the registry on every upgrade.
+        """
         await self.controller.stop()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while not self.registry.idle and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the registry has no idle event; once, at shutdown
+        if not self.registry.idle:
+            logger.warning("shutting down with etcd writes still queued (etcd unreachable?)")
         await self.registry.close()
-        if self.probes is not None:
-            await self.probes.cleanup()
+        for task in [*self.tasks, *self.posts]:  # kopf would wait 5 s for stray tasks
+            task.cancel()
+        for runner in self.servers:
+            await runner.cleanup()
+        logger.info(
+            "stopped; %d keys stay on their leases until a successor adopts them or the TTL ends",
+            len(self.registry.held),
+        )
 
-    def live(self) -> tuple[bool, str]:
-        stale = time.monotonic() - self.controller.last_sweep
-        limit = 3 * self.config.resync + 60
-        if self.controller.view_complete.is_set() and stale > limit:
-            return False, f"no sweep finished for {stale:.0f}s"
-        return True, "ok"
+    async def _freeze_initial_view(self) -> None:
+        """Collect no cyclic garbage while the initial pod list floods in (every collection
+        would walk all of it, pausing the event loop for up to a second at 10,000 pods), then
+        move the state of the pods seen out of the collector's view for good. Reference
+        counting frees objects as usual meanwhile; the wait is bounded in case the view never
+        completes (API server unreachable)."""
+        gc.disable()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.controller.view_complete.wait(), GC_PAUSE_LIMIT)
+            gc.freeze()
+        finally:
+            gc.enable()
 
-    def ready(self) -> tuple[bool, str]:
-        if not self.controller.view_complete.is_set():
-            return False, "initial pod view incomplete"
-        if not self.registry.healthy:
-            return False, "etcd unreachable"
-        return True, "ok"
+    def track(self, post: asyncio.Task[None]) -> None:
+        self.posts.add(post)
+        post.add_done_callback(self.posts.discard)
+
+    def endpoint_counts(self) -> dict[tuple[str, str], int]:
+        """Keys held per (namespace, service); 0 for a registration that holds none."""
+        counts = Counter(held.pool[:2] for held in self.registry.held.values())
+        for reg in self.controller.registrations.values():
+            counts.setdefault((reg.namespace, reg.service), 0)
+        return counts
+
+
+class TokenBucket:
+    """At most `rate` takes per second on average, `burst` at once."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.stamp = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @kopf.on.startup()
@@ -82,9 +178,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config: Settings = memo.config
     settings.posting.enabled = True
     settings.watching.inactivity_timeout = 70  # reconnect silent watch streams
+    # List pods in pages: the whole list of 10,000 pods at once would be ~100 MB of dicts.
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
     if config.pod_selector:
         settings.watching.label_selectors["pods"] = config.pod_selector
-    memo.app = await App.start(config)
+    memo.app = App.create(config)  # in memo before starting: cleanup stops what started
+    await memo.app.start()
 
 
 @kopf.on.cleanup(errors=kopf.ErrorsMode.IGNORED)
@@ -99,8 +198,11 @@ async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
     outcome = memo.app.controller.on_pod(type, body)
     _post(outcome.now)
     if outcome.after_commit and outcome.committed is not None:
+        if not memo.app.normal_events.take():
+            metrics.events_dropped.inc(len(outcome.after_commit))
+            return
         # A task started here inherits kopf's event context, so it may post Events.
-        asyncio.create_task(_post_when_committed(outcome))  # noqa: RUF006
+        memo.app.track(asyncio.create_task(_post_when_committed(outcome)))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

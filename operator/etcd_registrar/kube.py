@@ -17,6 +17,15 @@ from etcd_registrar import GROUP, PLURAL, VERSION
 
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
+# (connect, read) seconds for every call made here and by `doctor`. Without it a hung API
+# server blocks the sweep for ever, and exit too (asyncio.run waits for the worker thread).
+# The read timeout bounds each wait for data, not a whole response: 15 s is far above a
+# healthy server's time to answer one 5000-pod metadata page. urllib3 retries an idempotent
+# GET up to 3 times (on new connections, each bounded by the connect timeout once the server
+# is hung), so a pod list gives up within about half a minute, well inside the liveness
+# deadline (3 x resync + 60 s). A constant, not a setting: the bound matters, not its value.
+REQUEST_TIMEOUT = (5.0, 15.0)
+
 
 def load_config() -> kubernetes.client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
@@ -33,10 +42,12 @@ class Kube:
         api: kubernetes.client.ApiClient,
         namespaces: Sequence[str] = (),
         pod_selector: str | None = None,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> None:
         self.api = api
         self.namespaces = tuple(namespaces)
         self.pod_selector = pod_selector
+        self.timeout = timeout
 
     async def list_pod_uids(self) -> set[str]:
         """UIDs of every pod in scope, listed as metadata only (a fraction of full pods)."""
@@ -53,10 +64,11 @@ class Kube:
         while True:
             options: dict[str, Any] = {
                 "label_selector": self.pod_selector,
-                "limit": 5000,
+                "limit": 500,  # pages of managedFields-heavy metadata: keep the peak small
                 "_continue": token,
                 "_headers": {"Accept": _METADATA_LIST},
                 "_preload_content": False,
+                "_request_timeout": self.timeout,
             }
             response: Any = (  # raw response: _preload_content=False
                 core.list_namespaced_pod(namespace, **options)
@@ -81,4 +93,5 @@ class Kube:
             PLURAL,
             name,
             {"status": status},
+            _request_timeout=self.timeout,
         )

@@ -10,8 +10,17 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from etcd_registrar import ANNOTATION_METADATA, ANNOTATION_PORT, ANNOTATION_SERVICE
 from etcd_registrar.formats import PLACEHOLDERS, Format
@@ -23,10 +32,32 @@ ZONE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
 METADATA_MAX_BYTES = 4096
 TTL_MIN, TTL_MAX = 2, 3600
 
+PORT_MIN, PORT_MAX = 1, 65535
+PORT_NAME_MAX_LENGTH = 15  # IANA service names, as Kubernetes container port names
+# What a valid port is, in one sentence: the operator's refusal and the CRD's CEL message.
+PORT_RULE = (
+    f"must be a port number {PORT_MIN}-{PORT_MAX} or a port name: at most "
+    f"{PORT_NAME_MAX_LENGTH} lower-case letters, digits and '-', starting and ending with a "
+    "letter or digit"
+)
+
 ServiceName = Annotated[str, Field(min_length=1, max_length=63, pattern=SERVICE_PATTERN)]
-PortNumber = Annotated[int, Field(ge=1, le=65535)]
-PortName = Annotated[str, Field(min_length=1, max_length=15, pattern=PORT_NAME_PATTERN)]
-Port = PortNumber | PortName
+PortNumber = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)]
+PortName = Annotated[
+    str, Field(min_length=1, max_length=PORT_NAME_MAX_LENGTH, pattern=PORT_NAME_PATTERN)
+]
+
+
+def _one_port_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A port is a number or a name: refuse it once, saying what is valid, instead of one
+    error per reading ("should be <= 65535", "should be a valid string")."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("port", PORT_RULE) from None
+
+
+Port = Annotated[PortNumber | PortName, WrapValidator(_one_port_error)]
 
 
 class _Model(BaseModel):

@@ -38,6 +38,7 @@ from etcd_registrar.source import Endpoint
 
 logger = logging.getLogger(__name__)
 
+VIEW_SLICE = 1000  # keys re-read per step of a sweep, with pod events let in between
 EMPTY_LEASE_GRACE = 60.0  # keep an empty lease this long: a flapping pod must not churn leases
 
 
@@ -55,6 +56,7 @@ class Held:
     value: str
     lease: int
     pool: Pool
+    pod: str = ""  # the pod it was written for ("" if adopted from a predecessor, for logs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,8 @@ class Write:
     key: str
     value: str | None
     pool: Pool | None
-    seen: float  # when the change that caused it was observed (for the latency metric)
+    seen: float | None  # when the pod change behind it was seen (latency metric), if one was
+    pod: str = ""  # for logs
 
 
 class Backoff:
@@ -182,16 +185,17 @@ class Registry:
         self, puts: Iterable[Endpoint], deletes: Iterable[str], seen: float | None = None
     ) -> asyncio.Future[None]:
         """Queue the latest state of these keys; the future resolves once all are in etcd."""
-        seen = time.monotonic() if seen is None else seen
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         keys: list[str] = []
         for endpoint in puts:
             self._pending[endpoint.key] = Write(
-                endpoint.key, endpoint.value, pool_of(endpoint), seen
+                endpoint.key, endpoint.value, pool_of(endpoint), seen, endpoint.pod_name
             )
             keys.append(endpoint.key)
         for key in deletes:
-            self._pending[key] = Write(key, None, None, seen)
+            was = self._pending.get(key) or self._inflight.get(key) or self.held.get(key)
+            pool, pod = (was.pool, was.pod) if was else (None, "")
+            self._pending[key] = Write(key, None, pool, seen, pod)
             keys.append(key)
         if not keys:
             future.set_result(None)
@@ -241,22 +245,20 @@ class Registry:
 
     def _fail(self, batch: list[Write], exc: EtcdError) -> None:
         for write in batch:
-            logger.error("etcd refused the write of key %s: %s", write.key, exc)
+            logger.error(
+                "etcd refused the write of key %s for pod %s: %s",
+                write.key,
+                _pod(write),
+                exc,
+                extra=_fields(write),
+            )
             del self._inflight[write.key]
             self._resolve(write.key)
 
     async def _commit(self, ops: list[Op]) -> int:
         if self.dry_run:
-            for op in ops:
-                logger.info("dry-run: would %s", _describe(op))
-            return 0
-        started = time.monotonic()
-        try:
-            revision = await self.etcd.txn(ops)
-        except EtcdError:
-            metrics.etcd_errors.labels("txn").inc()
-            raise
-        metrics.etcd_requests.labels("txn").observe(time.monotonic() - started)
+            return 0  # _applied logs each write as "dry-run: would ..."
+        revision = await self.etcd.txn(ops)
         metrics.txn_ops.observe(len(ops))
         self.healthy = True
         return revision
@@ -271,15 +273,25 @@ class Registry:
                 if not previous.keys:
                     previous.empty_since = now
             if isinstance(op, PutOp) and write.pool is not None and write.value is not None:
-                self.held[write.key] = Held(write.value, op.lease, write.pool)
+                self.held[write.key] = Held(write.value, op.lease, write.pool, write.pod)
                 if (lease := self._leases.get(op.lease)) is not None:
                     lease.keys.add(write.key)
                     lease.empty_since = None
             if self._committed_during_read is not None:
                 self._committed_during_read.add(write.key)
-            metrics.propagation.observe(now - write.seen)
-            logger.debug("committed %s at revision %d", _describe(op), revision)
+            if write.seen is not None:
+                metrics.propagation.observe(now - write.seen)
+            self._log_applied(write, op, revision)
             self._resolve(write.key)
+
+    def _log_applied(self, write: Write, op: Op, revision: int) -> None:
+        """One line per key written, naming pod, namespace, service and key (text and JSON)."""
+        verb = "dry-run: would " if self.dry_run else ""
+        verb += "put" if isinstance(op, PutOp) else "delete"
+        extra = _fields(write) | {"revision": revision, "dry_run": self.dry_run}
+        if isinstance(op, PutOp):
+            extra["lease"] = f"{op.lease:x}"
+        logger.info("%s %s for pod %s", verb, _describe(op), _pod(write), extra=extra)
 
     def _resolve(self, key: str) -> None:
         if key in self._pending:
@@ -343,7 +355,9 @@ class Registry:
         }
         for key in keys:
             del self.held[key]
-        logger.warning("lease %x lost; re-writing its %d keys", lease_id, len(keys))
+        logger.warning(
+            "lease %x of %s/%s lost; re-writing its %d keys", lease_id, *lease.pool[:2], len(keys)
+        )
         self.on_lease_lost(keys)
 
     async def _keepalive_loop(self) -> None:
@@ -375,7 +389,7 @@ class Registry:
             for lease in list(self._leases.values()):
                 if lease.empty_since is not None and now - lease.empty_since > EMPTY_LEASE_GRACE:
                     await self._retire(lease)
-                elif lease.id > 0 and lease.next_refresh <= now:
+                elif lease.id > 0 and not self.dry_run and lease.next_refresh <= now:
                     await stream.send(lease.id)
                     lease.next_refresh = now + lease.pool[2] / 3
             await asyncio.wait({reader}, timeout=0.2)
@@ -394,7 +408,7 @@ class Registry:
             return
         del self._leases[lease.id]
         metrics.leases.set(len(self._leases))
-        if lease.id > 0:
+        if lease.id > 0 and not self.dry_run:
             with contextlib.suppress(EtcdError):
                 await self.etcd.revoke(lease.id)
 
@@ -404,8 +418,12 @@ class Registry:
         """Re-read `keys` and every key on our leases from etcd, and trust what it says.
 
         Keys written while the read ran are left alone: the write is newer than the read.
+        In a dry run the simulated view stands (etcd never gets what it holds).
         """
-        self._committed_during_read = set()
+        if self.dry_run:
+            return
+        committed: set[str] = set()
+        self._committed_during_read = committed
         try:
             owned: set[str] = set()
             for lease in list(self._leases.values()):
@@ -423,12 +441,18 @@ class Registry:
             }
             actual = await self.etcd.get_many(wanted)
             self.healthy = True
-            skip = self._committed_during_read | self._pending.keys() | self._inflight.keys()
-            for key in wanted - skip:
+            for n, key in enumerate(wanted):
+                if n % VIEW_SLICE == VIEW_SLICE - 1:
+                    await asyncio.sleep(0)  # let pod events in between slices
+                if key in committed or key in self._pending or key in self._inflight:
+                    continue  # written since the read: newer than what it returned
                 kv = actual.get(key)
                 owner = self._leases.get(kv.lease) if kv is not None else None
                 if kv is not None and owner is not None:
-                    self.held[key] = Held(kv.value, kv.lease, owner.pool)
+                    known = self.held.get(key)
+                    self.held[key] = Held(
+                        kv.value, kv.lease, owner.pool, known.pod if known else ""
+                    )
                     owner.keys.add(key)
                 else:
                     self.held.pop(key, None)  # gone, or taken over by another writer
@@ -455,5 +479,16 @@ class _Countdown:
 
 def _describe(op: Op) -> str:
     if isinstance(op, PutOp):
-        return f"put {op.key}={op.value!r} (lease {op.lease:x})"
-    return f"delete {op.key}"
+        return f"{op.key}={op.value!r} (lease {op.lease:x})"
+    return op.key
+
+
+def _pod(write: Write) -> str:
+    namespace, service = write.pool[:2] if write.pool else ("?", "?")
+    return f"{namespace}/{write.pod or '?'} (service {service})"
+
+
+def _fields(write: Write) -> dict[str, object]:
+    """Structured fields of a log line about a key (JSON logs carry them as such)."""
+    namespace, service = write.pool[:2] if write.pool else (None, None)
+    return {"key": write.key, "namespace": namespace, "service": service, "pod": write.pod or None}

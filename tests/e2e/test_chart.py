@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,9 @@ from typing import Any
 import pytest
 import yaml
 
-from etcd_registrar.cli import build_parser, load_settings
+from etcd_registrar.cli import build_parser, load_settings, service_prefix
 from etcd_registrar.config import Settings
+from etcd_registrar.formats import FORMATS, Format
 from tests.harness import (
     REPO_ROOT,
     Cluster,
@@ -51,13 +54,19 @@ Doc = dict[str, Any]
 
 
 def helm_binary() -> str:
-    """The helm hack/build-tools.sh built (pinned in hack/versions.env)."""
+    """$HELM when set (hack/kind-e2e.sh sets it), else the helm hack/build-tools.sh built
+    (pinned in hack/versions.env)."""
+    configured = os.environ.get("HELM")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            pytest.fail(f"HELM={configured} is not an executable", pytrace=False)
+        return configured
     version = versions()["HELM_VERSION"]
     path = cache_dir() / f"helm-{version}" / "helm"
     if not (path.is_file() and os.access(path, os.X_OK)):
         pytest.fail(
             f"helm {version} is not built ({path} missing): run `make tools` (builds it from "
-            "the Go module proxy, ~2 min once; needs Go >= 1.21)",
+            "the Go module proxy, ~2 min once; needs Go >= 1.21), or set HELM to a helm binary",
             pytrace=False,
         )
     return str(path)
@@ -127,7 +136,8 @@ def check_default(docs: list[Doc], _: list[str]) -> None:
     pod = deployment["spec"]["template"]["spec"]
     container = operator_container(docs)
     assert container["image"] == "ghcr.io/etcd-registrar/etcd-registrar:0.1.0"
-    assert "args" not in container  # cluster-wide: no --namespace flags
+    assert "args" not in container  # settings are in the environment
+    assert "ETCD_REGISTRAR_NAMESPACE" not in env_of(container)  # cluster-wide
     env = env_of(container)
     assert env["ETCD_REGISTRAR_DEFAULT_TTL"] == "10"
     assert env["ETCD_REGISTRAR_DEFAULT_FORMAT"] == "address"
@@ -151,7 +161,9 @@ def check_default(docs: list[Doc], _: list[str]) -> None:
 
 def check_namespaced(docs: list[Doc], namespaces: list[str]) -> None:
     container = operator_container(docs)
-    assert container["args"] == [f"--namespace={ns}" for ns in namespaces]
+    # In the environment, which `kubectl exec ... etcd-registrar doctor` inherits; not args.
+    assert "args" not in container
+    assert env_of(container)["ETCD_REGISTRAR_NAMESPACE"] == ",".join(namespaces)
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(namespaces)
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == sorted(
@@ -223,12 +235,38 @@ def check_bundled_etcd(docs: list[Doc], _: list[str]) -> None:
     assert env["ETCD_REGISTRAR_METRICS_PORT"] == "0"
     etcd = one(docs, "Deployment", "-etcd")
     assert etcd["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
+    # Scheduling values apply to both pods alike.
+    for deployment in (etcd, one(docs, "Deployment", "etcd-registrar")):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == SCHEDULING["nodeSelector"]
+        assert pod["tolerations"] == SCHEDULING["tolerations"]
+        assert pod["affinity"] == SCHEDULING["affinity"]
     assert one(docs, "Service", "-etcd")["spec"]["ports"][0]["port"] == 2379
     # The operator's selector must not pick up the etcd pod (and the reverse).
     operator_selector = one(docs, "Deployment", "etcd-registrar")["spec"]["selector"]
     assert operator_selector != etcd["spec"]["selector"]
     assert not by_kind(docs, "CustomResourceDefinition")  # crds.enabled=false
     assert not any(d["metadata"]["name"].endswith("-metrics") for d in by_kind(docs, "Service"))
+
+
+SCHEDULING: Doc = {
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 1,
+                    "preference": {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+                        ]
+                    },
+                }
+            ]
+        }
+    },
+}
 
 
 VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], list[str]], None]]] = {
@@ -240,26 +278,7 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
             "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "prometheus"}},
             "podDisruptionBudget": {"enabled": True},
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
-            "nodeSelector": {"kubernetes.io/os": "linux"},
-            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
-            "affinity": {
-                "nodeAffinity": {
-                    "preferredDuringSchedulingIgnoredDuringExecution": [
-                        {
-                            "weight": 1,
-                            "preference": {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/arch",
-                                        "operator": "In",
-                                        "values": ["amd64"],
-                                    }
-                                ]
-                            },
-                        }
-                    ]
-                }
-            },
+            **SCHEDULING,
             "podAnnotations": {"example.com/team": "platform"},
             "podLabels": {"team": "platform"},
         },
@@ -278,6 +297,7 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
             "logFormat": "json",
             "dryRun": True,
             "podSelector": "registry=etcd",
+            **SCHEDULING,
         },
         check_bundled_etcd,
     ),
@@ -393,6 +413,11 @@ def test_rendered_config_is_what_the_operator_reads(
     except SystemExit as exc:
         pytest.fail(f"the operator refuses the {value_set} rendering: {exc}")
     assert settings.health_port == 8081
+    # `kubectl exec ... etcd-registrar doctor` (or ls) gets the env but not the args: it must
+    # see the same configuration (args carry only extraArgs, none in these value sets).
+    assert "args" not in container
+    for command in ("doctor", "ls"):
+        assert load_settings(build_parser().parse_args([command])) == settings, command
     if value_set == "namespaced":
         assert settings.namespace == ["a", "b"]
     if value_set == "tls-auth":
@@ -602,12 +627,88 @@ def test_operator_runs_with_exactly_the_charts_rbac(
         operator.stop()
 
 
-def test_notes_tell_how_to_opt_in_and_see_keys(
-    cluster: Cluster, namespace: str, tmp_path: Path
+def doctor_in_pod(cluster: Cluster, container: Doc, kubeconfig: Path) -> str:
+    """`etcd-registrar doctor` as `kubectl exec` runs it in the operator pod: no flags, the
+    container's environment and the ServiceAccount's credentials (the cluster's registry etcd
+    stands in for the configured one). Its output; the exit status is in the last line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_REGISTRAR_")}
+    env |= env_of(container) | {
+        "KUBECONFIG": str(kubeconfig),
+        "ETCD_REGISTRAR_ETCD_ENDPOINTS": cluster.etcd_endpoints,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "etcd_registrar", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == (0 if "all checks passed" in proc.stdout else 1), proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("namespaced", [False, True], ids=["cluster-wide", "namespaced"])
+def test_doctor_in_the_pod_passes_with_the_charts_rbac(
+    cluster: Cluster,
+    namespace: str,
+    crd: None,
+    installed_rbac: Any,
+    tmp_path: Path,
+    namespaced: bool,
 ) -> None:
+    """doctor checks what the operator needs (test_operator_runs_with_exactly_the_charts_rbac
+    shows the chart grants enough) in the namespaces the operator watches: with the chart's
+    grants and environment it passes in both modes, and asks for nothing more."""
+    values: Doc = {"watchNamespaces": [namespace]} if namespaced else {}
+    sa = installed_rbac(values, tmp_path)
+    user = f"system:serviceaccount:{namespace}:{sa}"
+    wait_for(lambda: can_i(cluster, user, "list", "pods", "-n", namespace), 10, message="RBAC")
+    container = operator_container(render(values, tmp_path, release=namespace, namespace=namespace))
+    kubeconfig = cluster.write_service_account_kubeconfig(namespace, sa, tmp_path / "sa.kc")
+    out = doctor_in_pod(cluster, container, kubeconfig)
+    assert out.splitlines()[-1] == "all checks passed", out
+    scope = namespace if namespaced else "all namespaces"
+    assert f"ok    can list pods in {scope}: allowed" in out
+    assert "ok    can watch customresourcedefinitions.apiextensions.k8s.io in the cluster" in out
+    assert ("ok    can watch namespaces in the cluster" in out) is namespaced
+
+
+def test_doctor_catches_the_rights_only_kopf_uses(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    """Namespaced mode without the chart's small ClusterRole: the operator's own calls are all
+    allowed, but kopf could not watch CRDs and namespaces. doctor says so, and nothing else."""
+    values: Doc = {"watchNamespaces": [namespace]}
+    sa = installed_rbac(values, tmp_path)
+    user = f"system:serviceaccount:{namespace}:{sa}"
+    cluster.kubectl("delete", "clusterrolebinding", "-l", f"app.kubernetes.io/instance={namespace}")
+    wait_for(
+        lambda: (
+            not can_i(cluster, user, "watch", "namespaces")
+            and can_i(cluster, user, "list", "pods", "-n", namespace)
+        ),
+        10,
+        message="RBAC without the cluster-scoped grants",
+    )
+    container = operator_container(render(values, tmp_path, release=namespace, namespace=namespace))
+    kubeconfig = cluster.write_service_account_kubeconfig(namespace, sa, tmp_path / "sa.kc")
+    out = doctor_in_pod(cluster, container, kubeconfig)
+    failed = {line.split(":")[0] for line in out.splitlines() if line.startswith("FAIL  ")}
+    assert failed == {
+        "FAIL  can list customresourcedefinitions.apiextensions.k8s.io in the cluster",
+        "FAIL  can watch customresourcedefinitions.apiextensions.k8s.io in the cluster",
+        "FAIL  can list namespaces in the cluster",
+        "FAIL  can watch namespaces in the cluster",
+    }, out
+    assert out.splitlines()[-1] == "4 checks failed"
+
+
+def install_notes(cluster: Cluster, namespace: str, values: Doc, tmp_path: Path) -> str:
+    """The NOTES `helm install` prints for `values` (a client-side dry run)."""
     values_file = tmp_path / "values.yaml"
     # crds.enabled=false: the CRD exists already, unowned by a release (see values.yaml).
-    values_file.write_text(json.dumps({"etcd": {"enabled": True}, "crds": {"enabled": False}}))
+    values_file.write_text(json.dumps({"crds": {"enabled": False}, **values}))
     proc = helm(
         "install",
         "er",
@@ -619,8 +720,32 @@ def test_notes_tell_how_to_opt_in_and_see_keys(
         str(values_file),
     )
     assert proc.returncode == 0, proc.stderr
-    notes = proc.stdout.split("NOTES:", 1)[1]
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_tell_how_to_opt_in_and_see_keys(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    notes = install_notes(cluster, namespace, {"etcd": {"enabled": True}}, tmp_path)
     assert "etcd-registrar.io/service" in notes
     assert "etcd-registrar ls" in notes and "etcdctl get" in notes
     assert f"http://er-etcd-registrar-etcd.{namespace}.svc:2379" in notes
     assert "crds.enabled=false" in notes
+
+
+@pytest.mark.parametrize(
+    ("fmt", "prefix"), [*((f, "") for f in FORMATS), ("address", "/reg"), ("kratos", "/ms")]
+)
+def test_notes_etcdctl_command_finds_the_default_layouts_keys(
+    cluster: Cluster, namespace: str, tmp_path: Path, fmt: Format, prefix: str
+) -> None:
+    """The etcdctl prefix in the notes covers the keys of the configured format and prefix
+    (go-zero keys have no leading slash: `get --prefix /` missed them)."""
+    values = {"etcd": {"endpoints": ["http://10.0.0.1:2379"]}, "format": fmt, "prefix": prefix}
+    notes = install_notes(cluster, namespace, values, tmp_path)
+    match = re.search(r'etcdctl --endpoints=\S+ get "([^"]*)" --prefix', notes)
+    assert match, notes
+    shown = match[1].replace("<service>", "goods")
+    key_prefix = service_prefix("goods", fmt, prefix or None)
+    assert key_prefix.startswith(shown), f"{fmt}: {shown!r} does not find {key_prefix!r}"
+    assert shown, "an empty prefix lists the whole etcd"

@@ -12,7 +12,7 @@ from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
 from tests.harness import EtcdServer
-from tests.unit.builders import opt_in, pod_body
+from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
 
@@ -42,3 +42,18 @@ async def test_a_changed_value_under_the_same_key_is_rewritten(
             ]
     finally:
         await reader.close()
+
+
+async def test_an_invalid_registration_blocks_its_service_instead_of_falling_back(
+    controller: Controller, etcd_server: EtcdServer
+) -> None:
+    """Pods of a service whose only registration is invalid get no keys: not the defaults'."""
+    bad = registration_body({"service": "goods", "format": "go-zero", "prefix": "/x"})
+    controller.on_registration("ADDED", bad)
+    assert controller.registrations["shop", "goods"].error  # the spec is refused
+    controller.on_pod("ADDED", pod_body(annotations=opt_in("goods")))
+    assert controller.claims == {}
+    status = controller.status_of(("shop", "goods"))
+    assert status["conditions"][0]["status"] == "False"
+    controller.on_registration("DELETED", bad)  # removing it hands the pods to the defaults
+    assert set(controller.claims) == {"/services/goods/goods-abc"}

@@ -12,6 +12,7 @@ import yaml
 
 from etcd_registrar import crd
 from etcd_registrar.formats import FORMATS, TemplateError, compile_template
+from etcd_registrar.model import ServiceRegistrationSpec
 
 COMMITTED = Path(__file__).parents[2] / "crds" / "serviceregistrations.etcd-registrar.io.yaml"
 CEL_ESCAPES = {"\\": "\\", "'": "'", '"': '"'}
@@ -176,3 +177,34 @@ def test_prefix_and_port_have_cel_rules() -> None:
     props = spec_properties()
     assert "'..'" in props["prefix"]["x-kubernetes-validations"][0]["rule"]
     assert "65535" in props["port"]["x-kubernetes-validations"][0]["rule"]
+
+
+PORT_RULE_SHAPE = (
+    r"type\(self\) == int \? self >= (\d+) && self <= (\d+)"
+    r" : size\(self\) <= (\d+) && self\.matches\('(.*)'\)"
+)
+
+
+def cel_port_rule_accepts(port: int | str) -> bool:
+    """The CRD's port rule, evaluated as the API server would."""
+    [rule] = spec_properties()["port"]["x-kubernetes-validations"]
+    match = re.fullmatch(PORT_RULE_SHAPE, rule["rule"])
+    assert match, rule["rule"]
+    low, high, longest = int(match[1]), int(match[2]), int(match[3])
+    if isinstance(port, int):
+        return low <= port <= high
+    return len(port) <= longest and re.search(cel_string(match[4]), port) is not None
+
+
+@pytest.mark.parametrize(
+    "port",
+    [1, 65535, 0, 65536, "http", "a", "x" * 15, "x" * 16, "metrics-exporter", "HTTP", "-a", "a-"],
+    ids=repr,
+)
+def test_cel_port_rule_agrees_with_the_operator(port: int | str) -> None:
+    try:
+        ServiceRegistrationSpec.model_validate({"port": port})
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert cel_port_rule_accepts(port) is accepted

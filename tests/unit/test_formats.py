@@ -218,6 +218,12 @@ def test_ipv6(fmt: Format, key: str, value: object) -> None:
             ADDR,
             id="empty-prefix-free-key",
         ),
+        pytest.param(  # the etcd naming resolver reads "etcd:///goods" from goods/...
+            {"fmt": "etcd-naming", "prefix": "", "key": "{service}/{address}"},
+            f"goods/{ADDR}",
+            f'{{"Op":0,"Addr":"{ADDR}","Metadata":{{"version":"v1"}}}}',
+            id="etcd-naming-without-leading-slash",
+        ),
         pytest.param(
             {"fmt": "kratos", "value": "{address}"},
             "/microservices/goods/goods-abc",

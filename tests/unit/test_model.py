@@ -10,9 +10,11 @@ from pydantic import ValidationError
 
 from etcd_registrar import ANNOTATION_METADATA, ANNOTATION_PORT, ANNOTATION_SERVICE
 from etcd_registrar.model import (
+    PORT_RULE,
     LabelSelector,
     PodOptIn,
     ServiceRegistrationSpec,
+    describe,
     parse_pod_annotations,
 )
 from tests.unit.builders import opt_in
@@ -78,6 +80,30 @@ def test_port_and_metadata_count_without_a_service_annotation() -> None:
     """A pod a registration selects still chooses its port and metadata by annotation."""
     given = opt_in(None, port="8080", metadata={"a": "b"})
     assert parse_pod_annotations(given) == PodOptIn(port=8080, metadata={"a": "b"})
+
+
+@pytest.mark.parametrize(
+    ("port", "shown"),
+    [
+        pytest.param("70000", "70000", id="number-too-big"),
+        pytest.param("0", "0", id="number-zero"),
+        pytest.param("http_alt", "'http_alt'", id="name-underscore"),
+        pytest.param("HTTP", "'HTTP'", id="name-upper"),
+        pytest.param("-http", "'-http'", id="name-leading-dash"),
+        pytest.param("metrics-exporter", "'metrics-exporter'", id="name-16-chars"),
+    ],
+)
+def test_bad_port_is_one_message_saying_what_is_valid(port: str, shown: str) -> None:
+    """Not one error per reading of the number-or-name union ("should be <= 65535" and
+    "should be a valid string"), but what a port may be, once."""
+    expected = f"{ANNOTATION_PORT}: {PORT_RULE} (got {shown})"
+    with pytest.raises(ValueError) as refused:
+        parse_pod_annotations(opt_in(None, port=port))
+    assert str(refused.value) == expected
+    raw: object = int(port) if port.isdigit() else port
+    with pytest.raises(ValidationError) as invalid:
+        ServiceRegistrationSpec.model_validate({"port": raw})
+    assert describe(invalid.value) == f"port: {PORT_RULE} (got {shown})"
 
 
 @pytest.mark.parametrize(

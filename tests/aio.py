@@ -1,0 +1,49 @@
+"""`wait_for` and `assert_stays` for tests that run operator components on their own event
+loop: the same polls with deadlines, but awaiting between polls so the loop keeps running.
+A predicate may be a plain function or a coroutine function."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+Predicate = Callable[[], T | None] | Callable[[], Awaitable[T | None]]
+
+
+async def _poll(predicate: Predicate[Any], seconds: float, interval: float, until: bool) -> Any:
+    """Poll until the predicate's truth is `until` (return its value) or time is up (raise
+    TimeoutError carrying the last value)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if bool(value) is until:
+            return value
+        if loop.time() >= deadline:
+            raise TimeoutError(value)
+        await asyncio.sleep(interval)
+
+
+async def eventually(predicate: Predicate[T], within: float, message: str) -> T:
+    """Poll `predicate` until it returns something truthy; fail naming the last value seen."""
+    try:
+        return await _poll(predicate, within, 0.05, until=True)  # type: ignore[no-any-return]
+    except TimeoutError as last:
+        raise AssertionError(
+            f"{message} (after {within:g}s; last seen: {last.args[0]!r})"
+        ) from None
+
+
+async def holds(predicate: Predicate[Any], duration: float, message: str) -> None:
+    """Assert `predicate` stays truthy for the whole `duration`."""
+    try:
+        value = await _poll(predicate, duration, 0.05, until=False)
+    except TimeoutError:
+        return  # truthy throughout
+    raise AssertionError(f"{message} (last seen: {value!r})")

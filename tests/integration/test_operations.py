@@ -1,0 +1,184 @@
+"""Operations (issue #4) at component level, against a real etcd: etcd request metrics, the
+dry run, and the liveness rule. The same behaviour through the real process and cluster is
+in tests/e2e/test_operations.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from etcd_registrar.config import Settings
+from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, PutOp
+from etcd_registrar.handlers import App
+from etcd_registrar.registry import Registry
+from tests.aio import eventually
+from tests.harness import EtcdServer, free_port
+from tests.unit.builders import endpoint
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = "etcd_registrar_etcd_request_duration_seconds_count"
+ERRORS = "etcd_registrar_etcd_request_errors_total"
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def errors(operation: str) -> dict[str, float]:
+    """Failed requests of `operation` by gRPC status code."""
+    return {
+        s.labels["code"]: s.value
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.name == ERRORS and s.labels["operation"] == operation
+    }
+
+
+@pytest.fixture
+async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
+    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
+    yield client
+    await client.close()
+
+
+async def test_every_etcd_request_is_timed_and_failures_counted_by_operation(
+    etcd_server: EtcdServer,
+) -> None:
+    etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=1))
+    operations = [
+        *("txn", "get", "range", "ping"),
+        *("lease_grant", "lease_time_to_live", "lease_revoke"),
+    ]
+    before = {op: sample(REQUESTS, operation=op) for op in [*operations, "status"]}
+    try:
+        await etcd.txn([PutOp("/t/a", "1")])
+        await etcd.get_many(["/t/a"])
+        await etcd.get_prefix("/t/")
+        await etcd.ping("/t/a")
+        lease = await etcd.grant(5)
+        await etcd.time_to_live(lease)
+        await etcd.revoke(lease)
+        for op in operations:
+            assert sample(REQUESTS, operation=op) == before[op] + 1, op
+        failed = errors("status")
+        etcd_server.kill()
+        with pytest.raises(EtcdError):
+            await etcd.version()
+        now = errors("status")
+        grown = {code for code in now if now[code] > failed.get(code, 0)}
+        assert sum(now.values()) == sum(failed.values()) + 1
+        assert grown <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}, now  # labelled by gRPC code
+        assert sample(REQUESTS, operation="status") == before["status"] + 1  # failures timed too
+    finally:
+        await etcd.close()
+
+
+async def test_dry_run_writes_nothing_and_logs_each_write_once(
+    etcd_server: EtcdServer, reader: Etcd, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), dry_run=True)
+    await registry.start()
+    wanted = [endpoint(f"/services/goods/goods-{i}", pod=f"goods-{i}") for i in range(3)]
+    try:
+        with caplog.at_level(logging.INFO, logger="etcd_registrar.registry"):
+            await registry.submit(wanted, [])
+            await registry.refresh_view(e.key for e in wanted)  # a sweep: nothing to repair
+            assert registry.current_many(e.key for e in wanted).keys() == {e.key for e in wanted}
+            await registry.submit([], [wanted[0].key])
+        assert (await reader.get_prefix("/"))[0] == []  # no key, no lease record
+        lines = [r for r in caplog.records if hasattr(r, "key")]
+        puts = [r for r in lines if r.getMessage().startswith("dry-run: would put")]
+        assert sorted(r.key for r in puts) == sorted(e.key for e in wanted)  # once each
+        (delete,) = [r for r in lines if r.getMessage().startswith("dry-run: would delete")]
+        assert delete.key == wanted[0].key
+        by_key = {e.key: e for e in wanted}
+        for record in [*puts, delete]:
+            fields = (record.key, record.pod, record.namespace, record.service)
+            assert fields == (record.key, by_key[record.key].pod_name, "shop", "goods")
+            for text in fields:
+                assert text in record.getMessage()  # the text log names them too
+    finally:
+        await registry.close()
+
+
+async def test_dry_run_never_keeps_a_live_operators_leases_alive(
+    etcd_server: EtcdServer, reader: Etcd
+) -> None:
+    """A dry run with the same owner id adopts the leases (to diff against reality), but a
+    keepalive is a write: once the real operator is gone, the keys must expire."""
+    ttl = 2
+    live = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared")
+    await live.start()
+    await live.submit([endpoint("/services/goods/goods-a", ttl=ttl)], [])
+    dry = Registry(
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared", dry_run=True
+    )
+    await dry.start()
+    try:
+        assert set(dry.held) == {"/services/goods/goods-a"}  # adopted
+        await live.close()  # the real operator goes, without revoking
+
+        async def expired() -> bool:
+            return (await reader.get_prefix("/"))[0] == []
+
+        await eventually(expired, 3 * ttl + 3, "keys and lease record expire despite the dry run")
+    finally:
+        await dry.close()
+
+
+@pytest.fixture
+def unreachable_api(tmp_path: Path) -> Any:
+    """A client of an API server nobody listens on: every Kubernetes call fails fast."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "gone",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{free_port()}",
+                    "insecure-skip-tls-verify": True,
+                },
+            }
+        ],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "gone", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return kubernetes.config.new_client_from_config(config_file=str(path))
+
+
+async def test_liveness_fails_when_an_operator_loop_stops(
+    etcd_server: EtcdServer, unreachable_api: Any
+) -> None:
+    """Every loop the liveness rule names runs in the real operator (a renamed task would fail
+    here, not restart operators in production); one that stops makes /healthz fail."""
+    settings = Settings(
+        etcd_endpoints=[etcd_server.endpoint], owner_id="live", health_port=0, metrics_port=0
+    )
+    app = App.create(settings, unreachable_api)
+    assert app.health.live() == (True, "starting")
+    await app.start()
+    try:
+        assert app.health.live() == (True, "ok")
+        (writer,) = [t for t in asyncio.all_tasks() if t.get_name() == "etcd-writer"]
+        writer.cancel()  # stands in for a loop that crashed: the task is over
+        await asyncio.wait([writer])
+        assert app.health.live() == (False, "operator loop stopped: etcd-writer")
+        # and readiness does not hide it: the view never completed (the API is unreachable);
+        # the first etcd check runs concurrently, so it may not have answered yet
+        await eventually(lambda: app.health.etcd.reachable, 10, "etcd check answered")
+        assert app.health.ready() == (False, "initial pod view incomplete")
+    finally:
+        await app.stop()
