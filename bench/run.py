@@ -1,15 +1,17 @@
 """Benchmark (issue #6): how fast pod readiness reaches etcd, what it costs, and how that
 compares with a minimal Go controller (the floor) and with self-registration.
 
-    python -m bench.run                  # N = 100, 1000, 5000, 10000 (~15 min on 2 cores)
-    python -m bench.run --quick          # one small N, ~1-2 min: checks the harness works
-    python -m bench.run --sizes 1000 --churn-seconds 60
+    python -m bench.run                  # N = 100, 1000, 5000, 10000 (~14 min on 2 cores)
+    python -m bench.run --profile        # and py-spy the operator's churn at 1000 (+1 min)
+    python -m bench.run --quick          # one small N, ~1 min: checks the harness works
+    python -m bench.run --sizes 5000 --results /tmp/x   # a look at one N; docs/ untouched
 
 For each N: N pods bound to a node no kubelet or kwok manages, made Running and Ready
 through the status subresource; then, for the operator and then the floor, on the same
 pods and the same seeded transitions: cold start, idle costs, steady churn, bursts down
-and up; then N self-registering instances. Writes bench/results/<date>.json,
-docs/benchmarks.md and docs/benchmark-latency.png.
+and up; then N self-registering instances. Writes bench/results/<date>.json and (full
+runs into bench/results, or --docs) docs/benchmarks.md and docs/benchmark-latency.png.
+`make bench` = `python -m bench.run --profile`.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out = args.results / f"{args.stamp}.json"
     out.write_text(json.dumps(document, indent=2) + "\n")
     written = [out]
-    if not args.quick or args.docs:
+    if args.docs or (not args.quick and args.results == RESULTS):
         written += report.write(document, raw, DOCS)
     print(report.markdown(document))
     for path in written:
@@ -197,7 +199,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--churn-rate", type=float, default=100.0, help="transitions/s")
     parser.add_argument("--idle-seconds", type=float, help="idle/self-registration window")
     parser.add_argument("--concurrency", type=int, default=32, help="API requests in flight")
-    parser.add_argument("--docs", action="store_true", help="write docs/ even in quick mode")
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="write docs/ also in quick mode or with --results elsewhere",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument(
         "--profile",
