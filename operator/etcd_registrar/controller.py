@@ -86,15 +86,16 @@ class Controller:
     def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> Outcome:
         seen = time.monotonic()
         uid = body["metadata"]["uid"]
-        self._mark_seen(uid)
         if event_type == "DELETED":
             pod = self._forget_pod(uid)
+            self._mark_seen(uid)
             endpoints: list[Endpoint] = []
             problems: list[str] = []
         else:
             pod = PodView.from_body(body)
             self.pods[uid] = pod
             self.pods_by_ns.setdefault(pod.namespace, set()).add(uid)
+            self._mark_seen(uid)
             regs = self._regs_in(pod.namespace)
             opted_in = pod.service is not None or pod.annotation_error is not None
             selected = any(r.selects(pod) for r in regs)

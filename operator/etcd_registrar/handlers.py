@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -173,11 +173,29 @@ class TokenBucket:
         return True
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No "last-seen state" per object: kopf builds one on every event for its change
+    detection (a deep copy of the whole pod, ~10% of the operator's CPU under churn), but
+    `on.event` handlers never use it, and nothing is ever stored on the objects."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.config
     settings.posting.enabled = True
     settings.watching.inactivity_timeout = 70  # reconnect silent watch streams
+    settings.persistence.diffbase_storage = NoDiffBase()
     # List pods in pages: the whole list of 10,000 pods at once would be ~100 MB of dicts.
     settings.watching.chunk_size = LIST_CHUNK_SIZE
     if config.pod_selector:
