@@ -91,6 +91,7 @@ class PutOp:
 @dataclass(frozen=True, slots=True)
 class DeleteOp:
     key: str
+    lease: int = 0  # when set: delete only while the key is still attached to this lease
 
 
 Op = PutOp | DeleteOp
@@ -349,7 +350,18 @@ def _request_op(op: Op) -> Any:
         return rpc.RequestOp(
             request_put=rpc.PutRequest(key=op.key.encode(), value=op.value.encode(), lease=op.lease)
         )
-    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key.encode()))
+    delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key.encode()))
+    if not op.lease:
+        return delete
+    # A nested transaction (etcd >= 3.3) guards each delete on its own: a key another writer
+    # has taken over since we last read it is left alone, and the rest of the batch still runs.
+    still_ours = rpc.Compare(
+        key=op.key.encode(),
+        target=rpc.Compare.LEASE,
+        result=rpc.Compare.EQUAL,
+        lease=op.lease,
+    )
+    return rpc.RequestOp(request_txn=rpc.TxnRequest(compare=[still_ours], success=[delete]))
 
 
 def _prefix_end(prefix: bytes) -> bytes:

@@ -231,9 +231,16 @@ class Registry:
                 self._applied(batch, ops, revision)
 
     def _take_batch(self) -> list[Write]:
-        batch = []
+        """Up to 128 writes, or 127 once one is a delete: a guarded delete is a nested
+        transaction, and etcd allows a nested one only the ops the outer one leaves over."""
+        batch: list[Write] = []
+        guarded = False
         for key in list(itertools.islice(self._pending, MAX_TXN_OPS)):
-            write = self._pending.pop(key)
+            write = self._pending[key]
+            guarded = guarded or write.value is None
+            if len(batch) >= MAX_TXN_OPS - int(guarded):
+                break
+            del self._pending[key]
             self._inflight[key] = write
             batch.append(write)
         return batch
@@ -303,9 +310,9 @@ class Registry:
     # --- leases -----------------------------------------------------------------------------
 
     async def _op_for(self, write: Write) -> Op:
-        if write.value is None or write.pool is None:
-            return DeleteOp(write.key)
         held = self.held.get(write.key)
+        if write.value is None or write.pool is None:
+            return DeleteOp(write.key, held.lease if held is not None else 0)
         if held is not None and held.pool == write.pool and held.lease in self._leases:
             return PutOp(write.key, write.value, held.lease)
         return PutOp(write.key, write.value, await self._lease_with_room(write.pool, write.key))

@@ -139,6 +139,7 @@ async def test_transactions_hold_at_most_128_ops(registry: Registry, reader: Etc
     assert await has_keys(reader, wanted)()
     await registry.submit([], [e.key for e in wanted])
     assert (await reader.get_prefix("/services/"))[0] == []
+    # 128 puts per txn; deletes are nested guarded txns, 127 per txn (etcd counts the nesting)
     assert max(sizes) == 128 and registry_ops() == 2000, sizes
 
 
@@ -227,3 +228,17 @@ async def test_foreign_keys_are_never_touched(registry: Registry, reader: Etcd) 
     await registry.submit([], changes.deletes)
     kvs, _ = await reader.get_prefix("/services/")
     assert [(kv.key, kv.value) for kv in kvs] == [("/services/goods/hand-written", "10.9.9.9:80")]
+
+
+async def test_a_delete_spares_a_key_another_writer_took_over(
+    registry: Registry, reader: Etcd
+) -> None:
+    """Deletes are guarded by our lease: a key overwritten behind our back (another writer's
+    value, not on our lease) survives our deleting it, while the rest of the batch goes."""
+    wanted = endpoints(3)
+    await registry.submit(wanted, [])
+    taken = wanted[0].key
+    await reader.put(taken, "another writer's value")  # no lease: not ours any more
+    await registry.submit([], [e.key for e in wanted])
+    kvs, _ = await reader.get_prefix("/services/")
+    assert {kv.key: kv.value for kv in kvs} == {taken: "another writer's value"}
