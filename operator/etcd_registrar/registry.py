@@ -101,7 +101,6 @@ class Registry:
         self.keys_per_lease = keys_per_lease
         self.on_lease_lost = on_lease_lost
         self.held: dict[str, Held] = {}
-        self.healthy = False  # the last etcd request succeeded
         self._leases: dict[int, Lease] = {}
         self._pending: dict[str, Write] = {}
         self._inflight: dict[str, Write] = {}
@@ -221,7 +220,6 @@ class Registry:
                     self._requeue(batch)
                     continue
                 except EtcdError as exc:
-                    self.healthy = False
                     self._requeue(batch) if exc.retryable else self._fail(batch, exc)
                     if exc.retryable:
                         logger.warning("etcd write failed, will retry: %s", exc)
@@ -267,7 +265,6 @@ class Registry:
             return 0  # _applied logs each write as "dry-run: would ..."
         revision = await self.etcd.txn(ops)
         metrics.txn_ops.observe(len(ops))
-        self.healthy = True
         return revision
 
     def _applied(self, batch: list[Write], ops: list[Op], revision: int) -> None:
@@ -379,7 +376,6 @@ class Registry:
                 await self._send_refreshes(stream, reader, backoff)
             except EtcdError as exc:
                 metrics.keepalive_failures.inc()
-                self.healthy = False
                 logger.warning("lease keepalive stream broke: %s", exc)
                 await backoff.sleep()
             finally:
@@ -405,7 +401,6 @@ class Registry:
     async def _read_acks(self, stream: KeepAliveStream) -> None:
         while True:
             lease_id, ttl = await stream.receive()
-            self.healthy = True
             if ttl <= 0:
                 self._lost(lease_id)
 
@@ -447,7 +442,6 @@ class Registry:
                 if not k.startswith(self.owner_prefix)
             }
             actual = await self.etcd.get_many(wanted)
-            self.healthy = True
             for n, key in enumerate(wanted):
                 if n % VIEW_SLICE == VIEW_SLICE - 1:
                     await asyncio.sleep(0)  # let pod events in between slices
