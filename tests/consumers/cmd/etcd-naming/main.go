@@ -1,8 +1,10 @@
 // Command etcd-naming resolves a gRPC target through go.etcd.io/etcd/client/v3/naming, the
 // way a gRPC client does (grpc.NewClient("etcd:///...", grpc.WithResolvers(builder))), and
 // prints the addresses the resolver gives the balancer (source "resolver", with the
-// metadata the 3.5 resolver attaches). After each update it also lists the endpoints with
-// naming/endpoints' Manager (source "manager", key and metadata as details).
+// metadata the 3.5 resolver attaches). It also lists the endpoints with naming/endpoints'
+// Manager (source "manager", key and metadata as details) after each update and every
+// 100 ms: Manager.List is a serializable read, and etcd notifies watchers just before a
+// write becomes readable, so a List right after the update can miss the newest key.
 //
 // The resolver strips one leading "/" from the target path: keys under /services/goods/
 // are dialled as "etcd:////services/goods" (four slashes), keys under services/goods/ as
@@ -49,14 +51,20 @@ func main() {
 	}
 	defer conn.Close()
 
-	for addrs := range updates {
-		var eps []string
-		details := map[string]any{}
-		for _, a := range addrs {
-			eps = append(eps, a.Addr)
-			details[a.Addr] = map[string]any{"metadata": a.Metadata} //nolint:staticcheck // where etcd 3.5 puts it
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case addrs := <-updates:
+			var eps []string
+			details := map[string]any{}
+			for _, a := range addrs {
+				eps = append(eps, a.Addr)
+				details[a.Addr] = map[string]any{"metadata": a.Metadata} //nolint:staticcheck // where etcd 3.5 puts it
+			}
+			out.Set("resolver", eps, details)
+		case <-poll.C:
 		}
-		out.Set("resolver", eps, details)
 		listManager(manager, out)
 	}
 }

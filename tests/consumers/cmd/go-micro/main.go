@@ -1,5 +1,7 @@
 // Command go-micro reads a service through go-micro's etcd registry (go-micro.dev/v5/registry/etcd):
-//   - "get": Registry.GetService, re-read after every event a registry Watcher reports;
+//   - "get": Registry.GetService, re-read after every event a registry Watcher reports and
+//     every 100 ms (GetService is a serializable read, and etcd notifies watchers just
+//     before a write becomes readable, so a read right after the event can miss it);
 //   - "cache": go-micro's registry cache (what its client selector picks nodes from, kept
 //     up to date by its own watcher), read every 20 ms.
 //
@@ -39,16 +41,30 @@ func main() {
 	if err != nil {
 		emit.Fatalf("watch: %v", err)
 	}
-	read(out, "get", reg, service)
+	changed := make(chan struct{}, 1)
+	go func() {
+		for {
+			res, err := w.Next()
+			if err != nil {
+				emit.Fatalf("watch next: %v", err)
+			}
+			if res.Service == nil || res.Service.Name != service {
+				emit.Logf("watch: event for another service: %+v", res)
+			}
+			select {
+			case changed <- struct{}{}:
+			default: // a re-read is already due
+			}
+		}
+	}()
+	poll := time.NewTicker(100 * time.Millisecond)
+	defer poll.Stop()
 	for {
-		res, err := w.Next()
-		if err != nil {
-			emit.Fatalf("watch next: %v", err)
-		}
-		if res.Service == nil || res.Service.Name != service {
-			emit.Logf("watch: event for another service: %+v", res)
-		}
 		read(out, "get", reg, service)
+		select {
+		case <-changed:
+		case <-poll.C:
+		}
 	}
 }
 
