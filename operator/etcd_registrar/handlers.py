@@ -1,8 +1,9 @@
 """kopf glue: thin handlers that hand each event to the controller.
 
-Pods are watched with `on.event` only: it persists nothing on the pod (no annotation, no
-finalizer), and a pod handler returns None because kopf would patch a returned value into
-the pod's status (DESIGN §4). Clients live in `memo`, opened on startup, closed on cleanup.
+ServiceRegistrations are watched by kopf with `on.event`. Pods are watched by podwatch
+(a paginated list and watch that keeps no pod bodies: kopf kept ~300 MiB of them at
+10,000 pods), started with the rest of the pipeline; it persists nothing on the pods
+either. Clients live in `memo`, opened on startup, closed on cleanup.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import kubernetes
@@ -27,6 +28,7 @@ from etcd_registrar.controller import Controller, Notice, Outcome
 from etcd_registrar.etcd import Etcd
 from etcd_registrar.health import (
     ETCD_CHECK_TASK,
+    POD_WATCH_TASK,
     EtcdCheck,
     Handler,
     Health,
@@ -35,6 +37,7 @@ from etcd_registrar.health import (
     serve,
 )
 from etcd_registrar.kube import Kube, load_config
+from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
 
@@ -45,7 +48,6 @@ EVENT_WAIT = 60.0  # how long a "Registered" Event waits for etcd before it is d
 # thousands gets the first NORMAL_EVENT_BURST and then NORMAL_EVENT_RATE per second (kopf
 # posts them one by one, and the API server would otherwise take one per transition).
 NORMAL_EVENT_RATE, NORMAL_EVENT_BURST = 10.0, 100
-LIST_CHUNK_SIZE = 500  # objects per page of the initial pod list
 GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at startup
 DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
 # Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
@@ -60,9 +62,10 @@ class App:
     registry: Registry
     controller: Controller
     health: Health
+    pods: PodWatcher
     servers: list[web.AppRunner] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    posts: set[asyncio.Task[None]] = field(default_factory=set)  # Events awaiting a commit
+    posts: set[asyncio.Task[None]] = field(default_factory=set)  # Events being posted
     normal_events: TokenBucket = field(
         default_factory=lambda: TokenBucket(NORMAL_EVENT_RATE, NORMAL_EVENT_BURST)
     )
@@ -72,7 +75,8 @@ class App:
         """Build the pipeline (Kubernetes client: `api`, else from the environment); nothing
         is connected or started yet."""
         registry = Registry(Etcd(config.etcd()), owner=config.owner_id, dry_run=config.dry_run)
-        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
+        api = api or load_config()
+        kube = Kube(api, config.namespace, config.pod_selector)
         defaults = Defaults(config.default_ttl, config.default_format, config.default_prefix)
         controller = Controller(registry, kube, defaults, resync=config.resync)
         etcd_check = EtcdCheck(
@@ -84,7 +88,8 @@ class App:
             last_sweep=lambda: controller.last_sweep,
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
-        return cls(config, registry, controller, health)
+        pods = PodWatcher(api, config.namespace, config.pod_selector)
+        return cls(config, registry, controller, health, pods)
 
     async def start(self) -> None:
         routes: dict[int, dict[str, Handler]] = {}
@@ -100,6 +105,7 @@ class App:
         # may come later than a short lease lives (DESIGN §4).
         await self.registry.start()
         self.controller.start()
+        self.tasks.append(asyncio.create_task(self.pods.run(self.on_pod), name=POD_WATCH_TASK))
         self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
         self.health.started = True
         if self.config.dry_run:
@@ -142,9 +148,38 @@ class App:
         finally:
             gc.enable()
 
-    def track(self, post: asyncio.Task[None]) -> None:
-        self.posts.add(post)
-        post.add_done_callback(self.posts.discard)
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Recompute this pod's keys; post its Events (Normal ones once etcd has the keys)."""
+        outcome = self.controller.on_pod(event_type, body)
+        self._post(outcome.now)
+        if outcome.after_commit and outcome.committed is not None:
+            if not self.normal_events.take():
+                metrics.events_dropped.inc(len(outcome.after_commit))
+                return
+            self._track(self._post_when_committed(outcome))
+
+    def _post(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            self._track(self._post_one(notice))
+
+    async def _post_one(self, notice: Notice) -> None:
+        try:
+            await self.controller.kube.post_event(
+                notice.pod, notice.type, notice.reason, notice.message
+            )
+        except Exception as exc:  # an Event is informative; the registry is what matters
+            logger.warning("could not post the %s Event: %s", notice.reason, exc)
+
+    async def _post_when_committed(self, outcome: Outcome) -> None:
+        assert outcome.committed is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(outcome.committed), EVENT_WAIT)
+            self._post(outcome.after_commit)
+
+    def _track(self, post: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(post)
+        self.posts.add(task)
+        task.add_done_callback(self.posts.discard)
 
     def endpoint_counts(self) -> dict[tuple[str, str], int]:
         """Keys held per (namespace, service); 0 for a registration that holds none."""
@@ -173,33 +208,10 @@ class TokenBucket:
         return True
 
 
-class NoDiffBase(kopf.DiffBaseStorage):
-    """No "last-seen state" per object: kopf builds one on every event for its change
-    detection (a deep copy of the whole pod, ~10% of the operator's CPU under churn), but
-    `on.event` handlers never use it, and nothing is ever stored on the objects."""
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
-    ) -> kopf.BodyEssence:
-        return cast(kopf.BodyEssence, {})
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
-
-
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.config
-    settings.posting.enabled = True
     settings.watching.inactivity_timeout = 70  # reconnect silent watch streams
-    settings.persistence.diffbase_storage = NoDiffBase()
-    # List pods in pages: the whole list of 10,000 pods at once would be ~100 MB of dicts.
-    settings.watching.chunk_size = LIST_CHUNK_SIZE
-    if config.pod_selector:
-        settings.watching.label_selectors["pods"] = config.pod_selector
     memo.app = App.create(config)  # in memo before starting: cleanup stops what started
     await memo.app.start()
 
@@ -210,33 +222,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.app.stop()
 
 
-@kopf.on.event("pods")
-async def pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Recompute this pod's keys. Must return None (see the module docstring)."""
-    outcome = memo.app.controller.on_pod(type, body)
-    _post(outcome.now)
-    if outcome.after_commit and outcome.committed is not None:
-        if not memo.app.normal_events.take():
-            metrics.events_dropped.inc(len(outcome.after_commit))
-            return
-        # A task started here inherits kopf's event context, so it may post Events.
-        memo.app.track(asyncio.create_task(_post_when_committed(outcome)))
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def registration_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Re-render the keys of every pod this registration governs; status follows."""
     memo.app.controller.on_registration(type, body)
-
-
-def _post(notices: list[Notice]) -> None:
-    for notice in notices:
-        pod = kopf.Body(cast(kopf.RawBody, dict(notice.pod)))
-        kopf.event(pod, type=notice.type, reason=notice.reason, message=notice.message)
-
-
-async def _post_when_committed(outcome: Outcome) -> None:
-    assert outcome.committed is not None
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(outcome.committed), EVENT_WAIT)
-        _post(outcome.after_commit)

@@ -31,8 +31,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ETCD_CHECK_INTERVAL = 2.0
 ETCD_CHECK_TASK = "etcd-check"
-# The long-running tasks of one operator (asyncio task names): registry, controller, health.
-LOOPS = ("etcd-writer", "lease-keepalive", "sweep", "status", ETCD_CHECK_TASK)
+POD_WATCH_TASK = "pod-watch"
+# The long-running tasks of one operator (asyncio task names): registry, controller, pod
+# watch, health.
+LOOPS = ("etcd-writer", "lease-keepalive", "sweep", "status", POD_WATCH_TASK, ETCD_CHECK_TASK)
 
 
 class EtcdCheck:

@@ -1,20 +1,23 @@
-"""The few Kubernetes API calls the controller makes itself (kopf does the watching).
+"""The few Kubernetes API calls the controller makes itself (pods are watched by podwatch).
 
 The official client is synchronous, so each call runs in a worker thread; these calls are
-rare (a pod UID list per sweep, debounced status patches), never per pod event.
+rare (a pod UID list per sweep, debounced status patches, rate-limited Events).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
 
 from etcd_registrar import GROUP, PLURAL, VERSION
 
+COMPONENT = "etcd-registrar"  # the Events' source
+MESSAGE_LIMIT = 1024  # the API server refuses longer Event messages
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 # (connect, read) seconds for every call made here and by `doctor`. Without it a hung API
@@ -93,5 +96,37 @@ class Kube:
             PLURAL,
             name,
             {"status": status},
+            _request_timeout=self.timeout,
+        )
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type: str, reason: str, message: str
+    ) -> None:
+        """Post a core/v1 Event about `involved` (apiVersion, kind and metadata)."""
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event: Any = {  # a dict body: the client sends it as it is
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:MESSAGE_LIMIT],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        core = kubernetes.client.CoreV1Api(self.api)
+        await asyncio.to_thread(
+            core.create_namespaced_event,
+            meta["namespace"],
+            event,
             _request_timeout=self.timeout,
         )

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from etcd_registrar.config import Settings
 from etcd_registrar.handlers import App
 from etcd_registrar.kube import Kube
+from etcd_registrar.podwatch import PodHandler, PodWatcher
 from tests.aio import eventually, holds
 from tests.e2e.test_registrar import PREFIX, goods, registration, wait_registry
 from tests.harness import (
@@ -288,8 +289,8 @@ def test_liveness_fails_while_the_event_loop_is_frozen(
 async def test_not_ready_until_every_pod_is_seen(
     cluster: Cluster, namespace: str, crd: None, etcd_server: EtcdServer
 ) -> None:
-    """The real App on the real cluster, with the test in kopf's place delivering the pod
-    events, so the moment the view completes is under the test's control."""
+    """The real App on the real cluster, with the test in the pod watcher's place
+    delivering the pod events, so the moment the view completes is under its control."""
     cluster.create_deployment(namespace, deployment_manifest("plain", 3))
     cluster.wait_deployment_serving(namespace, "plain", 3)
     bodies = cluster.get_json("pods", "-n", namespace)["items"]
@@ -302,6 +303,7 @@ async def test_not_ready_until_every_pod_is_seen(
         metrics_port=0,
     )
     app = App.create(settings, cluster.api_client())
+    app.pods = SilentWatcher(cluster.api_client())
     await app.start()
     incomplete = (False, "initial pod view incomplete")
     try:
@@ -315,6 +317,13 @@ async def test_not_ready_until_every_pod_is_seen(
         assert app.health.live() == (True, "ok")
     finally:
         await app.stop()
+
+
+class SilentWatcher(PodWatcher):
+    """Delivers nothing: the test hands the pod events over itself."""
+
+    async def run(self, handle: PodHandler) -> None:
+        await asyncio.Event().wait()
 
 
 class FreezableProxy:

@@ -92,7 +92,7 @@ app.kubernetes.io/component: etcd
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-# Events about bad annotations and conflicts (kopf posts core/v1 Events).
+# Events about bad annotations, conflicts and registrations (core/v1 Events).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -1,0 +1,92 @@
+"""The pod watcher against the real API server: pages, watch events, expiry, selector."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from etcd_registrar import podwatch
+from etcd_registrar.podwatch import Expired, PodWatcher
+from tests.aio import eventually
+from tests.harness import Cluster
+
+pytestmark = pytest.mark.e2e
+
+
+def bare_pod(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": dict(labels or {"app": "watched"})},
+        "spec": {"containers": [{"name": "app", "image": "pause"}]},
+    }
+
+
+class Seen:
+    """What the watcher handed over: (type, pod name) in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str | None, str]] = []
+
+    def __call__(self, kind: str | None, pod: Mapping[str, Any]) -> None:
+        self.events.append((kind, pod["metadata"]["name"]))
+
+    def names(self, kind: str | None) -> set[str]:
+        return {name for k, name in self.events if k == kind}
+
+
+async def test_list_hands_over_every_page_and_the_watch_every_change_after_it(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(podwatch, "LIST_PAGE", 2)  # 5 pods: three pages
+    for i in range(5):
+        cluster.apply(bare_pod(f"listed-{i}"), namespace)
+    watcher = PodWatcher(cluster.api_client(), [namespace])
+    seen = Seen()
+    version = await watcher.list(namespace, seen)
+    assert seen.events == [(None, f"listed-{i}") for i in range(5)]
+
+    watching = asyncio.create_task(watcher.watch(namespace, version, seen))
+    try:
+        cluster.apply(bare_pod("late"), namespace)
+        cluster.kubectl("label", "pod", "listed-0", "extra=1", "-n", namespace)
+        cluster.kubectl("delete", "pod", "listed-1", "-n", namespace, "--grace-period=0", "--force")
+        await eventually(lambda: "listed-1" in seen.names("DELETED"), 20, "the deletion")
+        assert "late" in seen.names("ADDED")
+        assert "listed-0" in seen.names("MODIFIED")
+        assert not seen.names(None) - {f"listed-{i}" for i in range(5)}  # no relist
+    finally:
+        watching.cancel()
+
+
+async def test_a_version_too_old_to_watch_from_asks_for_a_new_list(
+    cluster: Cluster, namespace: str
+) -> None:
+    watcher = PodWatcher(cluster.api_client(), [namespace])
+    with pytest.raises(Expired):
+        await asyncio.wait_for(watcher.watch(namespace, "1", Seen()), 30)
+
+
+async def test_run_follows_only_the_selected_pods_of_its_namespaces(
+    cluster: Cluster, namespace: str
+) -> None:
+    other = cluster.create_namespace("podwatch-other")
+    try:
+        cluster.apply(bare_pod("before", {"app": "watched"}), namespace)
+        cluster.apply(bare_pod("unselected", {"app": "other"}), namespace)
+        cluster.apply(bare_pod("elsewhere", {"app": "watched"}), other)
+        watcher = PodWatcher(cluster.api_client(), [namespace], selector="app=watched")
+        seen = Seen()
+        running = asyncio.create_task(watcher.run(seen))
+        try:
+            await eventually(lambda: "before" in seen.names(None), 20, "the listed pod")
+            cluster.apply(bare_pod("after", {"app": "watched"}), namespace)
+            await eventually(lambda: "after" in seen.names("ADDED"), 20, "the new pod")
+            assert {name for _, name in seen.events} == {"before", "after"}
+        finally:
+            running.cancel()
+    finally:
+        cluster.delete_namespace(other)
