@@ -150,7 +150,12 @@ class App:
 
     def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Recompute this pod's keys; post its Events (Normal ones once etcd has the keys)."""
-        outcome = self.controller.on_pod(event_type, body)
+        try:
+            outcome = self.controller.on_pod(event_type, body)
+        except Exception:  # one odd pod must not stop the watch of all the others
+            meta = body.get("metadata") or {}
+            logger.exception("pod %s/%s skipped", meta.get("namespace"), meta.get("name"))
+            return
         self._post(outcome.now)
         if outcome.after_commit and outcome.committed is not None:
             if not self.normal_events.take():

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from etcd_registrar import podwatch
+from etcd_registrar.config import Settings
+from etcd_registrar.handlers import App
 from etcd_registrar.podwatch import Expired, PodWatcher
 from tests.aio import eventually
 from tests.harness import Cluster
@@ -90,3 +92,14 @@ async def test_run_follows_only_the_selected_pods_of_its_namespaces(
             running.cancel()
     finally:
         cluster.delete_namespace(other)
+
+
+async def test_a_pod_the_controller_cannot_read_is_logged_and_skipped(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch goes on: an exception would otherwise end it and relist for ever."""
+    settings = Settings(etcd_endpoints=["http://127.0.0.1:1"], owner_id="odd")
+    app = App.create(settings, cluster.api_client())
+    app.on_pod("ADDED", {"metadata": {"name": "odd", "namespace": "shop"}})  # no uid
+    assert "pod shop/odd skipped" in caplog.text
+    assert app.controller.pods == {}
