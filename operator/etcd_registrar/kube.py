@@ -81,6 +81,7 @@ class Kube:
             page = json.loads(response.data)
             uids.update(item["metadata"]["uid"] for item in page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
+            del page, response  # not alive while the next page is read and decoded
             if not token:
                 return uids
 

@@ -84,13 +84,13 @@ class PodWatcher:
         list's resource version to watch from."""
         token: str | None = None
         while True:
-            page = await asyncio.to_thread(self._page, namespace, token)
-            for pod in page.get("items") or []:
-                handle(None, pod)
-            meta = page.get("metadata") or {}
-            token = meta.get("continue")
+            # The page is handed over in a call of its own: no reference to it is left
+            # while the next one is read and decoded, so one page is in memory, not two.
+            token, version = _hand_over(
+                await asyncio.to_thread(self._page, namespace, token), handle
+            )
             if not token:
-                return str(meta["resourceVersion"])
+                return version
 
     def _page(self, namespace: str | None, token: str | None) -> dict[str, Any]:
         response = self._call(
@@ -162,3 +162,11 @@ class PodWatcher:
         if namespace:
             return self.core.list_namespaced_pod(namespace, **options)
         return self.core.list_pod_for_all_namespaces(**options)
+
+
+def _hand_over(page: dict[str, Any], handle: PodHandler) -> tuple[str | None, str]:
+    """Hand a page's pods to `handle`; return its continue token and resource version."""
+    for pod in page.get("items") or []:
+        handle(None, pod)
+    meta = page.get("metadata") or {}
+    return meta.get("continue"), str(meta.get("resourceVersion"))
