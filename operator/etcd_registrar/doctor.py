@@ -37,8 +37,8 @@ class Right(NamedTuple):
 
 
 # What the running operator asks the API server for, in each watched namespace (or in all):
-# kopf's watches of pods and ServiceRegistrations (a list, then a watch) and its Events, and
-# the operator's own pod list (sweep) and status patches (kube.py).
+# the pod watch (podwatch.py) and kopf's of ServiceRegistrations (a list, then a watch), the
+# Events, the pod list of the sweep and the status patches (kube.py).
 IN_SCOPE = [
     Right("list", "", "pods"),
     Right("watch", "", "pods"),

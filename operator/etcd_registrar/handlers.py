@@ -45,8 +45,8 @@ logger = logging.getLogger(__name__)
 
 EVENT_WAIT = 60.0  # how long a "Registered" Event waits for etcd before it is dropped
 # Normal Events are one API request each: a rollout of 3 pods gets all of theirs, a burst of
-# thousands gets the first NORMAL_EVENT_BURST and then NORMAL_EVENT_RATE per second (kopf
-# posts them one by one, and the API server would otherwise take one per transition).
+# thousands gets the first NORMAL_EVENT_BURST and then NORMAL_EVENT_RATE per second (the API
+# server would otherwise take one request per transition).
 NORMAL_EVENT_RATE, NORMAL_EVENT_BURST = 10.0, 100
 GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at startup
 DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
