@@ -1,4 +1,4 @@
-"""The pod watcher against the real API server: pages, watch events, expiry, selector."""
+"""The pod watcher against the real API server: pages, watch events, scope and selector."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from etcd_registrar import podwatch
 from etcd_registrar.config import Settings
 from etcd_registrar.handlers import App
-from etcd_registrar.podwatch import Expired, PodWatcher
+from etcd_registrar.podwatch import PodWatcher
 from tests.aio import eventually
 from tests.harness import Cluster
 
@@ -62,14 +62,6 @@ async def test_list_hands_over_every_page_and_the_watch_every_change_after_it(
         assert not seen.names(None) - {f"listed-{i}" for i in range(5)}  # no relist
     finally:
         watching.cancel()
-
-
-async def test_a_version_too_old_to_watch_from_asks_for_a_new_list(
-    cluster: Cluster, namespace: str
-) -> None:
-    watcher = PodWatcher(cluster.api_client(), [namespace])
-    with pytest.raises(Expired):
-        await asyncio.wait_for(watcher.watch(namespace, "1", Seen()), 30)
 
 
 async def test_run_follows_only_the_selected_pods_of_its_namespaces(
