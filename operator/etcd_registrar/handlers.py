@@ -75,8 +75,7 @@ class App:
         """Build the pipeline (Kubernetes client: `api`, else from the environment); nothing
         is connected or started yet."""
         registry = Registry(Etcd(config.etcd()), owner=config.owner_id, dry_run=config.dry_run)
-        api = api or load_config()
-        kube = Kube(api, config.namespace, config.pod_selector)
+        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
         defaults = Defaults(config.default_ttl, config.default_format, config.default_prefix)
         controller = Controller(registry, kube, defaults, resync=config.resync)
         etcd_check = EtcdCheck(
@@ -88,7 +87,7 @@ class App:
             last_sweep=lambda: controller.last_sweep,
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
-        pods = PodWatcher(api, config.namespace, config.pod_selector)
+        pods = PodWatcher(kube)
         return cls(config, registry, controller, health, pods)
 
     async def start(self) -> None:

@@ -52,31 +52,37 @@ class Kube:
         self.pod_selector = pod_selector
         self.timeout = timeout
 
+    @property
+    def scopes(self) -> list[str | None]:
+        """The namespaces pods are followed in; [None]: all of them."""
+        return list(self.namespaces) or [None]
+
+    def pods_raw(self, namespace: str | None, **options: Any) -> Any:
+        """A pod list or watch in `namespace` (None: all) through the pod selector, as the
+        raw, undecoded response: the caller decodes one page or line at a time."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        options |= {"label_selector": self.pod_selector, "_preload_content": False}
+        if namespace:
+            return core.list_namespaced_pod(namespace, **options)
+        return core.list_pod_for_all_namespaces(**options)
+
     async def list_pod_uids(self) -> set[str]:
         """UIDs of every pod in scope, listed as metadata only (a fraction of full pods)."""
-        scopes: list[str | None] = list(self.namespaces) or [None]
         uids: set[str] = set()
-        for namespace in scopes:
+        for namespace in self.scopes:
             uids |= await asyncio.to_thread(self._list_uids, namespace)
         return uids
 
     def _list_uids(self, namespace: str | None) -> set[str]:
-        core = kubernetes.client.CoreV1Api(self.api)
         uids: set[str] = set()
         token: str | None = None
         while True:
-            options: dict[str, Any] = {
-                "label_selector": self.pod_selector,
-                "limit": 500,  # pages of managedFields-heavy metadata: keep the peak small
-                "_continue": token,
-                "_headers": {"Accept": _METADATA_LIST},
-                "_preload_content": False,
-                "_request_timeout": self.timeout,
-            }
-            response: Any = (  # raw response: _preload_content=False
-                core.list_namespaced_pod(namespace, **options)
-                if namespace
-                else core.list_pod_for_all_namespaces(**options)
+            response = self.pods_raw(
+                namespace,
+                limit=500,  # pages of managedFields-heavy metadata: keep the peak small
+                _continue=token,
+                _headers={"Accept": _METADATA_LIST},
+                _request_timeout=self.timeout,
             )
             page = json.loads(response.data)
             uids.update(item["metadata"]["uid"] for item in page.get("items") or [])

@@ -18,13 +18,12 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import kubernetes
 from kubernetes.watch.watch import iter_resp_lines
 
-from etcd_registrar.kube import REQUEST_TIMEOUT
+from etcd_registrar.kube import Kube
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +42,14 @@ class Expired(Exception):
 
 
 class PodWatcher:
-    def __init__(
-        self,
-        api: kubernetes.client.ApiClient,
-        namespaces: Sequence[str] = (),
-        selector: str | None = None,
-        timeout: tuple[float, float] = REQUEST_TIMEOUT,
-    ) -> None:
-        self.core = kubernetes.client.CoreV1Api(api)
-        self.scopes: list[str | None] = list(namespaces) or [None]
-        self.selector = selector
-        self.timeout = timeout
+    """Follows the pods of `kube`'s namespaces and pod selector."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
 
     async def run(self, handle: PodHandler) -> None:
         """List and watch every scope for ever, calling `handle` for each pod seen."""
-        await asyncio.gather(*(self._follow(scope, handle) for scope in self.scopes))
+        await asyncio.gather(*(self._follow(scope, handle) for scope in self.kube.scopes))
 
     async def _follow(self, namespace: str | None, handle: PodHandler) -> None:
         retry = RETRY_FIRST
@@ -93,8 +85,8 @@ class PodWatcher:
                 return version
 
     def _page(self, namespace: str | None, token: str | None) -> dict[str, Any]:
-        response = self._call(
-            namespace, limit=LIST_PAGE, _continue=token, _request_timeout=self.timeout
+        response = self.kube.pods_raw(
+            namespace, limit=LIST_PAGE, _continue=token, _request_timeout=self.kube.timeout
         )
         page: dict[str, Any] = json.loads(response.data)
         return page
@@ -116,13 +108,13 @@ class PodWatcher:
 
         def read() -> None:
             try:
-                response = self._call(
+                response = self.kube.pods_raw(
                     namespace,
                     watch=True,
                     resource_version=version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=WATCH_SECONDS,
-                    _request_timeout=(self.timeout[0], IDLE_LIMIT),
+                    _request_timeout=(self.kube.timeout[0], IDLE_LIMIT),
                 )
                 try:
                     for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
@@ -155,13 +147,6 @@ class PodWatcher:
                     handle(kind, pod)
         finally:
             stop.set()
-
-    def _call(self, namespace: str | None, **options: Any) -> Any:
-        """A raw (undecoded) pod list or watch response."""
-        options |= {"label_selector": self.selector, "_preload_content": False}
-        if namespace:
-            return self.core.list_namespaced_pod(namespace, **options)
-        return self.core.list_pod_for_all_namespaces(**options)
 
 
 def _hand_over(page: dict[str, Any], handle: PodHandler) -> tuple[str | None, str]:

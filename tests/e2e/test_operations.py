@@ -303,7 +303,7 @@ async def test_not_ready_until_every_pod_is_seen(
         metrics_port=0,
     )
     app = App.create(settings, cluster.api_client())
-    app.pods = SilentWatcher(cluster.api_client())
+    app.pods = SilentWatcher(app.controller.kube)
     await app.start()
     incomplete = (False, "initial pod view incomplete")
     try:

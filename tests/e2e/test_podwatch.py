@@ -11,6 +11,7 @@ import pytest
 from etcd_registrar import podwatch
 from etcd_registrar.config import Settings
 from etcd_registrar.handlers import App
+from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodWatcher
 from tests.aio import eventually
 from tests.harness import Cluster
@@ -46,7 +47,7 @@ async def test_list_hands_over_every_page_and_the_watch_every_change_after_it(
     monkeypatch.setattr(podwatch, "LIST_PAGE", 2)  # 5 pods: three pages
     for i in range(5):
         cluster.apply(bare_pod(f"listed-{i}"), namespace)
-    watcher = PodWatcher(cluster.api_client(), [namespace])
+    watcher = PodWatcher(Kube(cluster.api_client(), [namespace]))
     seen = Seen()
     version = await watcher.list(namespace, seen)
     assert seen.events == [(None, f"listed-{i}") for i in range(5)]
@@ -72,7 +73,7 @@ async def test_run_follows_only_the_selected_pods_of_its_namespaces(
         cluster.apply(bare_pod("before", {"app": "watched"}), namespace)
         cluster.apply(bare_pod("unselected", {"app": "other"}), namespace)
         cluster.apply(bare_pod("elsewhere", {"app": "watched"}), other)
-        watcher = PodWatcher(cluster.api_client(), [namespace], selector="app=watched")
+        watcher = PodWatcher(Kube(cluster.api_client(), [namespace], "app=watched"))
         seen = Seen()
         running = asyncio.create_task(watcher.run(seen))
         try:
