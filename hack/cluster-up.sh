@@ -42,6 +42,8 @@ preflight() {
 # Everything recorded is alive and answering: then there is nothing to do.
 cluster_healthy() {
   [[ -f "${CLUSTER_DIR}/ports.env" && -f "${KUBECONFIG_FILE}" ]] || return 1
+  # A cluster from before the real node (no kubelet-client certificate) is replaced.
+  [[ -f "${PKI_DIR}/kubelet-client.crt" ]] || return 1
   # shellcheck source=/dev/null
   source "${CLUSTER_DIR}/ports.env"
   local c
@@ -80,6 +82,9 @@ gen_pki() { # openssl's chatter and errors go to .cluster/logs/pki.log
     issue apiserver "/CN=kube-apiserver" \
       "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
     issue admin "/O=system:masters/CN=kubernetes-admin" \
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+    # The API server's identity towards kubelets (exec, logs, port-forward on the real node).
+    issue kubelet-client "/CN=kube-apiserver-kubelet-client" \
       "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
     # Request-header (front proxy) client cert: without it every component logs
     # "missing content for CA bundle ...requestheader-client-ca-file" over and over.
@@ -150,6 +155,8 @@ start_control_plane() {
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "${p}/front-proxy-client.crt" \
     --proxy-client-key-file "${p}/front-proxy-client.key" \
+    --kubelet-client-certificate "${p}/kubelet-client.crt" --kubelet-client-key "${p}/kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --allow-privileged=true \
     --profiling=false
   wait_until 90 kube-apiserver https_healthy "${APISERVER_PORT}" /readyz
