@@ -228,10 +228,17 @@ go_build() {
   mkdir -p "${out}"
   rm -f "${out}/.stamp"
   log "building ${name} ${version} (${binaries}) into ${out}"
-  local t0 target="${out}/"
+  # Built beside the old binaries, then renamed over them: a cluster running them (or
+  # starting) never sees a half-written file.
+  local t0 tmp="${out}/.building" target b
   t0="$(now_ms)"
-  (($# == 1)) && target="${out}/${binaries}" # one package: name the binary explicitly
+  rm -rf "${tmp}"
+  target="${tmp}/"
+  (($# == 1)) && target="${tmp}/${binaries}" # one package: name the binary explicitly
   (cd "${moddir}" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w ${ldflags}" -o "${target}" "$@")
+  # shellcheck disable=SC2086
+  for b in ${binaries}; do mv -f "${tmp}/${b}" "${out}/${b}"; done
+  rmdir "${tmp}"
   printf 'version=%s\ngo=%s\nbuilt=%s\n' "${version}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
   log "built ${name} ${version} in $(elapsed "${t0}")"
   flock -u 8
