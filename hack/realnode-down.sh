@@ -26,7 +26,7 @@ for ns in (spec.get("linux") or {}).get("namespaces") or []:
 our_shims() {
   local dir
   for dir in /proc/[0-9]*; do
-    tr '\0' ' ' <"${dir}/cmdline" 2>/dev/null | grep -q -- "containerd-shim.* -address ${CONTAINERD_SOCK} " &&
+    tr '\0' ' ' 2>/dev/null <"${dir}/cmdline" | grep -q -- "containerd-shim.* -address ${CONTAINERD_SOCK} " &&
       echo "${dir#/proc/}"
   done
   return 0
@@ -67,7 +67,7 @@ main() {
     [[ ! -d "${dir}${CGROUP_ROOT}" ]] || find "${dir}${CGROUP_ROOT}" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done < <(findmnt -rn -t cgroup,cgroup2 -o TARGET)
   # Volumes, container root filesystems and snapshots still mounted under .cluster/realnode.
-  findmnt -rn -o TARGET | grep -F "${REALNODE_DIR}/" | sort -r | xargs -r umount -l
+  findmnt -rn -o TARGET | { grep -F "${REALNODE_DIR}/" || true; } | sort -r | xargs -r umount -l
   log "real node down in $(elapsed "${t0}")"
 }
 

@@ -118,8 +118,13 @@ EOF
 }
 
 start_containerd() {
-  local d="${REALNODE_DIR}/containerd"
+  local d="${REALNODE_DIR}/containerd" restrict_oom=false
   mkdir -p "${d}"
+  # Lowering a process's oom_score_adj (kubelet asks -998 for pod sandboxes) needs
+  # CAP_SYS_RESOURCE, which root lacks in some sandboxes (this project's machines among
+  # them): without it runc fails every pod with "failed to update /proc/self/oom_score_adj:
+  # Permission denied". containerd can clamp the scores to its own instead.
+  (((0x$(awk '/^CapEff/ {print $2}' /proc/self/status) >> 24) & 1)) || restrict_oom=true
   cat >"${d}/config.toml" <<EOF
 version = 2
 root = "${d}/root"
@@ -133,6 +138,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   path = "${d}/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "${PAUSE_IMAGE}"
+  restrict_oom_score_adj = ${restrict_oom}
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -207,6 +213,16 @@ EOF
 
 start_kubelet() {
   local k="${REALNODE_DIR}/kubelet"
+  # What the API server may do on kubelets (exec, logs, port-forward), for its client
+  # certificate (hack/cluster-up.sh); the kubelet asks the API server (authorization: Webhook).
+  kc apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kube-apiserver-kubelet-client}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:kubelet-api-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}
+EOF
   KUBELET_PORT="$(free_port)"
   KUBELET_HEALTHZ_PORT="$(free_port)"
   cat >"${k}/config.yaml" <<EOF
@@ -253,35 +269,42 @@ EOF
   wait_until 90 kubelet node_ready
 }
 
+write_node_env() {
+  cat >"${REALNODE_DIR}/node.env" <<EOF
+NODE_NAME=${NODE_NAME}
+NODE_LABEL=${NODE_LABEL}
+TAINT_KEY=${TAINT_KEY}
+POD_SUBNET=${SUBNET}
+REGISTRY_ETCD_FOR_PODS=http://${SUBNET%.0/24}.1:${ETCD_REGISTRY_PORT}
+${IMAGES}
+EOF
+}
+
 main() {
   cluster_lock
   "${HACK_DIR}/cluster-up.sh"
   preflight
+  # shellcheck source=/dev/null
+  source "${CLUSTER_DIR}/ports.env"
+  # Built (or found in the cache) first: a running node may need images of newer sources.
+  IMAGES="$("${HACK_DIR}/build-images.sh")"
+  eval "${IMAGES}"
   if realnode_healthy; then
+    SUBNET="$(sed -n 's/^POD_SUBNET=//p' "${REALNODE_DIR}/node.env")"
+    import_images
+    write_node_env
     log "real node already up ($(elapsed "${T0}"))"
     return
   fi
-  # shellcheck source=/dev/null
-  source "${CLUSTER_DIR}/ports.env"
   "${HACK_DIR}/realnode-down.sh" # whatever is left of an earlier one
   mkdir -p "${REALNODE_DIR}"
-  local images
-  images="$("${HACK_DIR}/build-images.sh")"
-  eval "${images}"
   setup_network
   start_containerd
   import_images
   make_cgroup_root
   issue_node_cert
   start_kubelet
-  cat >"${REALNODE_DIR}/node.env" <<EOF
-NODE_NAME=${NODE_NAME}
-NODE_LABEL=${NODE_LABEL}
-TAINT_KEY=${TAINT_KEY}
-POD_SUBNET=${SUBNET}
-REGISTRY_ETCD_FOR_PODS=http://${GATEWAY}:${ETCD_REGISTRY_PORT}
-${images}
-EOF
+  write_node_env
   log "real node ${NODE_NAME} Ready in $(elapsed "${T0}"): pods on ${SUBNET} (bridge ${BRIDGE})"
 }
 

@@ -98,8 +98,9 @@ def deletes_since(endpoints: str, prefix: str, revision: int) -> list[str]:
 @pytest.fixture
 def release(cluster: Cluster, namespace: str, crd: None, tmp_path: Path) -> Iterator[str]:
     """`helm` against the cluster, with the shared CRD adopted into this test's release (the
-    way values.yaml tells users to), so the chart manages it as on a fresh cluster."""
-    name = "er"
+    way values.yaml tells users to), so the chart manages it as on a fresh cluster. Named
+    after the namespace: the chart's ClusterRoles are named after the release."""
+    name = f"rn-{namespace.rsplit('-', 1)[-1]}"
     cluster.kubectl("label", "--overwrite", CRD, "app.kubernetes.io/managed-by=Helm")
     cluster.kubectl(
         "annotate",
