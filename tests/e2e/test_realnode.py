@@ -96,7 +96,7 @@ def deletes_since(endpoints: str, prefix: str, revision: int) -> list[str]:
 
 
 @pytest.fixture
-def release(cluster: Cluster, namespace: str, crd: None, tmp_path: Path) -> Iterator[str]:
+def release(cluster: Cluster, namespace: str, crd: None) -> Iterator[str]:
     """`helm` against the cluster, with the shared CRD adopted into this test's release (the
     way values.yaml tells users to), so the chart manages it as on a fresh cluster. Named
     after the namespace: the chart's ClusterRoles are named after the release."""
@@ -283,7 +283,8 @@ def test_graceful_deletion_deregisters_while_the_container_serves(
     }
     cluster.create_deployment(namespace, manifest)
     (pod,) = serving_on_the_node(cluster, real_node, namespace, 1)
-    assert pod.ip
+    ip = pod.ip
+    assert ip
     key = f"{prefix}/goods/{pod.name}"
     registry_becomes(etcd, prefix, keys_of([pod], prefix), "registered")
 
@@ -292,9 +293,9 @@ def test_graceful_deletion_deregisters_while_the_container_serves(
     wait_for(lambda: key not in registry_keys(etcd, f"{prefix}/"), 10, message="key deleted")
     key_gone = time.monotonic()
     assert cluster.get_pod(namespace, pod.name).terminating
-    assert demo_request(pod.ip, "/") == 200, "the container stopped before its key was gone"
+    assert demo_request(ip, "/") == 200, "the container stopped before its key was gone"
 
-    wait_for(lambda: demo_request(pod.ip, "/") == 0, pre_stop + 30, message="container stops")
+    wait_for(lambda: demo_request(ip, "/") == 0, pre_stop + 30, message="container stops")
     stopped = time.monotonic()
     served = stopped - key_gone
     print(
