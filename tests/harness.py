@@ -172,6 +172,18 @@ def etcd_path() -> str:
     )
 
 
+def run_hack_script(name: str, timeout: float) -> None:
+    """Run hack/<name> (no arguments); its stderr and the log directory in the error."""
+    proc = subprocess.run(
+        [str(HACK_DIR / name)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"hack/{name} failed ({proc.returncode}); logs in {CLUSTER_DIR}/logs\n"
+            f"{proc.stderr.strip()}"
+        )
+
+
 # --------------------------------------------------------------------------- etcd
 
 
@@ -444,18 +456,7 @@ class Cluster:
         if kubeconfig and endpoints:
             return cls(Path(kubeconfig), endpoints, external=True)
         cls._check_local_toolchain()
-        proc = subprocess.run(
-            [str(HACK_DIR / "cluster-up.sh")],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"hack/cluster-up.sh failed ({proc.returncode}); logs in {CLUSTER_DIR}/logs\n"
-                f"{proc.stderr.strip()}"
-            )
+        run_hack_script("cluster-up.sh", timeout)
         endpoints_file = CLUSTER_DIR / "etcd-endpoints"
         return cls(CLUSTER_DIR / "kubeconfig", endpoints_file.read_text().strip())
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from tests.harness import CLUSTER_DIR, HACK_DIR, deployment_manifest
+from tests.harness import CLUSTER_DIR, deployment_manifest, run_hack_script
 
 NODE_ENV = CLUSTER_DIR / "realnode" / "node.env"
 DEMO_PORT = 8080  # tests/images/demo/app.py
@@ -32,18 +31,7 @@ class RealNode:
     @classmethod
     def ensure_up(cls, timeout: float = 1800.0) -> RealNode:
         """Start (or reuse) the real node; the first run builds its images (minutes)."""
-        proc = subprocess.run(
-            [str(HACK_DIR / "realnode-up.sh")],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"hack/realnode-up.sh failed ({proc.returncode}); logs in {CLUSTER_DIR}/logs\n"
-                f"{proc.stderr.strip()}"
-            )
+        run_hack_script("realnode-up.sh", timeout)
         env = dict(line.split("=", 1) for line in NODE_ENV.read_text().splitlines() if "=" in line)
         return cls(
             name=env["NODE_NAME"],
