@@ -22,7 +22,7 @@ orphans() {
     tr '\0' ' ' <"${dir}/cmdline" 2>/dev/null | grep -q -- " .*${CLUSTER_DIR}/" || continue
     argv0="$(tr '\0' '\n' <"${dir}/cmdline" 2>/dev/null | head -n 1)"
     case "${argv0##*/}" in
-      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok)
+      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok | kubelet | containerd)
         echo "${pid} ${argv0##*/}"
         ;;
     esac
@@ -33,13 +33,14 @@ main() {
   local t0 stopped=0
   cluster_lock
   t0="$(now_ms)"
-  # The real node first: its kubelet talks to the API server, its pods to both etcds.
+  # The real node first: its kubelet and pods talk to the API server and the registry etcd.
   "${HACK_DIR}/realnode-down.sh"
   local orphan_list
   orphan_list="$(orphans)"
   # Clients first, then the API server, then the etcds it depends on (an API server
-  # whose etcd is gone can take long to shut down).
-  local phases=("kwok kube-scheduler kube-controller-manager" "kube-apiserver" "etcd-k8s etcd-registry")
+  # whose etcd is gone can take long to shut down). The real node's daemons were stopped
+  # above; its phase here only catches them when their PID files are gone.
+  local phases=("kubelet containerd" "kwok kube-scheduler kube-controller-manager" "kube-apiserver" "etcd-k8s etcd-registry")
   local phase c pid program pids
   for phase in "${phases[@]}"; do
     pids=()

@@ -42,7 +42,6 @@ preflight() {
   done
   [[ -x "${K8S_BIN_DIR}/kubelet" ]] || die "${K8S_BIN_DIR}/kubelet missing: run 'make tools'"
   grep -qw overlay /proc/filesystems || die "the kernel has no overlay filesystem (containerd's overlayfs snapshotter needs it)"
-  [[ -d /sys/class/net ]] && ip link help bridge >/dev/null 2>&1 || die "'ip link ... type bridge' unsupported: the kernel needs bridge support"
   if [[ ! -f /sys/fs/cgroup/cgroup.controllers ]]; then # cgroup v1 (hybrid or legacy)
     local s
     for s in cpu cpuacct cpuset memory; do
@@ -86,7 +85,7 @@ else:
 setup_network() {
   SUBNET="$(free_subnet)" || die "no free pod subnet in 10.88.0.0/16"
   GATEWAY="${SUBNET%.0/24}.1"
-  ip link add "${BRIDGE}" type bridge
+  ip link add "${BRIDGE}" type bridge || die "cannot create the bridge ${BRIDGE}: the kernel needs bridge support"
   ip addr add "${GATEWAY}/24" dev "${BRIDGE}"
   ip link set "${BRIDGE}" up
   # DNAT to 127.0.0.1 is only routed for packets that arrive on an interface allowing it.
