@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
   etcd-server etcd-client openssl curl
   # The real node (hack/realnode-up.sh): container runtime, pod network, image builds.
-  # containerd 1.6 and runc 1.1 speak CRI v1, all kubelet 1.34 needs (see realnode-up.sh).
+  # containerd 1.6 serves CRI v1, all kubelet 1.34 needs (see realnode-up.sh).
   containerd runc containernetworking-plugins iptables
   mmdebstrap buildah
   catatonit # the pod sandbox ("pause") process: static, so it is the whole pause image

@@ -55,16 +55,25 @@ class RealNode:
         self, name: str, replicas: int, annotations: dict[str, str], **pod: Any
     ) -> dict[str, Any]:
         """A Deployment of the demo app on this node, ready by its HTTP readiness probe (checked
-        every second by the kubelet); `pod` adds or replaces pod spec fields."""
+        every second by the kubelet) and admitted by Pod Security "restricted"; `pod` adds or
+        replaces pod spec fields."""
         manifest = copy.deepcopy(
             deployment_manifest(
                 name, replicas, image=self.demo_image, port=DEMO_PORT, annotations=annotations
             )
         )
         spec = manifest["spec"]["template"]["spec"]
-        spec.update(self.placement(), **pod)
+        spec.update(
+            self.placement(),
+            securityContext={"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            **pod,
+        )
         spec["containers"][0] |= {
             "imagePullPolicy": "Never",
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
             "readinessProbe": {
                 "httpGet": {"path": "/ready", "port": "http"},
                 "periodSeconds": 1,

@@ -146,10 +146,13 @@ def ready_by_its_probes(pod: dict[str, Any]) -> bool:
 def test_chart_runs_the_image_on_the_real_node(
     cluster: Cluster, namespace: str, real_node: RealNode, release: str, tmp_path: Path
 ) -> None:
-    """helm install with the chart's default securityContext (restricted, read-only root,
-    UID 65532, no capabilities): the operator becomes Ready through its own probes, doctor
-    passes inside the pod, it registers a pod, an upgrade rolls it without a single DELETE in
-    the registry, and uninstall leaves the CRD."""
+    """helm install with the chart's default securityContext (read-only root, UID 65532, no
+    capabilities) into a namespace that enforces Pod Security "restricted": the operator
+    becomes Ready through its own probes, doctor passes inside the pod, it registers a pod, an
+    upgrade rolls it without a single DELETE in the registry, and uninstall leaves the CRD."""
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     prefix = f"/realnode-{namespace}"
     repository, tag = real_node.operator_image.rsplit(":", 1)
     values = {
