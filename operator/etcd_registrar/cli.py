@@ -110,19 +110,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def service_prefix(service: str, fmt: Format, prefix: str | None, namespace: str = "") -> str:
     """The key prefix under which a consumer finds every endpoint of `service`."""
-    layout = Defaults(format=fmt, prefix=prefix).layout
-    marker = "\x00"
-    facts = {
-        "service": service,
-        "namespace": namespace or marker,
-        "pod": marker,
-        "uid": marker,
-        "node": marker,
-        "ip": marker,
-        "port": 0,
-    }
-    key, _ = layout.render(facts)
-    return key.split(marker, 1)[0].rpartition("/")[0] + "/"  # whole segments only
+    return Defaults(format=fmt, prefix=prefix).layout.service_range(service, namespace or None)
 
 
 async def _watch(settings: Settings, prefix: str) -> int:

@@ -144,6 +144,7 @@ class Defaults:
     ttl: int = 10
     format: Format = "address"
     prefix: str | None = None  # for the default format only: other formats keep their own
+    max_value_bytes: int = 16384  # one tenant must not fill etcd's quota with huge values
     layout: Layout = field(init=False)
 
     def __post_init__(self) -> None:
@@ -245,7 +246,12 @@ def desired_for_pod(
                 "metadata": pod.metadata,
             }
             key, value = layout.render(facts)
-        except (ValueError, TemplateError) as exc:
+            if len(value.encode()) > defaults.max_value_bytes:
+                raise ValueError(
+                    f"the value for {key} is {len(value.encode())} bytes, over this operator's "
+                    f"limit of {defaults.max_value_bytes} (--max-value-bytes): shrink the metadata"
+                )
+        except ValueError as exc:  # TemplateError included
             problems.append(Problem(service, str(exc)))
             continue
         endpoints.append(
