@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="Names this operator's leases, for several clusters sharing one etcd.",
     )
     resync: float = Field(30.0, gt=0, description="Sweep interval (e.g. 30s, 1m).")
+    max_keys_per_namespace: int = Field(
+        10_000, ge=1, description="Keys one namespace may hold; more are refused (etcd quota)."
+    )
+    max_value_bytes: int = Field(
+        16_384, ge=256, le=1_048_576, description="Largest value a key may hold (etcd quota)."
+    )
     dry_run: bool = Field(False, description="Log every etcd write instead of writing.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")

@@ -82,6 +82,19 @@ invalid = Counter(
     ["kind"],
 )
 
+loop_crashes = Counter(
+    f"{_NS}_loop_crashes_total",
+    "Unexpected exceptions in a long-running loop; it is restarted with backoff (a loop that "
+    "keeps crashing turns /healthz red).",
+    ["loop"],
+)
+writes_refused = Counter(
+    f"{_NS}_writes_refused_total",
+    "Keys not written: etcd refused the operation (reason=refused: permission, size, ...) or "
+    "another writer holds the key (reason=taken). Each is reported on its pod.",
+    ["reason"],
+)
+
 EndpointCounts = Callable[[], Mapping[tuple[str, str], int]]
 
 

@@ -24,8 +24,8 @@ import urllib3
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from etcd_registrar.app import App
 from etcd_registrar.config import Settings
-from etcd_registrar.handlers import App
 from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodHandler, PodWatcher
 from tests.aio import eventually, holds

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from etcd_registrar import podwatch
+from etcd_registrar.app import App
 from etcd_registrar.config import Settings
-from etcd_registrar.handlers import App
 from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodWatcher
 from tests.aio import eventually

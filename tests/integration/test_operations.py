@@ -15,9 +15,9 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from etcd_registrar.app import App
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, PutOp
-from etcd_registrar.handlers import App
 from etcd_registrar.registry import Registry
 from tests.aio import eventually
 from tests.harness import EtcdServer, free_port
