@@ -16,6 +16,7 @@ import kubernetes
 from aiohttp import web
 
 from etcd_registrar import metrics
+from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd
@@ -45,6 +46,7 @@ class App:
     health: Health
     pods: PodWatcher
     events: EventPoster
+    claims: ClaimStore
     servers: list[web.AppRunner] = field(default_factory=list)
     loops: list[Loop] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -60,6 +62,7 @@ class App:
             config.default_format,
             config.default_prefix,
             max_value_bytes=config.max_value_bytes,
+            allowed_prefixes=tuple(config.allowed_prefix),
         )
         controller = Controller(
             registry,
@@ -77,8 +80,10 @@ class App:
             last_sweep=lambda: controller.last_sweep,
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
-        app = cls(config, registry, controller, health, PodWatcher(kube), EventPoster(kube))
+        claims = ClaimStore(registry.etcd, config.owner_id, dry_run=config.dry_run)
+        app = cls(config, registry, controller, health, PodWatcher(kube), EventPoster(kube), claims)
         controller.notify = app.events.post
+        controller.on_claim = claims.record
         return app
 
     async def start(self) -> None:
@@ -104,9 +109,11 @@ class App:
         # Keepalives start before any pod handler runs: with many pods the first handler
         # may come later than a short lease lives (DESIGN §4).
         await self.registry.start()
-        # Pods are rendered only once the registrations are known: else a restart publishes
-        # default-layout keys for governed services, and the first sweep deletes theirs.
-        await self._load_registrations()
+        # Pods are rendered only once the claims and registrations are known: else a restart
+        # publishes default-layout keys for governed services (and the first sweep deletes
+        # theirs), or lets an intruder's pod claim a range first.
+        await self._resume()
+        self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
         self.loops.append(Loop("pod-watch", lambda: self.pods.run(self.on_pod)).start())
         self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
@@ -115,15 +122,17 @@ class App:
         if self.config.dry_run:
             logger.warning("dry run: etcd writes are logged, not made")
 
-    async def _load_registrations(self) -> None:
+    async def _resume(self) -> None:
         backoff = Backoff(cap=10.0)
         while True:
             try:
-                await self.controller.relist_registrations()
-                return
+                claims = await self.claims.load()
+                bodies = await self.controller.kube.list_registrations()
+                break
             except Exception as exc:
-                logger.warning("listing ServiceRegistrations failed (%s); retrying", exc)
+                logger.warning("reading claims and ServiceRegistrations failed (%s); retrying", exc)
                 await backoff.sleep()
+        self.controller.resume(claims, bodies)
 
     async def stop(self) -> None:
         """Stop on SIGTERM: commit what is queued (briefly), then leave the leases alone.

@@ -28,8 +28,10 @@ from etcd_registrar.source import (
     Problem,
     Registration,
     desired_for_pod,
+    interests,
 )
 from etcd_registrar.supervisor import Loop
+from etcd_registrar.tenancy import RELEASE_GRACE, Claims, Member
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class Controller:
         *,
         resync: float = 30.0,
         max_keys_per_namespace: int = 10_000,
+        claim_grace: float = RELEASE_GRACE,
     ) -> None:
         self.registry = registry
         self.kube = kube
@@ -85,6 +88,10 @@ class Controller:
         registry.on_refused = self._refused
         # Events found outside a pod event (sweep, lease loss, refused writes): App posts them.
         self.notify: Callable[[list[Notice]], None] = lambda notices: None
+        # Who owns each service identity; every change of owner is recorded in etcd.
+        self.tenancy = Claims(claim_grace)
+        self.interest: dict[str, dict[str, ServiceId]] = {}  # member -> identity -> service
+        self.on_claim: Callable[[str, str | None], None] = lambda identity, owner: None
         self.pods: dict[str, PodView] = {}
         self.pods_by_ns: dict[str, set[str]] = {}
         self.claims: dict[str, dict[str, Endpoint]] = {}  # key -> pod uid -> endpoint
@@ -114,6 +121,7 @@ class Controller:
         if event_type == "DELETED":
             pod = self._forget_pod(uid)
             self._mark_seen(uid)
+            self._present(Member("", uid, ""), {})
             endpoints: list[Endpoint] = []
             problems: list[str] = []
         else:
@@ -124,9 +132,9 @@ class Controller:
             regs = self._regs_in(pod.namespace)
             opted_in = pod.service is not None or pod.annotation_error is not None
             selected = any(r.selects(pod) for r in regs)
-            if not opted_in and not selected and uid not in self.keys_by_pod:
+            if not (opted_in or selected or uid in self.keys_by_pod or uid in self.interest):
                 return Outcome()  # not opted in, nothing held: the common case stays cheap
-            wanted, refusals = self._within_quota(pod, *desired_for_pod(pod, regs, self.defaults))
+            wanted, refusals = self._desired(pod, regs)
             endpoints, problems = wanted, [p.message for p in refusals]
         if pod is None:
             return Outcome()
@@ -162,6 +170,64 @@ class Controller:
                 Notice("Normal", "Deregistered", f"removed {key}", _ref(pod))
             )
         return outcome
+
+    def _desired(
+        self, pod: PodView, regs: list[Registration]
+    ) -> tuple[list[Endpoint], list[Problem]]:
+        """The keys `pod` may hold now: what it wants, in the ranges its namespace may write
+        to, within the namespace's quota; and why it gets no more."""
+        self._present(
+            Member(pod.namespace, pod.uid, pod.created),
+            {i: (pod.namespace, s) for i, s in interests(pod, regs, self.defaults).items()},
+        )
+        endpoints, problems = desired_for_pod(pod, regs, self.defaults)
+        return self._within_quota(pod, *self._admitted(pod.namespace, endpoints, problems))
+
+    def _present(self, member: Member, wanted: dict[str, ServiceId]) -> None:
+        """`member` wants keys in the ranges `wanted` now: join, leave, claim."""
+        before = self.interest.pop(member.id, {})
+        for identity in before.keys() - wanted.keys():
+            self.tenancy.leave(identity, member.id)
+        for identity in wanted.keys() - before.keys():
+            if self.tenancy.join(identity, member):
+                logger.info("namespace %s claims %s", member.namespace, identity)
+                self.on_claim(identity, member.namespace)
+        if wanted:
+            self.interest[member.id] = wanted
+
+    def _admitted(
+        self, namespace: str, endpoints: list[Endpoint], problems: list[Problem]
+    ) -> tuple[list[Endpoint], list[Problem]]:
+        """The endpoints in ranges `namespace` may write to; the others are refused."""
+        kept = [e for e in endpoints if self.tenancy.admits(e.identity, namespace)]
+        if len(kept) == len(endpoints):
+            return endpoints, problems
+        refused = [
+            Problem(e.service, self._intrusion(e.service, e.identity, namespace))
+            for e in endpoints
+            if e not in kept
+        ]
+        return kept, [*problems, *refused]
+
+    def _intrusion(self, service: str, identity: str, namespace: str) -> str:
+        owner = self.tenancy.owner(identity)
+        return (
+            f"{service}: the keys under {identity} belong to namespace {owner}, so this "
+            f"namespace gets none there: ask {owner} to add {namespace} to spec.shareWith of "
+            "its ServiceRegistration, or use another service name or prefix"
+        )
+
+    def _recompute_identity(self, identity: str) -> None:
+        """Re-render every pod and registration that wants keys in `identity` (its owner or
+        its shares changed)."""
+        services: dict[str, set[ServiceId]] = {}
+        for member in list(self.interest.values()):
+            if (sid := member.get(identity)) is not None:
+                services.setdefault(sid[0], set()).add(sid)
+        for namespace, sids in services.items():
+            self._recompute(namespace, sids)
+            for reg in self._regs_in(namespace):
+                self._dirty.add((reg.namespace, reg.name))
 
     def _within_quota(
         self, pod: PodView, endpoints: list[Endpoint], problems: list[Problem]
@@ -313,7 +379,27 @@ class Controller:
         services = {(r.namespace, r.service) for r in (old, self.registrations.get(ident)) if r}
         for sid in services:
             self._elect(sid)
+        reshared = self._registration_present(ident, old, self.registrations.get(ident))
         self._recompute(ident[0], services)
+        for identity in reshared:
+            self._recompute_identity(identity)
+
+    def _registration_present(
+        self, ident: RegistrationId, old: Registration | None, new: Registration | None
+    ) -> set[str]:
+        """A registration claims its key range like a pod; the owner's shares follow its
+        spec. Returns the ranges whose admitted namespaces changed."""
+        member = Member(ident[0], f"registration/{ident[0]}/{ident[1]}", new.created if new else "")
+        identity = new.identity if new else None
+        self._present(member, {identity: (new.namespace, new.service)} if new and identity else {})
+        reshared: set[str] = set()
+        for reg in (old, new):
+            if reg is not None and reg.identity is not None:
+                governing = self.effective.get((reg.namespace, reg.service))
+                shares = governing.share_with if governing is not None else frozenset()
+                if self.tenancy.share(reg.identity, reg.namespace, shares):
+                    reshared.add(reg.identity)
+        return reshared
 
     def _elect(self, sid: ServiceId) -> None:
         """The registration governing a service: valid ones first, then by name.
@@ -339,12 +425,42 @@ class Controller:
             holds = self.keys_by_pod.get(uid, set())
             if pod.service not in names and not holds and not any(r.selects(pod) for r in regs):
                 continue
-            endpoints, _ = self._within_quota(pod, *desired_for_pod(pod, regs, self.defaults))
+            endpoints, _ = self._desired(pod, regs)
             keys |= holds | self._claim(uid, endpoints)
         for sid in services:
             keys |= self.keys_by_service.get(sid, set())
         if keys:
             self._plan_and_submit(keys)
+
+    def resume(self, claims: Mapping[str, str], bodies: list[dict[str, Any]]) -> None:
+        """Start from what etcd and the API server hold: the recorded claims stand; a range
+        without a record is claimed by the namespace whose keys it already holds there (a
+        tie: the namespace of the oldest registration there); then the registrations."""
+        for identity, namespace in claims.items():
+            self.tenancy.restore(identity, namespace)
+        registrations = [Registration.from_body(b, self.defaults) for b in bodies]
+        governing = {(r.namespace, r.service): r for r in registrations if r.layout}
+        holders: dict[str, set[str]] = {}
+        for key, held in self.registry.held.items():
+            namespace, service, _ = held.pool
+            reg = governing.get((namespace, service))
+            identity = (reg.layout if reg and reg.layout else self.defaults.layout).service_range(
+                service, namespace
+            )
+            if key.startswith(identity) and self.tenancy.owner(identity) is None:
+                holders.setdefault(identity, set()).add(namespace)
+        for identity, namespaces in holders.items():
+            oldest = sorted(
+                (r.created, r.namespace)
+                for r in registrations
+                if r.identity == identity and r.namespace in namespaces
+            )
+            if len(namespaces) == 1 or oldest:
+                owner = oldest[0][1] if oldest else next(iter(namespaces))
+                self.tenancy.restore(identity, owner)
+                self.on_claim(identity, owner)
+        for body in bodies:
+            self.on_registration(None, body)
 
     async def relist_registrations(self) -> None:
         """Catch up with the API server: registrations deleted while a watch was down are
@@ -408,6 +524,10 @@ class Controller:
             await self.relist_registrations()
         except Exception as exc:
             logger.warning("registration relist failed: %s", exc)
+        for identity, (old, new) in self.tenancy.lapse(time.monotonic()).items():
+            logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
+            self.on_claim(identity, new)
+            self._recompute_identity(identity)
         known = set(self.pods)
         try:
             live = await self.kube.list_pod_uids()
@@ -495,11 +615,16 @@ class Controller:
                     f"are not overwritten, e.g. {taken[0]}: delete them or use another prefix",
                 )
             )
+        if reg.identity is not None and not self.tenancy.admits(reg.identity, reg.namespace):
+            clashes.insert(
+                0, ("NotOwner", self._intrusion(reg.service, reg.identity, reg.namespace))
+            )
         if clashes:
             reason = clashes[0][0]
             conditions.append(("Conflict", True, reason, "; ".join(m for _, m in clashes)))
         refused = sorted(k for k in keys if k in self.refused)
-        ready = not reg.error and governing is reg and held == len(keys)
+        admitted = reg.identity is None or self.tenancy.admits(reg.identity, reg.namespace)
+        ready = not reg.error and governing is reg and admitted and held == len(keys)
         pending = len(keys) - held
         if ready:
             message = f"{held} keys held in etcd"

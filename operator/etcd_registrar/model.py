@@ -34,7 +34,8 @@ from etcd_registrar.formats import (
 
 # DNS-1123 labels joined by dots: no empty label ("a..b"), as formats build DNS names of it.
 SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # namespace names
+PORT_NAME_PATTERN = DNS_LABEL_PATTERN
 PREFIX_PATTERN = r"^(/[A-Za-z0-9_.-]+)*$"
 ZONE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 METADATA_MAX_BYTES = 4096
@@ -51,6 +52,7 @@ PORT_RULE = (
 )
 
 ServiceName = Annotated[str, Field(min_length=1, max_length=63, pattern=SERVICE_PATTERN)]
+NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
 PortNumber = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)]
 PortName = Annotated[
     str, Field(min_length=1, max_length=PORT_NAME_MAX_LENGTH, pattern=PORT_NAME_PATTERN)
@@ -190,6 +192,11 @@ class ServiceRegistrationSpec(_Model):
     )
     scheme: Literal["grpc", "http"] = Field(
         "grpc", description="Endpoint scheme for kratos endpoints and go-micro's protocol."
+    )
+    share_with: list[NamespaceName] | None = Field(
+        None,
+        max_length=64,
+        description="Namespaces the owner admits into this service's key range (tenancy).",
     )
     zone: str = Field(
         "skydns.local",
