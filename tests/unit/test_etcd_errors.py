@@ -17,7 +17,7 @@ def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     [
         (grpc.StatusCode.UNAVAILABLE, "etcdserver: leader changed", True, False),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests", True, False),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded", False, False),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "mvcc: database space exceeded", False, False),
         (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old", True, True),
         (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token", True, True),
         (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied", False, False),
