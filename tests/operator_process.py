@@ -85,6 +85,14 @@ class OperatorProcess:
         except OSError:
             return False
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies."""
         if self.proc is not None:

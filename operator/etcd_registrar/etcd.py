@@ -54,6 +54,28 @@ class LeaseNotFound(EtcdError):
     """A lease the operator used no longer exists (expired, revoked, or etcd was wiped)."""
 
 
+class Fenced(EtcdError):
+    """etcd refused a write because the writer no longer holds the leader key it was
+    fenced by: another replica leads now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The leader key a write depends on, and the create revision it had when we won it:
+    a write fenced by it applies only while that very key still exists."""
+
+    key: str
+    revision: int
+
+    def compare(self) -> Any:
+        return rpc.Compare(
+            key=self.key.encode(),
+            target=rpc.Compare.CREATE,
+            result=rpc.Compare.EQUAL,
+            create_revision=self.revision,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class EtcdConfig:
     endpoints: Sequence[str] = ("http://127.0.0.1:2379",)
@@ -71,6 +93,7 @@ class KV:
     value: str
     lease: int
     mod_revision: int
+    create_revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,13 +277,18 @@ class Etcd:
 
     # --- KV -------------------------------------------------------------------------------
 
-    async def txn(self, ops: Sequence[Op]) -> TxnResult:
+    async def txn(self, ops: Sequence[Op], fence: Fence | None = None) -> TxnResult:
         """Apply up to 128 puts/deletes in one transaction; guarded ops apply only where
-        their guard holds (each on its own), the others regardless."""
+        their guard holds (each on its own), the others regardless. With `fence`, nothing
+        applies unless its leader key is still ours (Fenced)."""
         if len(ops) > MAX_TXN_OPS:
             raise ValueError(f"a transaction holds at most {MAX_TXN_OPS} operations")
-        request = rpc.TxnRequest(success=[_request_op(op) for op in ops])
+        request = rpc.TxnRequest(
+            compare=[fence.compare()] if fence else [], success=[_request_op(op) for op in ops]
+        )
         response = await self._call("kv.Txn", request)
+        if fence is not None and not response.succeeded:
+            raise Fenced(f"{fence.key} is no longer ours (created at revision {fence.revision})")
         refused: dict[int, KV | None] = {}
         for n, (op, item) in enumerate(zip(ops, response.responses, strict=True)):
             if _guarded(op) and not item.response_txn.succeeded:
@@ -292,8 +320,35 @@ class Etcd:
                     found[_text(kv.key)] = _kv(kv)
         return found
 
-    async def put(self, key: str, value: str, lease: int = 0) -> int:
-        return (await self.txn([PutOp(key, value, lease)])).revision
+    async def put(self, key: str, value: str, lease: int = 0, fence: Fence | None = None) -> int:
+        return (await self.txn([PutOp(key, value, lease)], fence)).revision
+
+    async def campaign(self, key: str, value: str, lease: int) -> tuple[bool, KV | None]:
+        """Create `key` on `lease` unless it exists: (True, ours) or (False, the holder's)."""
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=key.encode(),
+                    target=rpc.Compare.CREATE,
+                    result=rpc.Compare.EQUAL,
+                    create_revision=0,
+                )
+            ],
+            success=[
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease)
+                ),
+                rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode())),
+            ],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode()))],
+        )
+        response = await self._call("kv.Txn", request, operation="campaign")
+        found = response.responses[-1].response_range.kvs
+        return bool(response.succeeded), (_kv(found[0]) if found else None)
+
+    async def resign(self, fence: Fence) -> None:
+        """Delete the leader key if it is still the one `fence` names."""
+        await self.txn([DeleteOp(fence.key)], fence)
 
     async def delete(self, key: str) -> int:
         return (await self.txn([DeleteOp(key)])).revision
@@ -441,4 +496,10 @@ def _text(data: bytes) -> str:
 
 
 def _kv(kv: Any) -> KV:
-    return KV(_text(kv.key), _text(kv.value), int(kv.lease), int(kv.mod_revision))
+    return KV(
+        _text(kv.key),
+        _text(kv.value),
+        int(kv.lease),
+        int(kv.mod_revision),
+        int(kv.create_revision),
+    )
