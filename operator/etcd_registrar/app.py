@@ -204,6 +204,9 @@ class App:
             await asyncio.sleep(0.05)  # the registry has no idle event; once, at shutdown
         if not self.registry.idle:
             logger.warning("shutting down with etcd writes still queued (etcd unreachable?)")
+        for loop in self.loops:  # no new campaign after resigning
+            if loop.name == "election":
+                await loop.stop()
         await self.election.resign()  # a standby takes over now, not after the lease
         await self.registry.close()
         for loop in self.loops:

@@ -52,35 +52,44 @@ class Election:
         self.misconfigured: str | None = None
         self.on_elected: Callable[[Fence], None] = lambda fence: None
         self.on_deposed: Callable[[], None] = lambda: None
-        self._acked = 0.0  # when etcd last confirmed our election lease
+        self._lease: int | None = None  # our election lease
+        self._acked = 0.0  # when etcd last confirmed it
 
     @property
     def leading(self) -> bool:
         return self.fence is not None
 
     async def run(self) -> None:
-        """Campaign, lead or stand by, for ever: one election lease after another."""
-        backoff = Backoff(cap=2.0)
+        """Campaign, lead or stand by, for ever. A broken stream is reopened on the same
+        election lease: a blip of etcd costs no leadership, only an outage long enough that
+        the lease may have expired does."""
+        backoff = Backoff(cap=1.0)
         while True:
             try:
-                await self._term()
-                backoff.reset()
+                if self._lease is None:
+                    self._lease = await self.etcd.grant(self.ttl)
+                    self._acked = time.monotonic()
+                await self._term(self._lease)
+            except _LeaseLost as exc:
+                self.step_down(str(exc))
+                self._lease = None
             except EtcdError as exc:
-                self.step_down(f"etcd failed: {exc}")
-                logger.warning("election: %s; campaigning again", exc)
+                logger.warning("election: %s", exc)
+                if self._unconfirmed():
+                    self.step_down(f"etcd unreachable while the election lease ran out: {exc}")
+                    self._lease = None
                 await backoff.sleep()
+            else:
+                backoff.reset()
 
-    async def _term(self) -> None:
-        """Campaign, lead or stand by on one election lease, until it may have expired."""
-        lease = await self.etcd.grant(self.ttl)
+    async def _term(self, lease: int) -> None:
+        """Keep `lease` alive on one stream; campaign on it, or lead, until the stream breaks."""
         stream = self.etcd.keepalive_stream()
-        self._acked = time.monotonic()
         reader = asyncio.create_task(self._read_acks(stream, lease))
         try:
             while not reader.done():
-                if time.monotonic() - self._acked > self.ttl * 2 / 3:
-                    self.step_down("the election lease went unconfirmed; it may have expired")
-                    return  # a new lease, a new campaign
+                if self._unconfirmed():
+                    raise _LeaseLost("the election lease went unconfirmed; it may have expired")
                 await stream.send(lease)
                 if not self.leading:
                     await self._campaign(lease)
@@ -89,8 +98,9 @@ class Election:
         finally:
             reader.cancel()
             stream.close()
-            if self.leading:
-                self.step_down("the election loop ended")
+
+    def _unconfirmed(self) -> bool:
+        return time.monotonic() - self._acked > self.ttl * 2 / 3
 
     async def _read_acks(self, stream: KeepAliveStream, lease: int) -> None:
         while True:
@@ -98,8 +108,7 @@ class Election:
             if lease_id != lease:
                 continue
             if ttl <= 0:
-                self.step_down("the election lease expired")
-                raise EtcdError("election lease expired")
+                raise _LeaseLost("the election lease expired")
             self._acked = time.monotonic()
 
     async def _campaign(self, lease: int) -> None:
@@ -158,15 +167,21 @@ class Election:
         self.on_deposed()
 
     async def resign(self) -> None:
-        """Hand over at once (SIGTERM): delete our leader key so a standby need not wait."""
-        fence = self.fence
-        if fence is None:
-            return
+        """Hand over at once (SIGTERM): delete our leader key so a standby need not wait,
+        and our election lease with it."""
+        fence, lease, self._lease = self.fence, self._lease, None
         self.step_down("resigning")
         try:
-            await self.etcd.resign(fence)
+            if fence is not None:
+                await self.etcd.resign(fence)
+            if lease is not None:
+                await self.etcd.revoke(lease)
         except EtcdError as exc:  # the key expires with its lease instead
-            logger.warning("could not delete the leader key: %s", exc)
+            logger.warning("could not resign at once: %s", exc)
+
+
+class _LeaseLost(Exception):
+    """Our election lease is gone, or may be: whatever we believe, we lead no more."""
 
 
 def _describe(scope: dict[str, Any]) -> str:
