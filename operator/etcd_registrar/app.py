@@ -88,7 +88,7 @@ class App:
         )
         claims = ClaimStore(registry.etcd, config.owner_id, dry_run=config.dry_run)
         scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
-        replica = f"{os.environ.get('POD_NAME') or socket.gethostname()}/{os.getpid()}"
+        replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
         election = Election(registry.etcd, config.owner_id, replica, scope)
         app = cls(
             config,
