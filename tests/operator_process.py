@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from etcd_registrar.etcd import Etcd, EtcdConfig
-from tests.harness import Cluster, free_port, wait_for
+from tests.harness import Cluster, Hopeless, free_port, wait_for
 
 CRD_FILE = (
     Path(__file__).resolve().parents[1] / "crds" / "serviceregistrations.etcd-registrar.io.yaml"
@@ -77,7 +77,7 @@ class OperatorProcess:
 
     def ready(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited; log:\n{self.tail()}")
+            raise Hopeless(f"operator exited; log:\n{self.tail()}")
         try:
             url = f"http://127.0.0.1:{self.health_port}/readyz"
             with urllib.request.urlopen(url, timeout=1) as response:
