@@ -90,7 +90,7 @@ def assert_pods_untouched(cluster: Cluster, namespace: str) -> None:
 
 
 def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
-    pods = goods(cluster, namespace)
+    goods(cluster, namespace)
     keys = wait_registry(cluster, namespace, PREFIX)
     assert len(keys) == 3 and all(v.endswith(":80") for v in keys.values())
 
