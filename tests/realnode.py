@@ -29,7 +29,7 @@ class RealNode:
     demo_image: str
 
     @classmethod
-    def ensure_up(cls, timeout: float = 1800.0) -> RealNode:
+    def ensure_up(cls, timeout: float = 540.0) -> RealNode:
         """Start (or reuse) the real node; the first run builds its images (minutes)."""
         run_hack_script("realnode-up.sh", timeout)
         env = dict(line.split("=", 1) for line in NODE_ENV.read_text().splitlines() if "=" in line)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,15 +127,14 @@ def helm(cluster: Cluster, *args: str, check: bool = True) -> str:
     return proc.stdout
 
 
-def operator_pod(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    """The one operator pod of the release (fails while there are none or several)."""
-    pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")[
-        "items"
-    ]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    assert len(live) == 1, [p["metadata"]["name"] for p in pods]
-    pod: dict[str, Any] = live[0]
-    return pod
+def operator_pods(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
+    """The release's operator pods that are not terminating, by name."""
+    pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator")
+    return {
+        p["metadata"]["name"]: p
+        for p in pods["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    }
 
 
 def ready_by_its_probes(pod: dict[str, Any]) -> bool:
@@ -146,10 +146,10 @@ def ready_by_its_probes(pod: dict[str, Any]) -> bool:
 def test_chart_runs_the_image_on_the_real_node(
     cluster: Cluster, namespace: str, real_node: RealNode, release: str, tmp_path: Path
 ) -> None:
-    """helm install with the chart's default securityContext (read-only root, UID 65532, no
-    capabilities) into a namespace that enforces Pod Security "restricted": the operator
-    becomes Ready through its own probes, doctor passes inside the pod, it registers a pod, an
-    upgrade rolls it without a single DELETE in the registry, and uninstall leaves the CRD."""
+    """helm install with the chart's defaults (its replicas, read-only root, UID 65532, no
+    capabilities) into a namespace that enforces Pod Security "restricted": the operator pods
+    become Ready through their own probes, doctor passes inside a pod, they register a pod, an
+    upgrade rolls them without a single DELETE in the registry, and uninstall leaves the CRD."""
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
@@ -159,9 +159,7 @@ def test_chart_runs_the_image_on_the_real_node(
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "etcd": {"endpoints": [real_node.registry_etcd_for_pods]},
         "watchNamespaces": [namespace],
-        "ownerId": namespace,
         "prefix": prefix,
-        "resync": "5s",
         **real_node.placement(),
     }
     values_file = tmp_path / "values.yaml"
@@ -169,10 +167,13 @@ def test_chart_runs_the_image_on_the_real_node(
     chart = [str(CHART), "-n", namespace, "--wait", "--timeout=180s"]
     helm(cluster, "install", release, *chart, "-f", str(values_file))
 
-    pod = operator_pod(cluster, namespace)
-    assert pod["spec"]["nodeName"] == real_node.name
-    assert ready_by_its_probes(pod), pod["status"]
     deploy = f"deploy/{release}-etcd-registrar"
+    replicas = cluster.get_json(deploy, "-n", namespace)["spec"]["replicas"]  # the chart's: HA
+    pods = operator_pods(cluster, namespace)
+    assert len(pods) == replicas, list(pods)
+    for pod in pods.values():
+        assert pod["spec"]["nodeName"] == real_node.name
+        assert ready_by_its_probes(pod), pod["status"]
 
     def in_pod(*command: str) -> str:
         return cluster.kubectl("exec", "-n", namespace, deploy, "--", *command)
@@ -195,36 +196,27 @@ def test_chart_runs_the_image_on_the_real_node(
     assert doctor.splitlines()[-1] == "all checks passed", doctor
 
     cluster.create_deployment(namespace, real_node.demo_deployment("goods", 1, OPT_IN))
-    pods = serving_on_the_node(cluster, real_node, namespace, 1)
+    goods = serving_on_the_node(cluster, real_node, namespace, 1)
     etcd = cluster.etcd_endpoints
-    registry_becomes(etcd, prefix, keys_of(pods, prefix), "registered by the operator pod")
+    registry_becomes(etcd, prefix, keys_of(goods, prefix), "registered by the operator pods")
 
     revision = registry_revision(etcd, prefix)
     helm(cluster, "upgrade", release, *chart, "--reuse-values", "--set", "logFormat=json")
-    new_pod = operator_pod(cluster, namespace)
-    assert new_pod["metadata"]["name"] != pod["metadata"]["name"], "the upgrade did not roll"
-    assert ready_by_its_probes(new_pod), new_pod["status"]
-    wait_for(
-        lambda: json.loads(
-            cluster.kubectl("logs", "-n", namespace, new_pod["metadata"]["name"]).splitlines()[-1]
-        ),
-        30,
-        message="the new pod logs JSON (the changed value)",
-    )
-    registry_becomes(etcd, prefix, keys_of(pods, prefix), "still registered after the upgrade")
+    new_pods = operator_pods(cluster, namespace)
+    assert len(new_pods) == replicas and not new_pods.keys() & pods.keys(), list(new_pods)
+
+    def last_log_line(name: str) -> Any:
+        return json.loads(cluster.kubectl("logs", "-n", namespace, name).splitlines()[-1])
+
+    for name, pod in new_pods.items():
+        assert ready_by_its_probes(pod), pod["status"]
+        wait_for(partial(last_log_line, name), 30, message=f"{name} logs JSON (the new value)")
+    registry_becomes(etcd, prefix, keys_of(goods, prefix), "still registered after the upgrade")
     assert deletes_since(etcd, f"{prefix}/", revision + 1) == [], "the upgrade emptied keys"
 
     helm(cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout=120s")
     cluster.kubectl("get", CRD)  # kept (helm.sh/resource-policy: keep)
-    wait_for(
-        lambda: (
-            not cluster.get_json(
-                "pods", "-n", namespace, "-l", "app.kubernetes.io/component=operator"
-            )["items"]
-        ),
-        60,
-        message="operator pod gone after uninstall",
-    )
+    wait_for(lambda: not operator_pods(cluster, namespace), 60, message="operator pods gone")
 
 
 # --------------------------------------------------------------------------- real probes
