@@ -12,7 +12,7 @@ from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Op
 from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
-from tests.harness import EtcdServer, built_etcd_path
+from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,16 +62,27 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: s
 
 
 @pytest.fixture(params=["debian-3.4", "built-3.6"])
-def etcd_server(request: pytest.FixtureRequest) -> Iterator[EtcdServer]:
+def etcd_bin(request: pytest.FixtureRequest) -> str | None:
     """Every registry test runs on Debian's etcd 3.4 and on the 3.6 most users run."""
-    binary = None
-    if request.param == "built-3.6":
-        binary = built_etcd_path()
-        if binary is None:
-            pytest.fail("etcd 3.6 is not built: run `make tools`", pytrace=False)
-    with EtcdServer(etcd_bin=binary) as server:
+    if request.param == "debian-3.4":
+        return None
+    binary = built_etcd_path()
+    if binary is None:
+        pytest.fail("etcd 3.6 is not built: run `make tools`", pytrace=False)
+    return binary
+
+
+@pytest.fixture
+def etcd_server(etcd_bin: str | None) -> Iterator[EtcdServer]:
+    with EtcdServer(etcd_bin=etcd_bin) as server:
         server.start()
         yield server
+
+
+@pytest.fixture
+def etcd_cluster(etcd_bin: str | None) -> Iterator[EtcdCluster]:
+    with EtcdCluster(etcd_bin=etcd_bin) as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -242,3 +253,31 @@ async def test_a_delete_spares_a_key_another_writer_took_over(
     await registry.submit([], [e.key for e in wanted])
     kvs, _ = await reader.get_prefix("/services/")
     assert {kv.key: kv.value for kv in kvs} == {taken: "another writer's value"}
+
+
+async def test_writes_and_leases_move_off_a_member_without_leader(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    """A member cut off from its peers stays up (its client connection is fine) but has no
+    leader: every write to it fails. The operator must go on through the other members."""
+    cut, healthy, _ = etcd_cluster.members
+    registry = Registry(
+        Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2)), owner="t"
+    )
+    reader = Etcd(EtcdConfig(endpoints=(healthy.endpoint,), timeout=2))
+    wanted = endpoints(40)
+    Desired(registry, wanted)
+    await registry.start()
+    try:
+        await registry.submit(wanted[:20], [])
+        etcd_cluster.partition(cut)  # the first endpoint: the one a pick_first client uses
+        await asyncio.to_thread(
+            wait_for, lambda: not cut.healthy(), 10, message="the cut member lost its leader"
+        )
+        await asyncio.wait_for(registry.submit(wanted[20:], []), 10)
+        for _ in range(int(4 * TTL / 0.25)):  # four TTLs: renewed through the other members
+            assert await on_live_leases(reader, wanted)(), "keys lapsed behind the partition"
+            await asyncio.sleep(0.25)
+    finally:
+        await registry.close()
+        await reader.close()
