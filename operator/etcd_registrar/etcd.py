@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -27,9 +28,36 @@ logger = logging.getLogger(__name__)
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
+# Fail over between members as etcd's Go client does: a connection to every member, calls
+# spread round-robin, and a call a member refuses as UNAVAILABLE (down, or "no leader") tried
+# again at once, which puts it on the next member. "hasleader" metadata makes a member
+# without a leader refuse at once instead of letting the call hang until its deadline, and
+# makes it cancel our keepalive and watch streams when it loses its leader, so they move too.
+# Retrying a refused Txn or LeaseGrant is what the registry's write loop does anyway: its
+# writes are idempotent, and a lease granted twice expires unused.
+_REQUIRE_LEADER = (("hasleader", "true"),)
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [
+                {"service": "etcdserverpb." + s} for s in ("KV", "Lease", "Watch", "Maintenance")
+            ],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "0.5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
 # Reconnect within ~1 s after an outage (default gRPC backoff took 19 s after a 30 s outage)
 # and detect a dead connection by HTTP/2 pings.
 _CHANNEL_OPTIONS = (
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -100,8 +128,8 @@ Op = PutOp | DeleteOp
 def grpc_target(endpoints: Sequence[str]) -> tuple[str, bool]:
     """gRPC target for the endpoint URLs, and whether they use TLS.
 
-    Several IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``), which
-    gRPC fails over between; a host name is resolved by gRPC's DNS resolver.
+    Several IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``) that
+    gRPC balances over; a host name is resolved by gRPC's DNS resolver.
     """
     urls = [urlsplit(e if "://" in e else f"http://{e}") for e in endpoints]
     if not urls:
@@ -192,7 +220,9 @@ class Etcd:
         for attempt in (1, 2):
             started = time.monotonic()
             try:
-                return await method(request, timeout=self.config.timeout, metadata=self._metadata)
+                return await method(
+                    request, timeout=self.config.timeout, metadata=_REQUIRE_LEADER + self._metadata
+                )
             except grpc.aio.AioRpcError as exc:
                 metrics.etcd_errors.labels(operation, exc.code().name).inc()
                 expired = exc.code() == grpc.StatusCode.UNAUTHENTICATED or "auth token" in (
@@ -272,7 +302,7 @@ class Etcd:
     def keepalive_stream(self) -> KeepAliveStream:
         if self._channel is None:
             raise EtcdUnavailable("not connected")
-        return KeepAliveStream(self.lease.LeaseKeepAlive(metadata=self._metadata))
+        return KeepAliveStream(self.lease.LeaseKeepAlive(metadata=_REQUIRE_LEADER + self._metadata))
 
     # --- watch and status -----------------------------------------------------------------
 
@@ -284,7 +314,7 @@ class Etcd:
         create = rpc.WatchCreateRequest(
             key=start, range_end=_prefix_end(start), start_revision=start_revision
         )
-        call = self.watcher.Watch(metadata=self._metadata)
+        call = self.watcher.Watch(metadata=_REQUIRE_LEADER + self._metadata)
         await call.write(rpc.WatchRequest(create_request=create))
         try:
             async for response in call:
