@@ -7,6 +7,7 @@ the token expires, one long-lived LeaseKeepAlive stream, and fast reconnects aft
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import json
@@ -27,6 +28,7 @@ from etcd_registrar import metrics
 logger = logging.getLogger(__name__)
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+_WATCH_RETRY_DELAY = 0.5  # between re-creations of a broken watch (etcd may be refusing)
 
 # Fail over between members as etcd's Go client does: a connection to every member, calls
 # spread round-robin, and a call a member refuses as UNAVAILABLE (down, or "no leader") tried
@@ -82,6 +84,10 @@ class LeaseNotFound(EtcdError):
     """A lease the operator used no longer exists (expired, revoked, or etcd was wiped)."""
 
 
+class WatchCompacted(EtcdError):
+    """etcd compacted away the history a watch was to start from: re-read, then watch anew."""
+
+
 @dataclass(frozen=True, slots=True)
 class EtcdConfig:
     endpoints: Sequence[str] = ("http://127.0.0.1:2379",)
@@ -91,6 +97,23 @@ class EtcdConfig:
     username: str | None = None
     password: str | None = None
     timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_tls(self.endpoints, self.ca, self.cert, self.key)
+
+
+def check_tls(
+    endpoints: Sequence[str], ca: Path | None, cert: Path | None, key: Path | None
+) -> None:
+    """Refuse a client certificate that would go unused: TLS is on for https:// endpoints
+    or a CA, and without either the connection would silently be plaintext."""
+    plaintext = all(e.startswith("http://") or "://" not in e for e in endpoints)
+    if (cert or key) and plaintext and not ca:
+        raise ValueError(
+            "--etcd-cert/--etcd-key are set but the etcd endpoints are http:// and no "
+            "--etcd-ca is given, so the connection would be plaintext: use https:// "
+            "endpoints (and --etcd-ca unless the system CAs sign etcd's certificate)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,26 +330,46 @@ class Etcd:
     # --- watch and status -----------------------------------------------------------------
 
     async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        """Stream PUT/DELETE events under `prefix` from `start_revision` on."""
+        """Stream PUT/DELETE events under `prefix` from `start_revision` on.
+
+        A watch broken by a disconnect (or moved off a member that lost its leader) resumes
+        from the revision after the last event; raises WatchCompacted once etcd no longer
+        holds the history it would resume from."""
         if self._channel is None:
             await self.connect()
         start = prefix.encode()
-        create = rpc.WatchCreateRequest(
-            key=start, range_end=_prefix_end(start), start_revision=start_revision
-        )
-        call = self.watcher.Watch(metadata=_REQUIRE_LEADER + self._metadata)
-        await call.write(rpc.WatchRequest(create_request=create))
-        try:
-            async for response in call:
-                for event in response.events:
-                    kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
-                    yield WatchEvent(
-                        kind, event.kv.key.decode(), event.kv.value.decode(), event.kv.mod_revision
-                    )
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
-        finally:
-            call.cancel()
+        while True:
+            create = rpc.WatchCreateRequest(
+                key=start, range_end=_prefix_end(start), start_revision=start_revision
+            )
+            # wait_for_ready: after a disconnect, wait for the channel instead of failing
+            call = self.watcher.Watch(
+                metadata=_REQUIRE_LEADER + self._metadata, wait_for_ready=True
+            )
+            try:
+                await call.write(rpc.WatchRequest(create_request=create))
+                async for response in call:
+                    if response.compact_revision:
+                        raise WatchCompacted(
+                            f"etcd compacted its history up to revision "
+                            f"{response.compact_revision}, so the watch of {prefix!r} from "
+                            f"revision {start_revision} missed events: read it again"
+                        )
+                    if response.canceled:
+                        raise EtcdError(f"etcd cancelled the watch: {response.cancel_reason}")
+                    for event in response.events:
+                        kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
+                        kv = event.kv
+                        yield WatchEvent(kind, kv.key.decode(), kv.value.decode(), kv.mod_revision)
+                        start_revision = kv.mod_revision + 1
+            except grpc.aio.AioRpcError as exc:
+                error = _map_error(exc)
+                if not error.retryable:
+                    raise error from None
+                logger.warning("watch broke (%s); resuming at revision %d", error, start_revision)
+                await asyncio.sleep(_WATCH_RETRY_DELAY)
+            finally:
+                call.cancel()
 
     async def ping(self, key: str) -> None:
         """Read `key` (count only), linearizably: succeeds iff etcd serves requests (it has a
