@@ -1,5 +1,5 @@
-"""The etcd adapter's watch against a real etcd: it outlives a restart and reports a
-compacted history instead of hanging."""
+"""The etcd adapter's watch against a real etcd: it outlives a restart and a member that
+loses its leader, and reports a compacted history instead of hanging."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from aetcd import rpc
 
 from etcd_registrar.etcd import Etcd, EtcdConfig, WatchCompacted, WatchEvent
-from tests.harness import EtcdServer
+from tests.harness import EtcdCluster, EtcdServer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +66,34 @@ async def test_watch_from_a_compacted_revision_says_so(etcd: Etcd) -> None:
 
     with pytest.raises(WatchCompacted, match=f"compacted its history up to revision {last}"):
         await asyncio.wait_for(watch(), 5)
+
+
+async def test_watches_move_off_a_member_without_leader(etcd_cluster: EtcdCluster) -> None:
+    cut, healthy, _ = etcd_cluster.members
+    etcd = Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2))
+    writer = Etcd(EtcdConfig(endpoints=(healthy.endpoint,), timeout=2))
+    _, revision = await writer.get_prefix(PREFIX)
+    seen: list[asyncio.Queue[str]] = [asyncio.Queue() for _ in etcd_cluster.members]
+
+    async def watch(queue: asyncio.Queue[str]) -> None:
+        async for event in etcd.watch_prefix(PREFIX, revision + 1):
+            queue.put_nowait(event.key)
+
+    # one watch per member: calls go round-robin, so one of them is on the member cut off
+    watchers = [asyncio.create_task(watch(queue)) for queue in seen]
+    try:
+        await writer.put(PREFIX + "before", "1")
+        for queue in seen:
+            assert await asyncio.wait_for(queue.get(), 10) == PREFIX + "before"
+        etcd_cluster.partition(cut)
+        await asyncio.to_thread(
+            wait_for, lambda: not cut.healthy(), 10, message="the cut member lost its leader"
+        )
+        await writer.put(PREFIX + "after", "2")
+        for queue in seen:
+            assert await asyncio.wait_for(queue.get(), 10) == PREFIX + "after"
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await etcd.close()
+        await writer.close()

@@ -12,7 +12,7 @@ from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Op
 from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
-from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, wait_for
+from tests.harness import EtcdCluster, EtcdServer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,28 +61,12 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: s
     raise AssertionError(f"{what} within {within}s; last seen: {last!r}")
 
 
-@pytest.fixture(params=["debian-3.4", "built-3.6"])
-def etcd_bin(request: pytest.FixtureRequest) -> str | None:
-    """Every registry test runs on Debian's etcd 3.4 and on the 3.6 most users run."""
-    if request.param == "debian-3.4":
-        return None
-    binary = built_etcd_path()
-    if binary is None:
-        pytest.fail("etcd 3.6 is not built: run `make tools`", pytrace=False)
-    return binary
-
-
 @pytest.fixture
 def etcd_server(etcd_bin: str | None) -> Iterator[EtcdServer]:
+    """Every registry test runs on Debian's etcd 3.4 and on the 3.6 most users run."""
     with EtcdServer(etcd_bin=etcd_bin) as server:
         server.start()
         yield server
-
-
-@pytest.fixture
-def etcd_cluster(etcd_bin: str | None) -> Iterator[EtcdCluster]:
-    with EtcdCluster(etcd_bin=etcd_bin) as cluster:
-        yield cluster
 
 
 @pytest.fixture
