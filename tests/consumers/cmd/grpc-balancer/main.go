@@ -14,8 +14,6 @@ import (
 	"net"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	etcdresolver "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -23,6 +21,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"etcd-registrar.io/tests/consumers/emit"
+	"etcd-registrar.io/tests/consumers/internal/etcdnaming"
 )
 
 func main() {
@@ -36,15 +35,8 @@ func main() {
 	}
 	out.Set("servers", backends, nil)
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd, DialTimeout: 5 * time.Second})
-	if err != nil {
-		emit.Fatalf("etcd client: %v", err)
-	}
+	cli, builder := etcdnaming.Resolver(etcd)
 	defer cli.Close()
-	builder, err := etcdresolver.NewBuilder(cli)
-	if err != nil {
-		emit.Fatalf("resolver builder: %v", err)
-	}
 	conn, err := grpc.NewClient(target,
 		grpc.WithResolvers(builder),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
