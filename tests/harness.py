@@ -373,14 +373,21 @@ class PeerNetwork:
         self._cut: set[str] = set()
         self._listeners: list[socket.socket] = []
         self._links: list[tuple[str, str, socket.socket, socket.socket]] = []
+        self._targets: dict[str, int] = {}
 
-    def relay(self, port: int) -> str:
-        """A relay to 127.0.0.1:`port`; returns its URL, for a member to advertise."""
+    def relay(self) -> str:
+        """A new relay's URL, for a member to advertise; `forward` says where it leads.
+
+        Bound before the members pick their free ports, so none of them can pick its port."""
         listener = socket.create_server(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         self._listeners.append(listener)
-        threading.Thread(target=self._accept, args=(listener, url, port), daemon=True).start()
+        threading.Thread(target=self._accept, args=(listener, url), daemon=True).start()
         return url
+
+    def forward(self, url: str, port: int) -> None:
+        """Send what the relay at `url` receives to 127.0.0.1:`port`."""
+        self._targets[url] = port
 
     def cut(self, url: str) -> None:
         """Partition the member advertising `url` from the others (and drop its links now)."""
@@ -404,12 +411,13 @@ class PeerNetwork:
             _shut(a)
             _shut(b)
 
-    def _accept(self, listener: socket.socket, url: str, port: int) -> None:
+    def _accept(self, listener: socket.socket, url: str) -> None:
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:  # closed
                 return
+            port = self._targets[url]
             threading.Thread(target=self._link, args=(conn, url, port), daemon=True).start()
 
     def _link(self, conn: socket.socket, url: str, port: int) -> None:
@@ -464,11 +472,13 @@ class EtcdCluster:
     def __init__(self, size: int = 3, etcd_bin: str | None = None) -> None:
         self.base_dir = Path(tempfile.mkdtemp(prefix="etcd-registrar-cluster-"))
         self.network = PeerNetwork()
+        relays = [self.network.relay() for _ in range(size)]
         self.members = [
             EtcdServer(self.base_dir / f"m{i}", etcd_bin, name=f"m{i}") for i in range(size)
         ]
-        for member in self.members:
-            member.advertised_peer_url = self.network.relay(member.peer_port)
+        for member, relay in zip(self.members, relays, strict=True):
+            self.network.forward(relay, member.peer_port)
+            member.advertised_peer_url = relay
         initial = ",".join(f"{m.name}={m.advertised_peer_url}" for m in self.members)
         for member in self.members:
             member.initial_cluster = initial
