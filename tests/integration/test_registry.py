@@ -239,12 +239,14 @@ async def test_a_delete_spares_a_key_another_writer_took_over(
     assert {kv.key: kv.value for kv in kvs} == {taken: "another writer's value"}
 
 
-async def test_writes_and_leases_move_off_a_member_without_leader(
-    etcd_cluster: EtcdCluster,
+@pytest.mark.parametrize("outage", ["partition", "stop"])
+async def test_writes_and_leases_move_off_a_failed_member(
+    outage: str, etcd_cluster: EtcdCluster
 ) -> None:
     """A member cut off from its peers stays up (its client connection is fine) but has no
-    leader: every write to it fails. The operator must go on through the other members."""
-    cut, healthy, _ = etcd_cluster.members
+    leader: every write to it fails. A stopped one refuses connections. Either way the
+    operator must go on through the other members."""
+    failed, healthy, _ = etcd_cluster.members  # the first endpoint: a pick_first client's
     registry = Registry(
         Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2)), owner="t"
     )
@@ -254,13 +256,16 @@ async def test_writes_and_leases_move_off_a_member_without_leader(
     await registry.start()
     try:
         await registry.submit(wanted[:20], [])
-        etcd_cluster.partition(cut)  # the first endpoint: the one a pick_first client uses
-        await asyncio.to_thread(
-            wait_for, lambda: not cut.healthy(), 10, message="the cut member lost its leader"
-        )
+        if outage == "partition":
+            etcd_cluster.partition(failed)
+            await asyncio.to_thread(
+                wait_for, lambda: not failed.healthy(), 10, message="the member lost its leader"
+            )
+        else:
+            failed.stop()
         await asyncio.wait_for(registry.submit(wanted[20:], []), 10)
         for _ in range(int(4 * TTL / 0.25)):  # four TTLs: renewed through the other members
-            assert await on_live_leases(reader, wanted)(), "keys lapsed behind the partition"
+            assert await on_live_leases(reader, wanted)(), f"keys lapsed after the {outage}"
             await asyncio.sleep(0.25)
     finally:
         await registry.close()
