@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from etcd_registrar.etcd import Etcd, EtcdConfig
-from tests.harness import Cluster, free_port, wait_for
+from tests.harness import Cluster, Hopeless, free_port, wait_for
 
 CRD_FILE = (
     Path(__file__).resolve().parents[1] / "crds" / "serviceregistrations.etcd-registrar.io.yaml"
@@ -77,13 +77,21 @@ class OperatorProcess:
 
     def ready(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited; log:\n{self.tail()}")
+            raise Hopeless(f"operator exited; log:\n{self.tail()}")
         try:
             url = f"http://127.0.0.1:{self.health_port}/readyz"
             with urllib.request.urlopen(url, timeout=1) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies."""

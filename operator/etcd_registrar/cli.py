@@ -18,6 +18,7 @@ from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError
 from etcd_registrar.formats import FORMATS, Format
 from etcd_registrar.model import describe
+from etcd_registrar.registry import lease_records, read_record
 from etcd_registrar.source import Defaults
 
 
@@ -70,24 +71,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _ls(settings: Settings, service: str | None, as_json: bool) -> int:
     etcd = Etcd(settings.etcd())
-    owner_prefix = f"/etcd-registrar/{settings.owner_id}/leases/"
+    owner_prefix = lease_records(settings.owner_id)
     rows: list[dict[str, Any]] = []
     try:
         records, _ = await etcd.get_prefix(owner_prefix)
         for record in records:
-            pool = json.loads(record.value)
-            if service and pool["service"] != service:
+            try:
+                namespace, name, _ = read_record(record, owner_prefix)
+            except Exception as exc:  # not a record the operator wrote: say so, list the rest
+                print(f"skipped {record.key}: {exc}", file=sys.stderr)
                 continue
-            ttl, keys = await etcd.time_to_live(record.lease)
-            values = await etcd.get_many(k for k in keys if k != record.key)
+            if service and name != service:
+                continue
+            lease = await etcd.time_to_live(record.lease)
+            values = await etcd.get_many(k for k in lease.keys if k != record.key)
             rows += [
                 {
-                    "namespace": pool["namespace"],
-                    "service": pool["service"],
+                    "namespace": namespace,
+                    "service": name,
                     "key": kv.key,
                     "value": kv.value,
                     "lease": f"{kv.lease:x}",
-                    "ttl": ttl,
+                    "ttl": lease.ttl,
                 }
                 for kv in values.values()
             ]
@@ -110,19 +115,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def service_prefix(service: str, fmt: Format, prefix: str | None, namespace: str = "") -> str:
     """The key prefix under which a consumer finds every endpoint of `service`."""
-    layout = Defaults(format=fmt, prefix=prefix).layout
-    marker = "\x00"
-    facts = {
-        "service": service,
-        "namespace": namespace or marker,
-        "pod": marker,
-        "uid": marker,
-        "node": marker,
-        "ip": marker,
-        "port": 0,
-    }
-    key, _ = layout.render(facts)
-    return key.split(marker, 1)[0].rpartition("/")[0] + "/"  # whole segments only
+    return Defaults(format=fmt, prefix=prefix).layout.service_range(service, namespace or None)
 
 
 async def _watch(settings: Settings, prefix: str) -> int:

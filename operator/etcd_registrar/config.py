@@ -17,6 +17,7 @@ from etcd_registrar.etcd import EtcdConfig, grpc_target
 from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
 from etcd_registrar.source import Defaults
+from etcd_registrar.tenancy import within
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -61,12 +62,22 @@ class Settings(BaseSettings):
         description="Names this operator's leases, for several clusters sharing one etcd.",
     )
     resync: float = Field(30.0, gt=0, description="Sweep interval (e.g. 30s, 1m).")
+    allowed_prefix: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Prefixes keys may lie under (repeatable); default: any but /etcd-registrar.",
+    )
+    max_keys_per_namespace: int = Field(
+        10_000, ge=1, description="Keys one namespace may hold; more are refused (etcd quota)."
+    )
+    max_value_bytes: int = Field(
+        16_384, ge=256, le=1_048_576, description="Largest value a key may hold (etcd quota)."
+    )
     dry_run: bool = Field(False, description="Log every etcd write instead of writing.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
 
-    @field_validator("etcd_endpoints", "namespace", mode="before")
+    @field_validator("etcd_endpoints", "namespace", "allowed_prefix", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -88,6 +99,15 @@ class Settings(BaseSettings):
 
     _prefix_segments = field_validator("default_prefix")(check_prefix)
 
+    @field_validator("allowed_prefix")
+    @classmethod
+    def _allowed_prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:  # go-zero keys have no leading slash: neither must these
+            if not re.fullmatch(r"/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?", prefix):
+                raise ValueError(f"--allowed-prefix {prefix!r} is not a key prefix like /services")
+            check_prefix(prefix.rstrip("/"))
+        return value
+
     @model_validator(mode="after")
     def _prefix_fits_format(self) -> Settings:
         if self.default_prefix is not None:
@@ -95,6 +115,12 @@ class Settings(BaseSettings):
                 Defaults(self.default_ttl, self.default_format, self.default_prefix)
             except TemplateError as exc:
                 raise ValueError(f"--default-prefix: {exc}") from None
+        prefix = Defaults(self.default_ttl, self.default_format, self.default_prefix).layout.prefix
+        if prefix and not within(prefix + "/", self.allowed_prefix):
+            raise ValueError(
+                f"the default prefix {prefix} is outside --allowed-prefix "
+                f"{', '.join(self.allowed_prefix)}: set --default-prefix under one of them"
+            )
         return self
 
     def etcd(self) -> EtcdConfig:

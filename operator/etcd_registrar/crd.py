@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from etcd_registrar import GROUP, KIND, PLURAL, VERSION
-from etcd_registrar.formats import PLACEHOLDERS
+from etcd_registrar.formats import PLACEHOLDERS, RESERVED_PREFIX
 from etcd_registrar.model import (
     PORT_MAX,
     PORT_MIN,
@@ -100,7 +100,11 @@ def spec_schema() -> dict[str, Any]:
         {
             "rule": "!self.split('/').exists(s, s == '.' || s == '..')",
             "message": "prefix must not contain '.' or '..' segments",
-        }
+        },
+        {
+            "rule": f"self != '{RESERVED_PREFIX}' && !self.startsWith('{RESERVED_PREFIX}/')",
+            "message": f"prefix must not be under {RESERVED_PREFIX}, the operator's own keys",
+        },
     ]
     return node
 

@@ -14,6 +14,7 @@ from etcd_registrar import GROUP, PLURAL, VERSION
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
 from etcd_registrar.kube import REQUEST_TIMEOUT, load_config
+from etcd_registrar.registry import owner_keys
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_FIX = (
@@ -174,7 +175,7 @@ async def _outcome(action: Callable[[], Awaitable[str]]) -> str | Exception:
 
 async def _etcd_checks(report: Report, settings: Settings) -> None:
     etcd = Etcd(settings.etcd())
-    owner = f"/etcd-registrar/{settings.owner_id}/"
+    owner = owner_keys(settings.owner_id)
     endpoints = ", ".join(settings.etcd_endpoints)
 
     async def reachable() -> str:

@@ -86,6 +86,28 @@ class LeaseNotFound(EtcdError):
     """A lease the operator used no longer exists (expired, revoked, or etcd was wiped)."""
 
 
+class Fenced(EtcdError):
+    """etcd refused a write because the writer no longer holds the leader key it was
+    fenced by: another replica leads now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The leader key a write depends on, and the create revision it had when we won it:
+    a write fenced by it applies only while that very key still exists."""
+
+    key: str
+    revision: int
+
+    def compare(self) -> Any:
+        return rpc.Compare(
+            key=self.key.encode(),
+            target=rpc.Compare.CREATE,
+            result=rpc.Compare.EQUAL,
+            create_revision=self.revision,
+        )
+
+
 class WatchCompacted(EtcdError):
     """etcd compacted away the history a watch was to start from: re-read, then watch anew."""
 
@@ -124,6 +146,7 @@ class KV:
     value: str
     lease: int
     mod_revision: int
+    create_revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +157,18 @@ class WatchEvent:
     revision: int
 
 
+ABSENT = 0  # PutOp.expect_lease: put only while the key does not exist
+
+
 @dataclass(frozen=True, slots=True)
 class PutOp:
     key: str
     value: str
     lease: int = 0
+    # None: put whatever holds the key. ABSENT: only while no one holds it. A lease id: only
+    # while the key is still attached to that lease (ours). A guarded put never overwrites
+    # another writer's key.
+    expect_lease: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +178,26 @@ class DeleteOp:
 
 
 Op = PutOp | DeleteOp
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """The revision a transaction got, and its guarded ops whose guard did not hold: op index
+    -> what etcd holds at that key now (None: nothing)."""
+
+    revision: int
+    refused: dict[int, KV | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    ttl: int  # seconds left, rounded down: 0 is a live lease with under a second left
+    granted: int
+    keys: list[str]
+
+    @property
+    def alive(self) -> bool:
+        return self.ttl >= 0  # etcd answers -1 for a lease it does not have
 
 
 def grpc_target(endpoints: Sequence[str]) -> tuple[str, bool]:
@@ -180,6 +230,13 @@ def grpc_target(endpoints: Sequence[str]) -> tuple[str, bool]:
     return "ipv6:" + ",".join(f"[{h}]:{p}" for h, p in hosts), "https" in secure
 
 
+# etcd's answers that mean "try again": a rate limit, and a token whose auth revision is
+# older than the auth store (JWT tokens after any user or role change; etcd's Go client
+# re-authenticates on it, as on an expired token).
+_TOO_MANY_REQUESTS = "too many requests"
+_AUTH_OLD_REVISION = "revision of auth store is old"
+
+
 def _map_error(exc: grpc.aio.AioRpcError) -> EtcdError:
     code, details = exc.code(), exc.details() or ""
     if "lease not found" in details:
@@ -189,9 +246,18 @@ def _map_error(exc: grpc.aio.AioRpcError) -> EtcdError:
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.UNAUTHENTICATED,
-    ):
+    ) or any(text in details for text in (_TOO_MANY_REQUESTS, _AUTH_OLD_REVISION)):
         return EtcdUnavailable(f"{code.name}: {details}")
     return EtcdError(f"{code.name}: {details}")
+
+
+def _token_stale(exc: grpc.aio.AioRpcError) -> bool:
+    details = exc.details() or ""
+    return (
+        exc.code() == grpc.StatusCode.UNAUTHENTICATED
+        or "auth token" in details
+        or _AUTH_OLD_REVISION in details
+    )
 
 
 class Etcd:
@@ -250,10 +316,7 @@ class Etcd:
                 )
             except grpc.aio.AioRpcError as exc:
                 metrics.etcd_errors.labels(operation, exc.code().name).inc()
-                expired = exc.code() == grpc.StatusCode.UNAUTHENTICATED or "auth token" in (
-                    exc.details() or ""
-                )
-                if expired and self.config.username and attempt == 1:
+                if _token_stale(exc) and self.config.username and attempt == 1:
                     await self._guarded(self._authenticate)
                     continue
                 raise _map_error(exc) from None
@@ -269,13 +332,24 @@ class Etcd:
 
     # --- KV -------------------------------------------------------------------------------
 
-    async def txn(self, ops: Sequence[Op]) -> int:
-        """Apply up to 128 puts/deletes atomically; return the revision they got."""
+    async def txn(self, ops: Sequence[Op], fence: Fence | None = None) -> TxnResult:
+        """Apply up to 128 puts/deletes in one transaction; guarded ops apply only where
+        their guard holds (each on its own), the others regardless. With `fence`, nothing
+        applies unless its leader key is still ours (Fenced)."""
         if len(ops) > MAX_TXN_OPS:
             raise ValueError(f"a transaction holds at most {MAX_TXN_OPS} operations")
-        request = rpc.TxnRequest(success=[_request_op(op) for op in ops])
+        request = rpc.TxnRequest(
+            compare=[fence.compare()] if fence else [], success=[_request_op(op) for op in ops]
+        )
         response = await self._call("kv.Txn", request)
-        return int(response.header.revision)
+        if fence is not None and not response.succeeded:
+            raise Fenced(f"{fence.key} is no longer ours (created at revision {fence.revision})")
+        refused: dict[int, KV | None] = {}
+        for n, (op, item) in enumerate(zip(ops, response.responses, strict=True)):
+            if _guarded(op) and not item.response_txn.succeeded:
+                found = item.response_txn.responses[0].response_range.kvs
+                refused[n] = _kv(found[0]) if found else None
+        return TxnResult(int(response.header.revision), refused)
 
     async def get_prefix(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KV], int]:
         """All keys under `prefix`, and the revision of the read."""
@@ -298,14 +372,41 @@ class Etcd:
             response = await self._call("kv.Txn", request, operation="get")
             for item in response.responses:
                 for kv in item.response_range.kvs:
-                    found[kv.key.decode()] = _kv(kv)
+                    found[_text(kv.key)] = _kv(kv)
         return found
 
-    async def put(self, key: str, value: str, lease: int = 0) -> int:
-        return await self.txn([PutOp(key, value, lease)])
+    async def put(self, key: str, value: str, lease: int = 0, fence: Fence | None = None) -> int:
+        return (await self.txn([PutOp(key, value, lease)], fence)).revision
+
+    async def campaign(self, key: str, value: str, lease: int) -> tuple[bool, KV | None]:
+        """Create `key` on `lease` unless it exists: (True, ours) or (False, the holder's)."""
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=key.encode(),
+                    target=rpc.Compare.CREATE,
+                    result=rpc.Compare.EQUAL,
+                    create_revision=0,
+                )
+            ],
+            success=[
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease)
+                ),
+                rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode())),
+            ],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode()))],
+        )
+        response = await self._call("kv.Txn", request, operation="campaign")
+        found = response.responses[-1].response_range.kvs
+        return bool(response.succeeded), (_kv(found[0]) if found else None)
+
+    async def resign(self, fence: Fence) -> None:
+        """Delete the leader key if it is still the one `fence` names."""
+        await self.txn([DeleteOp(fence.key)], fence)
 
     async def delete(self, key: str) -> int:
-        return await self.txn([DeleteOp(key)])
+        return (await self.txn([DeleteOp(key)])).revision
 
     # --- leases ---------------------------------------------------------------------------
 
@@ -318,11 +419,13 @@ class Etcd:
     async def revoke(self, lease: int) -> None:
         await self._call("lease.LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease))
 
-    async def time_to_live(self, lease: int) -> tuple[int, list[str]]:
-        """Remaining TTL (-1 when the lease is gone) and the keys attached to it."""
+    async def time_to_live(self, lease: int) -> LeaseInfo:
+        """Remaining and granted TTL of `lease`, and the keys attached to it."""
         request = rpc.LeaseTimeToLiveRequest(ID=lease, keys=True)
         response = await self._call("lease.LeaseTimeToLive", request)
-        return int(response.TTL), [k.decode() for k in response.keys]
+        return LeaseInfo(
+            int(response.TTL), int(response.grantedTTL), [_text(k) for k in response.keys]
+        )
 
     def keepalive_stream(self) -> KeepAliveStream:
         if self._channel is None:
@@ -362,7 +465,7 @@ class Etcd:
                     for event in response.events:
                         kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
                         kv = event.kv
-                        yield WatchEvent(kind, kv.key.decode(), kv.value.decode(), kv.mod_revision)
+                        yield WatchEvent(kind, _text(kv.key), _text(kv.value), kv.mod_revision)
                         start_revision = kv.mod_revision + 1
             except grpc.aio.AioRpcError as exc:
                 error = _map_error(exc)
@@ -420,23 +523,38 @@ def _read(path: Path | None) -> bytes | None:
     return path.read_bytes() if path else None
 
 
+def _guarded(op: Op) -> bool:
+    return bool(op.lease) if isinstance(op, DeleteOp) else op.expect_lease is not None
+
+
 def _request_op(op: Op) -> Any:
+    key = op.key.encode()
     if isinstance(op, PutOp):
-        return rpc.RequestOp(
-            request_put=rpc.PutRequest(key=op.key.encode(), value=op.value.encode(), lease=op.lease)
+        request = rpc.RequestOp(
+            request_put=rpc.PutRequest(key=key, value=op.value.encode(), lease=op.lease)
         )
-    delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=op.key.encode()))
-    if not op.lease:
-        return delete
-    # A nested transaction (etcd >= 3.3) guards each delete on its own: a key another writer
-    # has taken over since we last read it is left alone, and the rest of the batch still runs.
-    still_ours = rpc.Compare(
-        key=op.key.encode(),
-        target=rpc.Compare.LEASE,
-        result=rpc.Compare.EQUAL,
-        lease=op.lease,
+        expected = op.expect_lease
+    else:
+        request = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+        expected = op.lease or None
+    if expected is None:
+        return request
+    # A nested transaction (etcd >= 3.3) guards each op on its own: a key another writer has
+    # taken since we last read it is left alone (and read back, so we learn who holds it),
+    # and the rest of the batch still runs. One op per branch: etcd leaves a nested txn only
+    # the ops the outer one does not use.
+    if expected == ABSENT:
+        guard = rpc.Compare(
+            key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0
+        )
+    else:
+        guard = rpc.Compare(
+            key=key, target=rpc.Compare.LEASE, result=rpc.Compare.EQUAL, lease=expected
+        )
+    read_back = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+    return rpc.RequestOp(
+        request_txn=rpc.TxnRequest(compare=[guard], success=[request], failure=[read_back])
     )
-    return rpc.RequestOp(request_txn=rpc.TxnRequest(compare=[still_ours], success=[delete]))
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -447,5 +565,16 @@ def _prefix_end(prefix: bytes) -> bytes:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
+def _text(data: bytes) -> str:
+    """etcd holds bytes: another writer's may not be UTF-8, and must not break a read."""
+    return data.decode(errors="backslashreplace")
+
+
 def _kv(kv: Any) -> KV:
-    return KV(kv.key.decode(), kv.value.decode(), int(kv.lease), int(kv.mod_revision))
+    return KV(
+        _text(kv.key),
+        _text(kv.value),
+        int(kv.lease),
+        int(kv.mod_revision),
+        int(kv.create_revision),
+    )

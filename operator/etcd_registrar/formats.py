@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,12 +45,36 @@ PRESET_PLACEHOLDERS = PLACEHOLDERS | {
 }
 # Values substituted into keys must stay one path segment: only the prefix may hold "/".
 _MULTI_SEGMENT = frozenset({"prefix", "dnspath"})
+# The operator's own bookkeeping (lease records, claims): no registration may write there.
+RESERVED_PREFIX = "/etcd-registrar"
+# Characters no key or value may hold: C0 controls and DEL (NUL truncates in many consumers,
+# newlines break line-based tools and logs).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 JsonTemplate = str | int | bool | None | list["JsonTemplate"] | dict[str, "JsonTemplate"]
 
 
 class TemplateError(ValueError):
     """A template the operator refuses; the message says what to fix."""
+
+
+def is_reserved(key_or_prefix: str) -> bool:
+    """True for the operator's bookkeeping prefix and anything under it."""
+    return key_or_prefix == RESERVED_PREFIX or key_or_prefix.startswith(RESERVED_PREFIX + "/")
+
+
+def check_text(what: str, text: str) -> None:
+    """Refuse text etcd cannot carry safely: not encodable as UTF-8 (a lone surrogate such
+    as the JSON escape \\ud800) or holding a control character."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise TemplateError(
+            f"{what} is not valid UTF-8 (it holds a lone surrogate, e.g. the JSON escape "
+            "\\ud800): use only real characters"
+        ) from None
+    if match := _CONTROL.search(text):
+        raise TemplateError(f"{what} holds the control character {match[0]!r}: remove it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +205,42 @@ class Layout:
     ttl: int
     metadata: Mapping[str, str]
 
+    def root(self, service: str) -> str:
+        """Where every key of `service` must lie: under the prefix, or (go-zero, no prefix)
+        under the service name."""
+        return f"{self.prefix}/" if self.prefix else f"{service}/"
+
+    def service_range(self, service: str, namespace: str | None = None) -> str:
+        """The key range every endpoint of `service` renders into: the key up to its first
+        per-pod field, cut to whole segments (without `namespace`, that field counts as
+        per-pod too). A consumer's prefix get; a service identity for tenancy."""
+        context = {"prefix": self.prefix, "service": service, "namespace": namespace}
+        dnspath = "/".join(reversed(f"{service}.{self.zone}".split(".")))
+        out: list[str] = []
+        for literal, name in self.key.parts:
+            out.append(literal)
+            if name == "dnspath":
+                out.append(dnspath)
+            elif name is None or context.get(name) is None:
+                break
+            else:
+                out.append(str(context[name]))
+        return "".join(out).rpartition("/")[0] + "/"
+
     def render(self, endpoint: Mapping[str, Any]) -> tuple[str, str]:
-        """Render (key, value) for one endpoint's facts (service, pod, ip, port, ...)."""
+        """Render (key, value) for one endpoint's facts; TemplateError if the result is not
+        a key this registration may write or a value etcd can carry."""
+        key, value = self._render(endpoint)
+        check_text("the rendered key", key)
+        check_text("the rendered value", value)
+        root = self.root(endpoint["service"])
+        if not key.startswith(root) or any(s in (".", "..") for s in key.split("/")):
+            raise TemplateError(f"the rendered key {key!r} is not under {root!r}")
+        if is_reserved(key):
+            raise TemplateError(f"the rendered key {key!r} is under {RESERVED_PREFIX}/, reserved")
+        return key, value
+
+    def _render(self, endpoint: Mapping[str, Any]) -> tuple[str, str]:
         metadata = {**self.metadata, **endpoint.get("metadata", {})}
         service = endpoint["service"]
         context: dict[str, Any] = {
@@ -271,6 +330,15 @@ def build_layout(
         else compile_value(preset.value, PRESET_PLACEHOLDERS)
     )
     resolved_prefix = preset.prefix if prefix is None else prefix
+    if is_reserved(resolved_prefix):
+        raise TemplateError(
+            f"prefix {resolved_prefix!r} is the operator's own bookkeeping: choose another"
+        )
+    if not resolved_prefix and not key_template.source.startswith("{service}/"):
+        raise TemplateError(
+            f"format {format} needs a non-empty prefix: keys must stay under one "
+            "(only keys that start with '{service}/', like go-zero's, may go without)"
+        )
     if resolved_prefix and not key_template.source.startswith("{prefix}/"):
         if key is None:
             raise TemplateError(

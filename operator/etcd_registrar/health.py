@@ -8,7 +8,8 @@ like prometheus_client's, would go on answering 200 for a frozen operator).
   initial view of the pods is complete, and etcd answers a linearizable read (checked
   every `ETCD_CHECK_INTERVAL` seconds, so an outage, a hang or a lost quorum shows within
   interval + timeout).
-- Live: the operator's loops are all running (none crashed or returned), and the sweep loop
+- Live: startup finished within `startup_deadline`, the operator's loops are all running
+  (each is restarted after a crash; one that keeps crashing fails this), and the sweep loop
   came round within `sweep_deadline` (a sweep blocked on a hung API call is a stuck loop; a
   sweep that fails because etcd is down is not: it is retried, and restarting would not help).
 """
@@ -19,10 +20,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import prometheus_client
 from aiohttp import web
+
+from etcd_registrar.supervisor import Loop
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +33,9 @@ Check = Callable[[], tuple[bool, str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ETCD_CHECK_INTERVAL = 2.0
-ETCD_CHECK_TASK = "etcd-check"
-POD_WATCH_TASK = "pod-watch"
-# The long-running tasks of one operator (asyncio task names): registry, controller, pod
-# watch, health.
-LOOPS = ("etcd-writer", "lease-keepalive", "sweep", "status", POD_WATCH_TASK, ETCD_CHECK_TASK)
+# Adoption waits for etcd and the first lists wait for the API server; past this, a restart
+# is the better bet (a fresh process, maybe on another node).
+STARTUP_DEADLINE = 300.0
 
 
 class EtcdCheck:
@@ -79,22 +80,29 @@ class Health:
     view_complete: Callable[[], bool]
     last_sweep: Callable[[], float]  # time.monotonic() when the sweep loop last came round
     sweep_deadline: float
-    loops: tuple[str, ...] = LOOPS
+    startup_deadline: float = STARTUP_DEADLINE
+    loops: list[Loop] = field(default_factory=list)  # every long-running loop, once started
     started: bool = False  # set once startup finished and every loop was started
+    created: float = field(default_factory=time.monotonic)
+    misconfigured: Callable[[], str | None] = lambda: None  # why this replica must not run
 
     def live(self) -> tuple[bool, str]:
         if not self.started:
+            waited = time.monotonic() - self.created
+            if waited > self.startup_deadline:
+                return False, f"startup has not finished within {waited:.0f}s"
             return True, "starting"
-        running = {task.get_name() for task in asyncio.all_tasks() if not task.done()}
-        stopped = [name for name in self.loops if name not in running]
-        if stopped:
-            return False, f"operator loop stopped: {', '.join(stopped)}"
+        failing = [f"{loop.name} {why}" for loop in self.loops if (why := loop.failing)]
+        if failing:
+            return False, f"operator loop failing: {', '.join(failing)}"
         stale = time.monotonic() - self.last_sweep()
         if self.view_complete() and stale > self.sweep_deadline:
             return False, f"sweep loop stuck: no sweep came round for {stale:.0f}s"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
+        if (problem := self.misconfigured()) is not None:
+            return False, problem
         if not self.etcd.reachable:
             return False, f"etcd unreachable: {self.etcd.reason}"
         if not self.started:
@@ -133,5 +141,7 @@ async def serve(port: int, routes: Mapping[str, Handler]) -> web.AppRunner:
         app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from the kubelet
+    # Every interface, IPv4 and IPv6: probes come from the kubelet at the pod's IP, which is
+    # IPv6 on IPv6-only clusters.
+    await web.TCPSite(runner, None, port).start()
     return runner

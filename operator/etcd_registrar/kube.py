@@ -91,6 +91,27 @@ class Kube:
             if not token:
                 return uids
 
+    async def list_registrations(self) -> list[dict[str, Any]]:
+        """Every ServiceRegistration in scope (a few hundred at most: one list call each)."""
+        custom = kubernetes.client.CustomObjectsApi(self.api)
+        bodies: list[dict[str, Any]] = []
+        for namespace in self.scopes:
+            listed: Any  # the client types a custom object list as `object`
+            if namespace:
+                listed = await asyncio.to_thread(
+                    custom.list_namespaced_custom_object,
+                    *(GROUP, VERSION, namespace, PLURAL),
+                    _request_timeout=self.timeout,
+                )
+            else:
+                listed = await asyncio.to_thread(
+                    custom.list_cluster_custom_object,
+                    *(GROUP, VERSION, PLURAL),
+                    _request_timeout=self.timeout,
+                )
+            bodies += listed.get("items") or []
+        return bodies
+
     async def patch_registration_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> None:

@@ -82,6 +82,34 @@ invalid = Counter(
     ["kind"],
 )
 
+loop_crashes = Counter(
+    f"{_NS}_loop_crashes_total",
+    "Unexpected exceptions in a long-running loop; it is restarted with backoff (a loop that "
+    "keeps crashing turns /healthz red).",
+    ["loop"],
+)
+writes_refused = Counter(
+    f"{_NS}_writes_refused_total",
+    "Keys not written: etcd refused the operation (reason=refused: permission, size, ...) or "
+    "another writer holds the key (reason=taken). Each is reported on its pod.",
+    ["reason"],
+)
+
+leader = Gauge(f"{_NS}_leader", "1 while this replica leads (writes to etcd), else 0.")
+leadership_changes = Counter(
+    f"{_NS}_leadership_changes_total",
+    "Times this replica became leader or stopped leading (each is logged with the reason).",
+)
+fenced_writes = Counter(
+    f"{_NS}_fenced_writes_total",
+    "Writes etcd refused because this replica no longer held the leader key.",
+)
+scope_mismatch = Gauge(
+    f"{_NS}_scope_mismatch",
+    "1 while another installation with the same owner id watches a different scope "
+    "(misconfiguration: /readyz fails), else 0.",
+)
+
 EndpointCounts = Callable[[], Mapping[tuple[str, str], int]]
 
 

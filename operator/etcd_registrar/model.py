@@ -18,18 +18,28 @@ from pydantic import (
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from etcd_registrar import ANNOTATION_METADATA, ANNOTATION_PORT, ANNOTATION_SERVICE
-from etcd_registrar.formats import PLACEHOLDERS, Format
+from etcd_registrar.formats import (
+    RESERVED_PREFIX,
+    Format,
+    TemplateError,
+    check_text,
+    is_reserved,
+)
 
-SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# DNS-1123 labels joined by dots: no empty label ("a..b"), as formats build DNS names of it.
+SERVICE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # namespace names
+PORT_NAME_PATTERN = DNS_LABEL_PATTERN
 PREFIX_PATTERN = r"^(/[A-Za-z0-9_.-]+)*$"
 ZONE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 METADATA_MAX_BYTES = 4096
+METADATA_MAX_DEPTH = 8  # JSON nesting checked before parsing: deep input would recurse
 TTL_MIN, TTL_MAX = 2, 3600
 
 PORT_MIN, PORT_MAX = 1, 65535
@@ -42,6 +52,7 @@ PORT_RULE = (
 )
 
 ServiceName = Annotated[str, Field(min_length=1, max_length=63, pattern=SERVICE_PATTERN)]
+NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
 PortNumber = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)]
 PortName = Annotated[
     str, Field(min_length=1, max_length=PORT_NAME_MAX_LENGTH, pattern=PORT_NAME_PATTERN)
@@ -64,6 +75,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data: Any) -> Any:
+        """Every string must be valid UTF-8 with no control character: refused here, at the
+        edge, rather than by the etcd client deep in the writer."""
+        check_strings(data, "")
+        return data
+
+
+def check_strings(data: Any, path: str) -> None:
+    """Raise ValueError naming the first string under `data` that etcd cannot carry."""
+    if isinstance(data, str):
+        try:
+            check_text(path or "value", data)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            check_strings(key, f"{where} (the name)")
+            check_strings(value, where)
+    elif isinstance(data, list):
+        for n, item in enumerate(data):
+            check_strings(item, f"{path}[{n}]")
 
 
 class LabelSelectorRequirement(_Model):
@@ -102,7 +138,27 @@ def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
 def check_prefix(value: str | None) -> str | None:
     if value is not None and any(seg in (".", "..") for seg in value.split("/")):
         raise ValueError(f"prefix {value!r} must not contain '.' or '..' segments")
+    if value is not None and is_reserved(value):
+        raise ValueError(f"prefix {value!r} is under {RESERVED_PREFIX}, the operator's own keys")
     return value
+
+
+def json_depth(text: str) -> int:
+    """How deeply `text` nests JSON arrays and objects (brackets inside strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped = not escaped and char == "\\"
+            in_string = escaped or char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 class ServiceRegistrationSpec(_Model):
@@ -136,6 +192,11 @@ class ServiceRegistrationSpec(_Model):
     )
     scheme: Literal["grpc", "http"] = Field(
         "grpc", description="Endpoint scheme for kratos endpoints and go-micro's protocol."
+    )
+    share_with: list[NamespaceName] | None = Field(
+        None,
+        max_length=64,
+        description="Namespaces the owner admits into this service's key range (tenancy).",
     )
     zone: str = Field(
         "skydns.local",
@@ -192,16 +253,23 @@ def parse_pod_annotations(annotations: dict[str, str]) -> PodOptIn | None:
         raw["service"] = annotations[ANNOTATION_SERVICE]
     if ANNOTATION_PORT in annotations:
         port = annotations[ANNOTATION_PORT].strip()
-        raw["port"] = int(port) if port.isdigit() else port
+        # ASCII digits only: str.isdigit() and int() also take "٨٠" (Arabic-Indic 80).
+        raw["port"] = int(port) if port.isascii() and port.isdigit() else port
     if ANNOTATION_METADATA in annotations:
         text = annotations[ANNOTATION_METADATA]
-        if len(text.encode()) > METADATA_MAX_BYTES:
+        if len(text.encode(errors="surrogatepass")) > METADATA_MAX_BYTES:
             raise ValueError(f"{ANNOTATION_METADATA} is larger than {METADATA_MAX_BYTES} bytes")
+        if json_depth(text) > METADATA_MAX_DEPTH:
+            raise ValueError(
+                f"{ANNOTATION_METADATA} nests deeper than {METADATA_MAX_DEPTH} levels: "
+                "it must be a flat JSON object of strings"
+            )
         try:
             raw["metadata"] = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{ANNOTATION_METADATA} is not valid JSON: {exc.msg}") from exc
     try:
+        check_strings({_ANNOTATION_NAMES[k]: v for k, v in raw.items()}, "")
         return PodOptIn.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(describe(exc, _ANNOTATION_NAMES)) from None
@@ -224,6 +292,3 @@ def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:
         shown = head if not loc[1:] else f"{head}.{'.'.join(loc[1:])}"
         lines.append(f"{shown}: {error['msg']} (got {error.get('input')!r})")
     return "; ".join(dict.fromkeys(lines))
-
-
-ALLOWED_PLACEHOLDERS_TEXT = " ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))

@@ -1,8 +1,9 @@
 """Plan: desired endpoints vs what etcd holds → the puts and deletes that close the gap. Pure.
 
-Ownership rule: a key some pod wants is the operator's to write (it restores keys changed
-behind its back); a key nobody wants is deleted only if it sits on one of the operator's
-leases. Keys of other writers are never touched.
+Ownership rule: the operator writes and deletes only keys that are absent or on its own
+leases. A wanted key another writer holds is never overwritten (it is reported as taken);
+a key nobody wants is deleted only if it sits on one of the operator's leases. A wanted
+key of ours that changed behind the operator's back is restored.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Plan:
     puts: list[Endpoint] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    taken: list[Endpoint] = field(default_factory=list)  # wanted, but another writer's key
 
     def __bool__(self) -> bool:
         return bool(self.puts or self.deletes)
@@ -66,7 +68,9 @@ def plan(
             if len(wanted) > 1:
                 losers = tuple(sorted((e for e in wanted.values() if e is not win), key=_rank))
                 result.conflicts.append(Conflict(key, win, losers))
-            if have is None or have.value != win.value or have.pool != pool_of(win):
+            if have is not None and have.pool is None:
+                result.taken.append(win)
+            elif have is None or have.value != win.value or have.pool != pool_of(win):
                 result.puts.append(win)
         elif have is not None and have.pool is not None:
             result.deletes.append(key)

@@ -18,12 +18,14 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.watch.watch import iter_resp_lines
 
 from etcd_registrar.kube import Kube
+from etcd_registrar.supervisor import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ WATCH_SECONDS = 300  # the API server ends a watch after this; it is resumed, no
 IDLE_LIMIT = 90.0  # no byte for this long (bookmarks come every minute): reconnect
 QUEUE_LIMIT = 1000  # watch events read ahead of the controller, at most
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # back-off between failed lists/watches
+QUICK_END = 1.0  # a watch that ends this soon having delivered nothing is backed off
 _END = object()  # the watch stream ended (timeout or EOF): resume from the last version
 
 
@@ -52,24 +55,32 @@ class PodWatcher:
         await asyncio.gather(*(self._follow(scope, handle) for scope in self.kube.scopes))
 
     async def _follow(self, namespace: str | None, handle: PodHandler) -> None:
-        retry = RETRY_FIRST
+        """List once, then watch from the last version seen: a failed or ended watch is
+        resumed, and only a version too old to watch from (410 Gone) means a relist."""
+        scope = namespace or "all namespaces"
+        retry = Backoff(RETRY_FIRST, RETRY_MAX)
+        version: str | None = None
         while True:
+            started = time.monotonic()
             try:
-                version = await self.list(namespace, handle)
-                retry = RETRY_FIRST
-                while True:
-                    version = await self.watch(namespace, version, handle)
+                if version is None:
+                    version = await self.list(namespace, handle)
+                resumed = await self.watch(namespace, version, handle)
             except Expired:
-                logger.info("pod watch expired in %s; listing again", namespace or "all namespaces")
+                logger.info("pod watch expired in %s; listing again", scope)
+                version, resumed = None, None
             except Exception as exc:
+                delay = retry.delay()
                 logger.warning(
-                    "pod list/watch in %s failed (%s); retrying in %gs",
-                    namespace or "all namespaces",
-                    exc,
-                    retry,
+                    "pod list/watch in %s failed (%s); retry in %.1fs", scope, exc, delay
                 )
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, RETRY_MAX)
+                await asyncio.sleep(delay)
+                continue
+            if resumed == version and time.monotonic() - started < QUICK_END:
+                await retry.sleep()  # ended at once with nothing: no hot loop of requests
+            else:
+                retry.reset()
+            version = resumed
 
     async def list(self, namespace: str | None, handle: PodHandler) -> str:
         """Hand every pod in scope to `handle` (type None), a page at a time; return the

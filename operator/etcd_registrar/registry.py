@@ -13,31 +13,39 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from etcd_registrar import metrics
 from etcd_registrar.etcd import (
+    ABSENT,
+    KV,
     MAX_TXN_OPS,
     DeleteOp,
     Etcd,
     EtcdError,
+    EtcdUnavailable,
+    Fence,
+    Fenced,
     KeepAliveStream,
     LeaseNotFound,
     Op,
     PutOp,
+    TxnResult,
 )
+from etcd_registrar.formats import RESERVED_PREFIX
+from etcd_registrar.model import TTL_MAX, TTL_MIN
 from etcd_registrar.plan import Current, Pool, pool_of
 from etcd_registrar.source import Endpoint
+from etcd_registrar.supervisor import Backoff, Loop
 
 logger = logging.getLogger(__name__)
 
+BATCH_OPS = MAX_TXN_OPS - 1  # see _take_batch
 VIEW_SLICE = 1000  # keys re-read per step of a sweep, with pod events let in between
 EMPTY_LEASE_GRACE = 60.0  # keep an empty lease this long: a flapping pod must not churn leases
 
@@ -49,6 +57,34 @@ class Lease:
     keys: set[str] = field(default_factory=set)
     next_refresh: float = 0.0
     empty_since: float | None = None
+    unanswered_since: float | None = None  # a keepalive sent on this stream, not yet answered
+
+
+def owner_keys(owner: str) -> str:
+    """The bookkeeping of the operators of `owner`, under the reserved prefix."""
+    return f"{RESERVED_PREFIX}/{owner}/"
+
+
+def lease_records(owner: str) -> str:
+    """Where an operator of `owner` records its leases."""
+    return f"{owner_keys(owner)}leases/"
+
+
+def read_record(kv: KV, owner_prefix: str) -> Pool:
+    """The pool a lease record names; ValueError if the record is not one we wrote.
+
+    Records live under a prefix a tenant could once write to: trust nothing in them."""
+    if kv.lease <= 0 or kv.key != f"{owner_prefix}{kv.lease:x}":
+        raise ValueError(f"record {kv.key!r} is not attached to the lease its name gives")
+    data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    if not isinstance(data, dict) or set(data) != {"namespace", "service", "ttl"}:
+        raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}}")
+    namespace, service, ttl = data["namespace"], data["service"], data["ttl"]
+    if not (isinstance(namespace, str) and isinstance(service, str)):
+        raise ValueError(f"record {kv.key!r}: namespace and service must be strings")
+    if type(ttl) is not int or not TTL_MIN <= ttl <= TTL_MAX:
+        raise ValueError(f"record {kv.key!r}: ttl {ttl!r} is not {TTL_MIN}-{TTL_MAX}")
+    return (namespace, service, ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +106,6 @@ class Write:
     pod: str = ""  # for logs
 
 
-class Backoff:
-    """Exponential backoff with full jitter, so many operators never retry in lockstep."""
-
-    def __init__(self, base: float = 0.2, cap: float = 5.0) -> None:
-        self.base, self.cap, self.attempt = base, cap, 0
-
-    async def sleep(self) -> None:
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))  # noqa: S311
-        self.attempt += 1
-        await asyncio.sleep(delay)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class Registry:
     def __init__(
         self,
@@ -96,18 +117,28 @@ class Registry:
         on_lease_lost: Callable[[set[str]], None] = lambda keys: None,
     ) -> None:
         self.etcd = etcd
-        self.owner_prefix = f"/etcd-registrar/{owner}/leases/"
+        self.owner_prefix = lease_records(owner)
         self.dry_run = dry_run
         self.keys_per_lease = keys_per_lease
         self.on_lease_lost = on_lease_lost
+        # Keys another writer holds that a pod wants (not overwritten), and writes etcd
+        # refused: the controller re-plans both and reports them on the pods.
+        self.on_taken: Callable[[set[str]], None] = lambda keys: None
+        self.on_refused: Callable[[Write, str], None] = lambda write, reason: None
+        # Only a leader writes (HA), fenced by its leader key; a registry on its own leads.
+        self.leading = True
+        self.fence: Fence | None = None
+        self.on_fenced: Callable[[str], None] = lambda reason: None
         self.held: dict[str, Held] = {}
+        self.foreign: dict[str, str] = {}  # key -> value another writer holds there
         self._leases: dict[int, Lease] = {}
         self._pending: dict[str, Write] = {}
         self._inflight: dict[str, Write] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._committed_during_read: set[str] | None = None
         self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops: list[Loop] = []
+        self._revokes: set[asyncio.Task[None]] = set()
         self._fake_lease_ids = iter(range(-1, -(2**62), -1))  # dry-run leases
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -122,33 +153,68 @@ class Registry:
             except EtcdError as exc:
                 logger.warning("etcd not reachable yet (%s); retrying", exc)
                 await backoff.sleep()
-        self._tasks = [
-            asyncio.create_task(self._write_loop(), name="etcd-writer"),
-            asyncio.create_task(self._keepalive_loop(), name="lease-keepalive"),
+        self.loops = [
+            Loop("etcd-writer", self._write_loop).start(),
+            Loop("lease-keepalive", self._keepalive_loop).start(),
         ]
 
     async def close(self) -> None:
         """Stop without revoking: keys outlive a restart by up to one TTL, or get adopted."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for loop in self.loops:
+            await loop.stop()
         await self.etcd.close()
+
+    async def promote(self, fence: Fence) -> None:
+        """This replica leads now: read what etcd holds (the keys, on the leases the standby
+        kept alive) and write, fenced by `fence`, from here on."""
+        self.held.clear()
+        self.foreign.clear()
+        await self._adopt()
+        self.fence, self.leading = fence, True
+
+    def demote(self) -> None:
+        """Another replica leads: write nothing more (queued writes are its to make now)."""
+        self.fence, self.leading = None, False
+        for key in list(self._pending):
+            del self._pending[key]
+            self._resolve(key)
+
+    async def follow(self) -> None:
+        """Standby: keep alive every lease the leader recorded (keepalives are idempotent),
+        so no key lapses while any replica lives."""
+        records, _ = await self.etcd.get_prefix(self.owner_prefix)
+        recorded: set[int] = set()
+        for record in records:
+            try:
+                pool = read_record(record, self.owner_prefix)
+            except Exception:  # noqa: S112 - the leader logged it when it adopted
+                continue
+            recorded.add(record.lease)
+            if record.lease not in self._leases:
+                self._leases[record.lease] = Lease(record.lease, pool, next_refresh=0.0)
+        for lease_id in self._leases.keys() - recorded:  # revoked or expired meanwhile
+            del self._leases[lease_id]
+        metrics.leases.set(len(self._leases))
 
     async def _adopt(self) -> None:
         records, _ = await self.etcd.get_prefix(self.owner_prefix)
         now = time.monotonic()
         for record in records:
             try:
-                pool_data = json.loads(record.value)
-                pool: Pool = (pool_data["namespace"], pool_data["service"], int(pool_data["ttl"]))
-            except (ValueError, KeyError, TypeError):
+                pool = read_record(record, self.owner_prefix)
+            except Exception as exc:  # RecursionError from deep JSON included
+                logger.warning("lease record %s skipped: %s", record.key, exc)
                 continue
-            ttl, keys = await self.etcd.time_to_live(record.lease)
-            if ttl <= 0:
+            info = await self.etcd.time_to_live(record.lease)
+            if not info.alive:
                 continue
-            keys = [k for k in keys if k != record.key]
+            if info.granted != pool[2]:
+                logger.warning(
+                    "lease record %s skipped: it says ttl %d, the lease was granted %d",
+                    *(record.key, pool[2], info.granted),
+                )
+                continue
+            keys = [k for k in info.keys if k != record.key]
             self._leases[record.lease] = Lease(record.lease, pool, set(keys), now)
         owned = {k for lease in self._leases.values() for k in lease.keys}
         for key, kv in (await self.etcd.get_many(owned)).items():
@@ -164,12 +230,16 @@ class Registry:
     # --- the view the planner reads ---------------------------------------------------------
 
     def current(self, key: str) -> Current | None:
-        """The key as it will be once queued writes land (what plans must diff against)."""
+        """The key as it will be once queued writes land (what plans must diff against);
+        pool None: another writer holds it."""
         write = self._pending.get(key) or self._inflight.get(key)
         if write is not None:
             return None if write.value is None else Current(write.value, write.pool)
         held = self.held.get(key)
-        return None if held is None else Current(held.value, held.pool)
+        if held is not None:
+            return Current(held.value, held.pool)
+        foreign = self.foreign.get(key)
+        return None if foreign is None else Current(foreign, None)
 
     def current_many(self, keys: Iterable[str]) -> dict[str, Current]:
         return {k: c for k in keys if (c := self.current(k)) is not None}
@@ -211,65 +281,104 @@ class Registry:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                batch = self._take_batch()
-                try:
-                    ops = [await self._op_for(write) for write in batch]
-                    revision = await self._commit(ops)
-                except LeaseNotFound:
-                    await self._drop_dead_leases()
-                    self._requeue(batch)
-                    continue
-                except EtcdError as exc:
-                    self._requeue(batch) if exc.retryable else self._fail(batch, exc)
-                    if exc.retryable:
-                        logger.warning("etcd write failed, will retry: %s", exc)
-                        await backoff.sleep()
-                    continue
-                backoff.reset()
-                self._applied(batch, ops, revision)
+                if await self._write(self._take_batch()):
+                    await backoff.sleep()
+                else:
+                    backoff.reset()
+
+    async def _write(self, batch: list[Write]) -> bool:
+        """Commit `batch`; True when etcd is unavailable and the writer should back off.
+
+        A batch etcd refuses as a whole is split until the refused write stands alone: one
+        bad key (a prefix the etcd role may not write, an oversized value) fails only itself,
+        never the 127 batched with it."""
+        error: Exception
+        try:
+            ops = [await self._op_for(write) for write in batch]
+            result = await self._commit([op for op in ops if op is not None])
+        except LeaseNotFound:
+            self._requeue(batch)
+            await self._drop_dead_leases()
+            return False
+        except Fenced as exc:  # another replica leads: its writes, not ours, are the truth
+            metrics.fenced_writes.inc()
+            self._requeue(batch)
+            self.demote()
+            self.on_fenced(f"etcd refused a write: {exc}")
+            return False
+        except EtcdError as exc:
+            if exc.retryable:
+                logger.warning("etcd write failed, will retry: %s", exc)
+                self._requeue(batch)
+                return True
+            error = exc
+        except Exception as exc:  # a request the client cannot build: never end the writer
+            logger.exception("etcd write of %d keys failed", len(batch))
+            error = exc
+        else:
+            self._applied(batch, ops, result)
+            return False
+        if len(batch) == 1:
+            self._refuse(batch[0], f"etcd refused the write: {error}")
+            return False
+        half = len(batch) // 2
+        retry_first = await self._write(batch[:half])
+        return await self._write(batch[half:]) or retry_first
 
     def _take_batch(self) -> list[Write]:
-        """Up to 128 writes, or 127 once one is a delete: a guarded delete is a nested
-        transaction, and etcd allows a nested one only the ops the outer one leaves over."""
-        batch: list[Write] = []
-        guarded = False
-        for key in list(itertools.islice(self._pending, MAX_TXN_OPS)):
-            write = self._pending[key]
-            guarded = guarded or write.value is None
-            if len(batch) >= MAX_TXN_OPS - int(guarded):
-                break
-            del self._pending[key]
-            self._inflight[key] = write
-            batch.append(write)
+        """Up to 127 writes: each is a guarded (nested) transaction, and etcd allows a nested
+        one only the ops the outer one leaves over, so 128 would leave it none."""
+        batch = [self._pending[key] for key in itertools.islice(self._pending, BATCH_OPS)]
+        for write in batch:
+            del self._pending[write.key]
+            self._inflight[write.key] = write
         return batch
 
     def _requeue(self, batch: list[Write]) -> None:
         for write in batch:
-            del self._inflight[write.key]
+            self._release(write)
             self._pending.setdefault(write.key, write)  # a newer write for the key wins
+        self._wakeup.set()
 
-    def _fail(self, batch: list[Write], exc: EtcdError) -> None:
-        for write in batch:
-            logger.error(
-                "etcd refused the write of key %s for pod %s: %s",
-                write.key,
-                _pod(write),
-                exc,
-                extra=_fields(write),
-            )
-            del self._inflight[write.key]
-            self._resolve(write.key)
+    def _release(self, write: Write) -> None:
+        """`write` leaves flight: its key gives up a lease slot it reserved but never used."""
+        del self._inflight[write.key]
+        held = self.held.get(write.key)
+        for lease in self._leases.values():
+            if write.key in lease.keys and (held is None or held.lease != lease.id):
+                lease.keys.discard(write.key)
 
-    async def _commit(self, ops: list[Op]) -> int:
-        if self.dry_run:
-            return 0  # _applied logs each write as "dry-run: would ..."
-        revision = await self.etcd.txn(ops)
+    def _refuse(self, write: Write, reason: str) -> None:
+        metrics.writes_refused.labels("refused").inc()
+        logger.error(
+            "key %s for pod %s not written: %s",
+            write.key,
+            _pod(write),
+            reason,
+            extra=_fields(write),
+        )
+        self._release(write)
+        self._resolve(write.key)
+        self.on_refused(write, reason)
+
+    async def _commit(self, ops: list[Op]) -> TxnResult:
+        if self.dry_run or not ops:
+            return TxnResult(0, {})  # _applied logs each write as "dry-run: would ..."
+        if not self.leading:
+            raise Fenced("this replica does not lead")
+        result = await self.etcd.txn(ops, self.fence)
         metrics.txn_ops.observe(len(ops))
-        return revision
+        return result
 
-    def _applied(self, batch: list[Write], ops: list[Op], revision: int) -> None:
+    def _applied(self, batch: list[Write], ops: list[Op | None], result: TxnResult) -> None:
         now = time.monotonic()
+        sent = itertools.count()
+        taken: set[str] = set()
         for write, op in zip(batch, ops, strict=True):
+            index = next(sent) if op is not None else -1
+            if index in result.refused:
+                self._guard_failed(write, op, result.refused[index], taken)
+                continue
             del self._inflight[write.key]
             old = self.held.pop(write.key, None)
             if old is not None and (previous := self._leases.get(old.lease)) is not None:
@@ -277,16 +386,46 @@ class Registry:
                 if not previous.keys:
                     previous.empty_since = now
             if isinstance(op, PutOp) and write.pool is not None and write.value is not None:
-                self.held[write.key] = Held(write.value, op.lease, write.pool, write.pod)
+                self.foreign.pop(write.key, None)
                 if (lease := self._leases.get(op.lease)) is not None:
+                    self.held[write.key] = Held(write.value, op.lease, write.pool, write.pod)
                     lease.keys.add(write.key)
                     lease.empty_since = None
+                else:  # the lease was lost while the put was in flight: the key goes with it
+                    self.on_lease_lost({write.key})
             if self._committed_during_read is not None:
                 self._committed_during_read.add(write.key)
             if write.seen is not None:
                 metrics.propagation.observe(now - write.seen)
-            self._log_applied(write, op, revision)
+            if op is not None:
+                self._log_applied(write, op, result.revision)
             self._resolve(write.key)
+        if taken:
+            self.on_taken(taken)
+
+    def _guard_failed(self, write: Write, op: Op | None, found: KV | None, taken: set[str]) -> None:
+        """The key is not what our view said: learn who holds it, then write again only if
+        that is us or no one."""
+        self._forget(write.key)
+        owner = self._leases.get(found.lease) if found is not None else None
+        if found is not None and owner is not None:
+            self.held[write.key] = Held(found.value, found.lease, owner.pool)
+        if found is None or owner is not None:
+            if isinstance(op, PutOp):
+                self._requeue([write])  # ours or free: the put goes again, guarded anew
+                return
+        else:
+            self.foreign[write.key] = found.value
+            if isinstance(op, PutOp):
+                metrics.writes_refused.labels("taken").inc()
+                logger.warning(
+                    "key %s for pod %s not written: another writer holds it",
+                    *(write.key, _pod(write)),
+                    extra=_fields(write),
+                )
+                taken.add(write.key)
+        self._release(write)
+        self._resolve(write.key)
 
     def _log_applied(self, write: Write, op: Op, revision: int) -> None:
         """One line per key written, naming pod, namespace, service and key (text and JSON)."""
@@ -306,13 +445,16 @@ class Registry:
 
     # --- leases -----------------------------------------------------------------------------
 
-    async def _op_for(self, write: Write) -> Op:
+    async def _op_for(self, write: Write) -> Op | None:
+        """The guarded op for `write`; None for a delete of a key that is not ours."""
         held = self.held.get(write.key)
         if write.value is None or write.pool is None:
-            return DeleteOp(write.key, held.lease if held is not None else 0)
+            return None if held is None else DeleteOp(write.key, held.lease)
+        expect = ABSENT if held is None else held.lease
         if held is not None and held.pool == write.pool and held.lease in self._leases:
-            return PutOp(write.key, write.value, held.lease)
-        return PutOp(write.key, write.value, await self._lease_with_room(write.pool, write.key))
+            return PutOp(write.key, write.value, held.lease, expect)
+        lease = await self._lease_with_room(write.pool, write.key)
+        return PutOp(write.key, write.value, lease, expect)
 
     async def _lease_with_room(self, pool: Pool, key: str) -> int:
         """A lease of `pool` for `key`; the key takes its slot now so a batch cannot overfill."""
@@ -336,17 +478,29 @@ class Registry:
         else:
             lease_id = await self.etcd.grant(ttl)
             record = json.dumps({"namespace": namespace, "service": service, "ttl": ttl})
-            await self.etcd.put(f"{self.owner_prefix}{lease_id:x}", record, lease_id)
+            if not self.leading:
+                raise Fenced("this replica does not lead")
+            await self.etcd.put(f"{self.owner_prefix}{lease_id:x}", record, lease_id, self.fence)
         self._leases[lease_id] = Lease(lease_id, pool, set(), time.monotonic() + ttl / 3)
         metrics.leases.set(len(self._leases))
         logger.info("granted lease %x (ttl %ds) for %s/%s", lease_id, ttl, namespace, service)
         return lease_id
 
     async def _drop_dead_leases(self) -> None:
-        for lease in list(self._leases.values()):
-            ttl, _ = await self.etcd.time_to_live(lease.id)
-            if ttl <= 0:
-                self._lost(lease.id)
+        try:
+            for lease in list(self._leases.values()):
+                if lease.id > 0 and not (await self.etcd.time_to_live(lease.id)).alive:
+                    self._lost(lease.id)
+        except EtcdError as exc:  # the next write tells again
+            logger.warning("could not check leases: %s", exc)
+
+    def _forget(self, key: str) -> None:
+        """`key` is no longer ours (gone, or taken over): its lease slot is free again."""
+        held = self.held.pop(key, None)
+        if held is not None and (lease := self._leases.get(held.lease)) is not None:
+            lease.keys.discard(key)
+            if not lease.keys:
+                lease.empty_since = time.monotonic()
 
     def _lost(self, lease_id: int) -> None:
         lease = self._leases.pop(lease_id, None)
@@ -372,9 +526,11 @@ class Registry:
             reader: asyncio.Task[None] | None = None
             try:
                 stream = self.etcd.keepalive_stream()
+                for lease in self._leases.values():
+                    lease.unanswered_since = None
                 reader = asyncio.create_task(self._read_acks(stream))
                 await self._send_refreshes(stream, reader, backoff)
-            except EtcdError as exc:
+            except (EtcdError, asyncio.InvalidStateError) as exc:  # the stream ended under us
                 metrics.keepalive_failures.inc()
                 logger.warning("lease keepalive stream broke: %s", exc)
                 await backoff.sleep()
@@ -390,29 +546,47 @@ class Registry:
         while not reader.done():
             now = time.monotonic()
             for lease in list(self._leases.values()):
-                if lease.empty_since is not None and now - lease.empty_since > EMPTY_LEASE_GRACE:
-                    await self._retire(lease)
+                if (
+                    lease.empty_since is not None
+                    and now - lease.empty_since > EMPTY_LEASE_GRACE
+                    and self.leading
+                ):
+                    self._retire(lease)
                 elif lease.id > 0 and not self.dry_run and lease.next_refresh <= now:
+                    # A stream that looks healthy but answers nothing: a new one, not expiry.
+                    if lease.unanswered_since is not None:
+                        raise EtcdUnavailable(f"no keepalive answer for lease {lease.id:x}")
                     await stream.send(lease.id)
+                    lease.unanswered_since = now
                     lease.next_refresh = now + lease.pool[2] / 3
             await asyncio.wait({reader}, timeout=0.2)
+            backoff.reset()
         reader.result()  # re-raise what broke the stream
 
     async def _read_acks(self, stream: KeepAliveStream) -> None:
         while True:
             lease_id, ttl = await stream.receive()
-            if ttl <= 0:
+            if ttl <= 0:  # a keepalive of a lease etcd no longer has answers TTL 0
                 self._lost(lease_id)
+            elif (lease := self._leases.get(lease_id)) is not None:
+                lease.unanswered_since = None
 
-    async def _retire(self, lease: Lease) -> None:
+    def _retire(self, lease: Lease) -> None:
         if lease.keys:
             lease.empty_since = None
             return
-        del self._leases[lease.id]
+        self._leases.pop(lease.id, None)
         metrics.leases.set(len(self._leases))
-        if lease.id > 0 and not self.dry_run:
-            with contextlib.suppress(EtcdError):
-                await self.etcd.revoke(lease.id)
+        if lease.id > 0 and not self.dry_run:  # off the keepalive loop: a revoke is a raft write
+            revoke = asyncio.create_task(self._revoke(lease.id))
+            self._revokes.add(revoke)
+            revoke.add_done_callback(self._revokes.discard)
+
+    async def _revoke(self, lease_id: int) -> None:
+        try:
+            await self.etcd.revoke(lease_id)
+        except EtcdError as exc:  # it expires by itself
+            logger.info("revoking empty lease %x failed: %s", lease_id, exc)
 
     # --- sweep support ----------------------------------------------------------------------
 
@@ -431,11 +605,11 @@ class Registry:
             for lease in list(self._leases.values()):
                 if lease.id < 0:
                     continue
-                ttl, attached = await self.etcd.time_to_live(lease.id)
-                if ttl <= 0:
+                info = await self.etcd.time_to_live(lease.id)
+                if not info.alive:
                     self._lost(lease.id)
                     continue
-                owned.update(attached)
+                owned.update(info.keys)
             wanted = {
                 k
                 for k in set(keys) | owned | self.held.keys()
@@ -455,8 +629,15 @@ class Registry:
                         kv.value, kv.lease, owner.pool, known.pod if known else ""
                     )
                     owner.keys.add(key)
+                    self.foreign.pop(key, None)
                 else:
-                    self.held.pop(key, None)  # gone, or taken over by another writer
+                    self._forget(key)
+                    if kv is not None:  # another writer's: never ours to overwrite
+                        self.foreign[key] = kv.value
+                    else:
+                        self.foreign.pop(key, None)
+            for key in self.foreign.keys() - wanted:  # nobody wants it any more
+                del self.foreign[key]
         finally:
             self._committed_during_read = None
 

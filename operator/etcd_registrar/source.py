@@ -19,6 +19,7 @@ from etcd_registrar.model import (
     parse_pod_annotations,
 )
 from etcd_registrar.readiness import PodState, should_register
+from etcd_registrar.tenancy import within
 
 PortList = tuple[tuple[str | None, int], ...]
 
@@ -89,6 +90,8 @@ class Registration:
     publish_not_ready: bool = False
     layout: Layout | None = None
     error: str | None = None
+    created: str = ""
+    share_with: frozenset[str] = frozenset()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], defaults: Defaults) -> Registration:
@@ -98,6 +101,7 @@ class Registration:
             "name": meta["name"],
             "uid": meta.get("uid", ""),
             "generation": int(meta.get("generation") or 0),
+            "created": meta.get("creationTimestamp") or "",
         }
         raw_spec = dict(body.get("spec") or {})
         try:
@@ -123,6 +127,14 @@ class Registration:
             )
         except TemplateError as exc:
             return cls(**ident, service=service, format=fmt, error=str(exc))
+        keys = layout.service_range(service, ident["namespace"])
+        if not within(keys, defaults.allowed_prefixes):
+            error = (
+                f"keys under {keys} are outside the prefixes this operator may write "
+                f"({', '.join(defaults.allowed_prefixes) or 'none'}; --allowed-prefix): "
+                "choose a prefix under one of them"
+            )
+            return cls(**ident, service=service, format=fmt, error=error)
         return cls(
             **ident,
             service=service,
@@ -131,7 +143,13 @@ class Registration:
             port=spec.port,
             publish_not_ready=spec.publish_not_ready,
             layout=layout,
+            share_with=frozenset(spec.share_with or ()),
         )
+
+    @property
+    def identity(self) -> str | None:
+        """The key range this registration's service renders into (None: invalid spec)."""
+        return self.layout.service_range(self.service, self.namespace) if self.layout else None
 
     def selects(self, pod: PodView) -> bool:
         return self.selector is not None and self.selector.matches(dict(pod.labels))
@@ -144,6 +162,8 @@ class Defaults:
     ttl: int = 10
     format: Format = "address"
     prefix: str | None = None  # for the default format only: other formats keep their own
+    max_value_bytes: int = 16384  # one tenant must not fill etcd's quota with huge values
+    allowed_prefixes: tuple[str, ...] = ()  # every key lies under one of these (none: anywhere)
     layout: Layout = field(init=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +195,7 @@ class Endpoint:
     pod_uid: str
     pod_name: str
     rank: tuple[str, str, str]
+    identity: str = ""  # the service's key range (tenancy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,18 +234,11 @@ def desired_for_pod(
     the registration of the same service if one exists, else by `defaults`; every registration
     whose selector matches adds its service too (once per service).
     """
-    by_service = {r.service: r for r in registrations}
     problems: list[Problem] = []
     if pod.annotation_error:
         problems.append(Problem(None, pod.annotation_error))
-    wanted: dict[str, Registration | None] = {}
-    if pod.service is not None:
-        wanted[pod.service] = by_service.get(pod.service)
-    for reg in by_service.values():
-        if reg.selects(pod):
-            wanted.setdefault(reg.service, reg)
     endpoints: list[Endpoint] = []
-    for service, governing in wanted.items():
+    for service, governing in _wanted(pod, registrations).items():
         layout = defaults.layout if governing is None else governing.layout
         if layout is None:  # the governing registration is invalid: it reports why
             continue
@@ -245,10 +259,57 @@ def desired_for_pod(
                 "metadata": pod.metadata,
             }
             key, value = layout.render(facts)
-        except (ValueError, TemplateError) as exc:
+            if not within(key, defaults.allowed_prefixes):
+                raise ValueError(
+                    f"the key {key} is outside the prefixes this operator may write "
+                    f"({', '.join(defaults.allowed_prefixes)}; --allowed-prefix)"
+                )
+            if len(value.encode()) > defaults.max_value_bytes:
+                raise ValueError(
+                    f"the value for {key} is {len(value.encode())} bytes, over this operator's "
+                    f"limit of {defaults.max_value_bytes} (--max-value-bytes): shrink the metadata"
+                )
+        except ValueError as exc:  # TemplateError included
             problems.append(Problem(service, str(exc)))
             continue
+        identity = layout.service_range(service, pod.namespace)
         endpoints.append(
-            Endpoint(key, value, layout.ttl, pod.namespace, service, pod.uid, pod.name, pod.rank)
+            Endpoint(
+                key,
+                value,
+                layout.ttl,
+                pod.namespace,
+                service,
+                pod.uid,
+                pod.name,
+                pod.rank,
+                identity,
+            )
         )
     return endpoints, problems
+
+
+def interests(
+    pod: PodView, registrations: Iterable[Registration], defaults: Defaults
+) -> dict[str, str]:
+    """The key ranges `pod` wants keys in, ready or not (tenancy counts it as present
+    there): identity -> service."""
+    out: dict[str, str] = {}
+    for service, governing in _wanted(pod, registrations).items():
+        layout = defaults.layout if governing is None else governing.layout
+        if layout is not None:
+            out[layout.service_range(service, pod.namespace)] = service
+    return out
+
+
+def _wanted(pod: PodView, registrations: Iterable[Registration]) -> dict[str, Registration | None]:
+    """The services `pod` opts into, each with its governing registration (None: the
+    defaults govern): the annotation's service, then every service whose selector matches."""
+    by_service = {r.service: r for r in registrations}
+    wanted: dict[str, Registration | None] = {}
+    if pod.service is not None:
+        wanted[pod.service] = by_service.get(pod.service)
+    for reg in by_service.values():
+        if reg.selects(pod):
+            wanted.setdefault(reg.service, reg)
+    return wanted

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from etcd_registrar import podwatch
+from etcd_registrar.app import App
 from etcd_registrar.config import Settings
-from etcd_registrar.handlers import App
 from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodWatcher
 from tests.aio import eventually
@@ -96,3 +96,64 @@ async def test_a_pod_the_controller_cannot_read_is_logged_and_skipped(
     app.on_pod("ADDED", {"metadata": {"name": "odd", "namespace": "shop"}})  # no uid
     assert "pod shop/odd skipped" in caplog.text
     assert app.controller.pods == {}
+
+
+class FaultyWatches(Kube):
+    """The real API server behind a flaky network: the first `broken` watch requests fail
+    before any byte (a dropped connection), and with `ends_at_once` every watch ends at once
+    with nothing in it (a proxy that closes long requests)."""
+
+    def __init__(self, kube: Kube, *, broken: int = 0, ends_at_once: bool = False) -> None:
+        super().__init__(kube.api, kube.namespaces, kube.pod_selector)
+        self.broken, self.ends_at_once, self.watches = broken, ends_at_once, 0
+
+    def pods_raw(self, namespace: str | None, **options: Any) -> Any:
+        if not options.get("watch"):
+            return super().pods_raw(namespace, **options)
+        self.watches += 1
+        if self.watches <= self.broken:
+            raise ConnectionResetError("connection reset by peer")
+        if self.ends_at_once:
+            return EndedStream()
+        return super().pods_raw(namespace, **options)
+
+
+class EndedStream:
+    def stream(self, **_: Any) -> list[bytes]:
+        return []
+
+    def release_conn(self) -> None:
+        pass
+
+
+async def test_a_failed_watch_resumes_from_its_version_without_a_relist(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dropped watch connection resumes where it was: the change made meanwhile arrives as
+    a watch event, and no pod is handed over again as a relist would."""
+    monkeypatch.setattr(podwatch, "RETRY_FIRST", 0.5)
+    cluster.apply(bare_pod("listed"), namespace)
+    kube = FaultyWatches(Kube(cluster.api_client(), [namespace]), broken=1)
+    seen = Seen()
+    running = asyncio.create_task(PodWatcher(kube).run(seen))
+    try:
+        await eventually(lambda: seen.names(None) == {"listed"}, 20, "the listed pod")
+        cluster.apply(bare_pod("late"), namespace)
+        await eventually(lambda: "late" in seen.names("ADDED"), 20, "the change after the gap")
+        assert kube.watches >= 2
+        assert [e for e in seen.events if e[0] is None] == [(None, "listed")]  # listed once
+    finally:
+        running.cancel()
+
+
+async def test_a_watch_that_ends_at_once_is_not_retried_in_a_hot_loop(
+    cluster: Cluster, namespace: str
+) -> None:
+    kube = FaultyWatches(Kube(cluster.api_client(), [namespace]), ends_at_once=True)
+    running = asyncio.create_task(PodWatcher(kube).run(Seen()))
+    try:
+        await eventually(lambda: kube.watches >= 1, 20, "the first watch")
+        await asyncio.sleep(3)  # the window the request rate is measured over
+        assert kube.watches <= 6, f"{kube.watches} watch requests in 3 s"
+    finally:
+        running.cancel()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from etcd_registrar.controller import Controller
+from etcd_registrar import controller as controller_module
+from etcd_registrar.claimstore import ClaimStore
+from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
+from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.unit.builders import opt_in, pod_body, registration_body
 
@@ -57,3 +61,105 @@ async def test_an_invalid_registration_blocks_its_service_instead_of_falling_bac
     assert status["conditions"][0]["status"] == "False"
     controller.on_registration("DELETED", bad)  # removing it hands the pods to the defaults
     assert set(controller.claims) == {"/services/goods/goods-abc"}
+
+
+async def test_conflict_warnings_are_posted_once_per_pod_not_per_event(
+    controller: Controller,
+) -> None:
+    """A key template without a per-pod field and N replicas used to post N²/2 Warnings
+    during the initial list; now each losing pod is told once, until its state changes."""
+    posted: list[Notice] = []
+    controller.notify = posted.extend
+    controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
+    replicas = 60
+    for n in range(replicas):
+        pod = pod_body(
+            name=f"goods-{n:02}", created=f"2024-01-01T00:{n:02}:00Z", annotations=opt_in()
+        )
+        posted += controller.on_pod(None, pod).now
+    winner = pod_body(
+        name="goods-00", created="2024-01-01T00:00:00Z", ip="10.0.0.9", annotations=opt_in()
+    )
+    again = controller.on_pod("MODIFIED", winner).now
+    warnings = [n for n in posted + again if n.type == "Warning"]
+    assert len(warnings) == replicas - 1  # one per loser, none for the re-sent winner
+    assert {n.pod["metadata"]["name"] for n in warnings} == {
+        f"goods-{n:02}" for n in range(1, replicas)
+    }
+
+
+async def test_the_echo_of_a_status_patch_renders_no_pod(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = registration_body({"selector": {"matchLabels": {"app": "goods"}}})
+    controller.on_registration("ADDED", body)
+    for n in range(20):
+        controller.on_pod(None, pod_body(name=f"goods-{n}"))
+    renders: list[str] = []
+    real = controller_module.desired_for_pod
+    monkeypatch.setattr(
+        controller_module,
+        "desired_for_pod",
+        lambda pod, *a: (renders.append(pod.name), real(pod, *a))[1],
+    )
+    controller.on_registration("MODIFIED", {**body, "status": {"endpoints": 20}})
+    assert renders == []
+    changed = registration_body({"selector": {"matchLabels": {"app": "goods"}}, "ttl": 30})
+    controller.on_registration("MODIFIED", changed)
+    assert len(renders) == 20  # a spec change still re-renders every selected pod
+
+
+async def test_a_namespace_gets_at_most_its_key_quota(controller: Controller) -> None:
+    controller.max_keys_per_namespace = 5
+    outcomes = [
+        controller.on_pod(None, pod_body(name=f"goods-{n}", annotations=opt_in("goods")))
+        for n in range(8)
+    ]
+    assert len(controller.claims) == 5
+    refused = [o for o in outcomes if o.now]
+    assert len(refused) == 3
+    assert "--max-keys-per-namespace" in refused[0].now[0].message
+    # another namespace is not affected
+    controller.on_pod(None, pod_body(name="other", namespace="else", annotations=opt_in("x")))
+    assert "/services/x/other" in controller.claims
+    # a freed slot is used again
+    controller.on_pod("DELETED", pod_body(name="goods-0", annotations=opt_in("goods")))
+    controller.on_pod("MODIFIED", pod_body(name="goods-7", annotations=opt_in("goods")))
+    assert "/services/goods/goods-7" in controller.claims
+
+
+async def test_claims_survive_a_restart_through_records_and_held_keys(
+    controller: Controller, etcd_server: EtcdServer
+) -> None:
+    """A recorded claim stands; a range without a record goes to the namespace whose keys
+    it already holds (an operator upgraded from a version without claims)."""
+    store = ClaimStore(controller.registry.etcd, "c")
+    controller.on_claim = store.record
+    running = asyncio.create_task(store.run())
+    try:
+        outcome = controller.on_pod(None, pod_body(namespace="team-b", annotations=opt_in("pay")))
+        assert outcome.committed is not None
+        await outcome.committed
+        await eventually(store.load, 5, "the claim recorded")
+        assert await store.load() == {"/services/pay/": "team-b"}
+    finally:
+        running.cancel()
+
+    successor = Controller(controller.registry, Kube(api=None), Defaults())
+    successor.resume({"/services/other/": "team-c"}, [])
+    assert successor.tenancy.owner("/services/other/") == "team-c"
+    assert successor.tenancy.owner("/services/pay/") == "team-b"  # derived from the held key
+    intruder = pod_body(name="x", namespace="team-a", annotations=opt_in("pay"))
+    assert "belong to namespace team-b" in successor.on_pod(None, intruder).now[0].message
+
+
+async def test_a_forged_claim_record_is_skipped(etcd_server: EtcdServer) -> None:
+    etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    try:
+        store = ClaimStore(etcd, "c")
+        await etcd.put(store.prefix + "/services/a/", '{"namespace": "team-b"}')
+        await etcd.put(store.prefix + "/services/b/", '{"namespace": "../x"}')
+        await etcd.put(store.prefix + "/services/c/", "[" * 3000)
+        assert await store.load() == {"/services/a/": "team-b"}
+    finally:
+        await etcd.close()

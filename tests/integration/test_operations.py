@@ -15,9 +15,9 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from etcd_registrar.app import App
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, PutOp
-from etcd_registrar.handlers import App
 from etcd_registrar.registry import Registry
 from tests.aio import eventually
 from tests.harness import EtcdServer, free_port
@@ -175,7 +175,7 @@ async def test_liveness_fails_when_an_operator_loop_stops(
         (writer,) = [t for t in asyncio.all_tasks() if t.get_name() == "etcd-writer"]
         writer.cancel()  # stands in for a loop that crashed: the task is over
         await asyncio.wait([writer])
-        assert app.health.live() == (False, "operator loop stopped: etcd-writer")
+        assert app.health.live() == (False, "operator loop failing: etcd-writer stopped")
         # and readiness does not hide it: the view never completed (the API is unreachable);
         # the first etcd check runs concurrently, so it may not have answered yet
         await eventually(lambda: app.health.etcd.reachable, 10, "etcd check answered")

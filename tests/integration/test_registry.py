@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Op
+from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Op, TxnResult
 from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
@@ -103,7 +103,7 @@ def on_live_leases(reader: Etcd, wanted: list[Endpoint]) -> Callable[[], Awaitab
         if not await present():
             return False
         leases = {kv.lease for kv in (await reader.get_prefix("/services/"))[0]}
-        remaining = [(await reader.time_to_live(lease))[0] for lease in leases]
+        remaining = [(await reader.time_to_live(lease)).ttl for lease in leases]
         return all(ttl > 0 for ttl in remaining)
 
     return check
@@ -118,11 +118,11 @@ async def test_leased_keys_outlive_several_ttls(registry: Registry, reader: Etcd
         await asyncio.sleep(0.25)
 
 
-async def test_transactions_hold_at_most_128_ops(registry: Registry, reader: Etcd) -> None:
+async def test_transactions_hold_at_most_127_guarded_ops(registry: Registry, reader: Etcd) -> None:
     sizes: list[int] = []
     real_txn = registry.etcd.txn
 
-    async def counting_txn(ops: list[Op]) -> int:
+    async def counting_txn(ops: list[Op]) -> TxnResult:
         sizes.append(len(ops))
         return await real_txn(ops)
 
@@ -135,8 +135,9 @@ async def test_transactions_hold_at_most_128_ops(registry: Registry, reader: Etc
     assert await has_keys(reader, wanted)()
     await registry.submit([], [e.key for e in wanted])
     assert (await reader.get_prefix("/services/"))[0] == []
-    # 128 puts per txn; deletes are nested guarded txns, 127 per txn (etcd counts the nesting)
-    assert max(sizes) == 128 and registry_ops() == 2000, sizes
+    # Puts and deletes are nested guarded txns: 127 per txn (etcd counts the nesting), and
+    # none refused as too large (a refusal would show as split batches: more ops in all)
+    assert max(sizes) == 127 and registry_ops() == 2000, sizes
 
 
 async def test_leases_are_pooled_not_per_key(registry: Registry, reader: Etcd) -> None:
@@ -148,15 +149,16 @@ async def test_leases_are_pooled_not_per_key(registry: Registry, reader: Etcd) -
 
 
 async def test_unchanged_value_is_not_rewritten(registry: Registry, reader: Etcd) -> None:
+    """The same desired state planned again, after etcd was re-read, writes nothing: the
+    mod revisions stay. (A registry that rewrote unchanged values would bump them.)"""
     wanted = endpoints(5)
     await registry.submit(wanted, [])
     before = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
-    changes = plan(
-        [e.key for e in wanted],
-        {e.key: {e.pod_uid: e} for e in wanted},
-        registry.current_many(e.key for e in wanted),
-    )
-    assert not changes.puts and not changes.deletes
+    keys = [e.key for e in wanted]
+    for _ in range(2):  # a pod event, then a sweep's re-read and plan
+        await registry.refresh_view(keys)
+        changes = plan(keys, {e.key: {e.pod_uid: e} for e in wanted}, registry.current_many(keys))
+        await registry.submit(changes.puts, changes.deletes)
     after = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
     assert after == before
 
@@ -217,16 +219,19 @@ async def test_restarted_registry_adopts_leases(
 
 
 async def test_foreign_keys_are_never_touched(registry: Registry, reader: Etcd) -> None:
-    await reader.put("/services/goods/hand-written", "10.9.9.9:80")
+    """Two checks keep another writer's key: the plan never deletes a key that is not on our
+    lease, and the registry sends no delete for it even when asked to. Each fails alone."""
+    foreign = "/services/goods/hand-written"
+    await reader.put(foreign, "10.9.9.9:80")
     wanted = endpoints(3)
     await registry.submit(wanted, [])
-    await registry.refresh_view([e.key for e in wanted])
-    keys = {e.key for e in wanted} | {"/services/goods/hand-written"}
+    keys = {e.key for e in wanted} | {foreign}
+    await registry.refresh_view(keys)  # a pod wanted it once: the view knows who holds it
     changes = plan(keys, {}, registry.current_many(keys))  # nobody wants anything now
     assert sorted(changes.deletes) == sorted(e.key for e in wanted)
-    await registry.submit([], changes.deletes)
+    await registry.submit([], [*changes.deletes, foreign])  # asked to delete it anyway
     kvs, _ = await reader.get_prefix("/services/")
-    assert [(kv.key, kv.value) for kv in kvs] == [("/services/goods/hand-written", "10.9.9.9:80")]
+    assert [(kv.key, kv.value) for kv in kvs] == [(foreign, "10.9.9.9:80")]
 
 
 async def test_a_delete_spares_a_key_another_writer_took_over(

@@ -178,7 +178,7 @@ def test_client_certificate_with_tls_is_accepted(
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_accepted_default_prefix_builds_defaults(fmt: Format) -> None:
-    """Settings the operator accepts must not crash it at startup (handlers.App.start)."""
+    """Settings the operator accepts must not crash it at startup (app.App.start)."""
     try:
         settings = Settings(default_format=fmt, default_prefix="/apps")
     except ValidationError:

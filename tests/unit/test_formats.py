@@ -212,12 +212,6 @@ def test_ipv6(fmt: Format, key: str, value: object) -> None:
             ADDR,
             id="custom-prefix",
         ),
-        pytest.param(
-            {"prefix": "", "key": "{service}-{pod}"},
-            "goods-goods-abc",
-            ADDR,
-            id="empty-prefix-free-key",
-        ),
         pytest.param(  # the etcd naming resolver reads "etcd:///goods" from goods/...
             {"fmt": "etcd-naming", "prefix": "", "key": "{service}/{address}"},
             f"goods/{ADDR}",

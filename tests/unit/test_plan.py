@@ -32,7 +32,7 @@ Held = dict[str, Current]
         pytest.param({K: []}, {K: Current(A.value, OURS)}, [], [K], [], id="claims-emptied"),
         pytest.param({}, {K: Current(A.value, None)}, [], [], [], id="other-writer-untouched"),
         pytest.param(
-            {K: [A]}, {K: Current(A.value, None)}, [A], [], [], id="other-writer-restored"
+            {K: [A]}, {K: Current("10.9.9.9:1", None)}, [], [], [], id="other-writer-kept"
         ),
         pytest.param(
             {K: [A_TTL30]}, {K: Current(A.value, OURS)}, [A_TTL30], [], [], id="ttl-change"
@@ -107,3 +107,12 @@ def test_tie_on_creation_time_keeps_the_current_holder() -> None:
     result = plan([K], claims, {K: Current(holder.value, pool_of(holder))})
     assert result.puts == []
     assert [c.winner for c in result.conflicts] == [holder]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("10.9.9.9:1", "another value"), (A.value, "even the same value")],
+)
+def test_wanted_key_of_another_writer_is_taken_not_overwritten(value: str, why: str) -> None:
+    result = plan([K], {K: {A.pod_uid: A}}, {K: Current(value, None)})
+    assert (result.puts, result.deletes, result.taken) == ([], [], [A]), why

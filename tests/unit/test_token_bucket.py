@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from etcd_registrar.handlers import TokenBucket
+from etcd_registrar.events import TokenBucket
 
 
 class Clock:

@@ -1,0 +1,255 @@
+"""The composition root: builds the pipeline once per operator run, starts and stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes
+from aiohttp import web
+
+from etcd_registrar import metrics
+from etcd_registrar.claimstore import ClaimStore
+from etcd_registrar.config import Settings
+from etcd_registrar.controller import Controller
+from etcd_registrar.election import Election
+from etcd_registrar.etcd import Etcd, EtcdError, Fence
+from etcd_registrar.events import EventPoster
+from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, probe_routes, serve
+from etcd_registrar.kube import Kube, load_config
+from etcd_registrar.podwatch import PodWatcher
+from etcd_registrar.registry import Registry
+from etcd_registrar.source import Defaults
+from etcd_registrar.supervisor import Backoff, Loop
+
+logger = logging.getLogger(__name__)
+
+GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at startup
+DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
+# Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
+SWEEP_DEADLINE_RESYNCS, SWEEP_DEADLINE_SLACK = 3, 60.0
+FOLLOW_INTERVAL = 1.0  # how often a standby learns the leases the leader granted
+
+
+@dataclass
+class App:
+    """Everything the handlers share, created once per operator run."""
+
+    config: Settings
+    registry: Registry
+    controller: Controller
+    health: Health
+    pods: PodWatcher
+    events: EventPoster
+    claims: ClaimStore
+    election: Election
+    servers: list[web.AppRunner] = field(default_factory=list)
+    loops: list[Loop] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _resumed: bool = False
+
+    @classmethod
+    def create(cls, config: Settings, api: kubernetes.client.ApiClient | None = None) -> App:
+        """Build the pipeline (Kubernetes client: `api`, else from the environment); nothing
+        is connected or started yet."""
+        registry = Registry(Etcd(config.etcd()), owner=config.owner_id, dry_run=config.dry_run)
+        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
+        defaults = Defaults(
+            config.default_ttl,
+            config.default_format,
+            config.default_prefix,
+            max_value_bytes=config.max_value_bytes,
+            allowed_prefixes=tuple(config.allowed_prefix),
+        )
+        controller = Controller(
+            registry,
+            kube,
+            defaults,
+            resync=config.resync,
+            max_keys_per_namespace=config.max_keys_per_namespace,
+        )
+        etcd_check = EtcdCheck(
+            lambda: registry.etcd.ping(registry.owner_prefix), timeout=config.etcd_timeout
+        )
+        health = Health(
+            etcd_check,
+            view_complete=controller.view_complete.is_set,
+            last_sweep=lambda: controller.last_sweep,
+            sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
+        )
+        claims = ClaimStore(registry.etcd, config.owner_id, dry_run=config.dry_run)
+        scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
+        replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
+        election = Election(registry.etcd, config.owner_id, replica, scope)
+        app = cls(
+            config,
+            registry,
+            controller,
+            health,
+            PodWatcher(kube),
+            EventPoster(kube),
+            claims,
+            election,
+        )
+        controller.notify = app.events.post
+        controller.on_claim = claims.record
+        health.misconfigured = lambda: election.misconfigured
+        return app
+
+    async def start(self) -> None:
+        """Serve probes, adopt the leases, learn the registrations, then follow the pods.
+
+        A failure stops whatever had started, so a retry starts clean (no port in use)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        routes: dict[int, dict[str, Handler]] = {}
+        if self.config.health_port:
+            routes.setdefault(self.config.health_port, {}).update(probe_routes(self.health))
+        if self.config.metrics_port:
+            routes.setdefault(self.config.metrics_port, {}).update(metrics_routes())
+        metrics.watch_state(self.endpoint_counts, lambda: self.health.etcd.reachable)
+        for port, handlers in routes.items():
+            self.servers.append(await serve(port, handlers))
+        self.loops.append(Loop("etcd-check", self.health.etcd.run).start())
+        # Keepalives start before any pod handler runs: with many pods the first handler
+        # may come later than a short lease lives (DESIGN §4).
+        await self.registry.start()
+        self._deposed()  # a standby until elected
+        self.election.on_elected = self._elected
+        self.election.on_deposed = self._deposed
+        self.registry.on_fenced = self.election.step_down
+        self.loops.append(Loop("claims", self.claims.run).start())
+        self.controller.start()
+        self.loops.append(Loop("pod-watch", self._follow_pods).start())
+        if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
+            self._elected(None)
+        else:
+            self.loops.append(Loop("election", self.election.run).start())
+            self.loops.append(Loop("standby", self._stand_by).start())
+        self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
+        self.health.loops = [*self.loops, *self.registry.loops, *self.controller.loops]
+        self.health.started = True
+        if self.config.dry_run:
+            logger.warning("dry run: etcd writes are logged, not made")
+
+    def _elected(self, fence: Fence | None) -> None:
+        self.tasks.append(asyncio.create_task(self._promote(fence), name="promote"))
+
+    async def _promote(self, fence: Fence | None) -> None:
+        try:
+            if fence is not None:
+                await self.registry.promote(fence)
+            self.claims.lead(fence)
+            self.controller.promote()
+        except Exception as exc:  # e.g. etcd gone mid-way: lead another time
+            self.election.step_down(f"taking over failed: {exc}")
+
+    def _deposed(self) -> None:
+        self.controller.demote()
+        self.registry.demote()
+        self.claims.lead(None)
+
+    async def _stand_by(self) -> None:
+        """Keep alive the leases the leader grants, so a failover never expires a key."""
+        while True:
+            if not self.election.leading:
+                try:
+                    await self.registry.follow()
+                except EtcdError as exc:  # an outage: the leases wait, and so do we
+                    logger.debug("following the leader's leases: %s", exc)
+            await asyncio.sleep(FOLLOW_INTERVAL)
+
+    async def _follow_pods(self) -> None:
+        """Pods are rendered only once the claims and registrations are known: else a
+        restart publishes default-layout keys for governed services (and the first sweep
+        deletes theirs), or lets an intruder's pod claim a range first."""
+        if not self._resumed:
+            backoff = Backoff(cap=10.0)
+            while True:
+                try:
+                    claims = await self.claims.load()
+                    bodies = await self.controller.kube.list_registrations()
+                    break
+                except Exception as exc:
+                    logger.warning("reading claims and registrations failed (%s); retrying", exc)
+                    await backoff.sleep()
+            self.controller.resume(claims, bodies)
+            self._resumed = True
+        await self.pods.run(self.on_pod)
+
+    async def stop(self) -> None:
+        """Stop on SIGTERM: commit what is queued (briefly), then leave the leases alone.
+
+        Keys stay in etcd on their leases: a successor (the next pod of a Recreate rollout)
+        adopts the leases and keeps every key without a gap; without one they expire after
+        their TTL. Revoking here would empty the registry on every upgrade.
+        """
+        await self.controller.stop()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while not self.registry.idle and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the registry has no idle event; once, at shutdown
+        if not self.registry.idle:
+            logger.warning("shutting down with etcd writes still queued (etcd unreachable?)")
+        for loop in self.loops:  # no new campaign after resigning
+            if loop.name == "election":
+                await loop.stop()
+        await self.election.resign()  # a standby takes over now, not after the lease
+        await self.registry.close()
+        for loop in self.loops:
+            await loop.stop()
+        for task in self.tasks:
+            task.cancel()
+        self.events.stop()
+        for runner in self.servers:
+            await runner.cleanup()
+        self.servers.clear()
+        logger.info(
+            "stopped; %d keys stay on their leases until a successor adopts them or the TTL ends",
+            len(self.registry.held),
+        )
+
+    async def _freeze_initial_view(self) -> None:
+        """Collect no cyclic garbage while the initial pod list floods in (every collection
+        would walk all of it, pausing the event loop for up to a second at 10,000 pods), then
+        move the state of the pods seen out of the collector's view for good. Reference
+        counting frees objects as usual meanwhile; the wait is bounded in case the view never
+        completes (API server unreachable)."""
+        gc.disable()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.controller.view_complete.wait(), GC_PAUSE_LIMIT)
+            gc.freeze()
+        finally:
+            gc.enable()
+
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Recompute this pod's keys; post its Events (Normal ones once etcd has the keys)."""
+        try:
+            outcome = self.controller.on_pod(event_type, body)
+        except Exception:  # one odd pod must not stop the watch of all the others
+            meta = body.get("metadata") or {}
+            logger.exception("pod %s/%s skipped", meta.get("namespace"), meta.get("name"))
+            return
+        if self.controller.leading:  # one replica tells, not each
+            self.events.outcome(outcome)
+
+    def endpoint_counts(self) -> dict[tuple[str, str], int]:
+        """Keys held per (namespace, service); 0 for a registration that holds none."""
+        counts = Counter(held.pool[:2] for held in self.registry.held.values())
+        for reg in self.controller.registrations.values():
+            counts.setdefault((reg.namespace, reg.service), 0)
+        return counts

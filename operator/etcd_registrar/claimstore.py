@@ -1,0 +1,88 @@
+"""Service claims recorded in etcd, so an owner keeps its key ranges across restarts.
+
+Records live under ``/etcd-registrar/<owner>/claims/<identity>`` with no lease: a claim
+outlives the operator, and is deleted only when it is released. Writes are coalesced (the
+latest owner of an identity wins) and written by a loop of their own, off the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+
+from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, Fence, Fenced, PutOp
+from etcd_registrar.model import DNS_LABEL_PATTERN
+from etcd_registrar.registry import owner_keys
+from etcd_registrar.supervisor import Backoff
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 128  # ops per transaction: claims change rarely, a handful at a time
+
+
+class ClaimStore:
+    def __init__(self, etcd: Etcd, owner: str, *, dry_run: bool = False) -> None:
+        self.etcd, self.dry_run = etcd, dry_run
+        self.prefix = f"{owner_keys(owner)}claims/"
+        self._pending: dict[str, str | None] = {}  # identity -> owner (None: released)
+        self._wakeup = asyncio.Event()
+        # Only the leader records claims, fenced like its other writes (HA).
+        self.leading = True
+        self.fence: Fence | None = None
+
+    def lead(self, fence: Fence | None) -> None:
+        self.leading, self.fence = fence is not None or self.dry_run, fence
+        self._wakeup.set()
+
+    async def load(self) -> dict[str, str]:
+        """The recorded owners (identity -> namespace); a record we did not write is skipped."""
+        records, _ = await self.etcd.get_prefix(self.prefix)
+        owners: dict[str, str] = {}
+        for record in records:
+            try:
+                namespace = json.loads(record.value)["namespace"]
+                if not re.fullmatch(DNS_LABEL_PATTERN, namespace):
+                    raise ValueError(f"{namespace!r} is not a namespace name")
+            except Exception as exc:  # anything: a bad record must not stop the start
+                logger.warning("claim record %s skipped: %s", record.key, exc)
+                continue
+            owners[record.key.removeprefix(self.prefix)] = namespace
+        return owners
+
+    def record(self, identity: str, owner: str | None) -> None:
+        self._pending[identity] = owner
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        backoff = Backoff(cap=5.0)
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self.leading:
+                continue  # recorded once this replica leads
+            batch, self._pending = self._pending, {}
+            try:
+                await self._write(batch)
+                backoff.reset()
+            except Fenced:
+                self.leading = False
+            except EtcdError as exc:
+                logger.warning("recording %d claims failed (%s); retrying", len(batch), exc)
+                self._pending = batch | self._pending  # newer records win
+                self._wakeup.set()
+                await backoff.sleep()
+
+    async def _write(self, batch: dict[str, str | None]) -> None:
+        ops = [
+            PutOp(self.prefix + identity, json.dumps({"namespace": owner}))
+            if owner is not None
+            else DeleteOp(self.prefix + identity)
+            for identity, owner in batch.items()
+        ]
+        if self.dry_run:
+            logger.info("dry-run: would record %d claims", len(ops))
+            return
+        for start in range(0, len(ops), CHUNK):
+            await self.etcd.txn(ops[start : start + CHUNK], self.fence)

@@ -1,0 +1,93 @@
+"""Kubernetes Events about pods, posted in the background and rate-limited.
+
+An Event is one API request: a burst of thousands of transitions, or one tenant's 1,000
+conflicting replicas, must not become thousands of requests. Normal Events wait for etcd to
+have the keys they announce; Warnings go at once. Both are rate-limited, and the ones over
+the limit are counted, not queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from etcd_registrar import metrics
+from etcd_registrar.controller import Notice, Outcome
+from etcd_registrar.kube import Kube
+
+logger = logging.getLogger(__name__)
+
+EVENT_WAIT = 60.0  # how long a "Registered" Event waits for etcd before it is dropped
+# A rollout of 3 pods gets all of its Events, a burst of thousands gets the first BURST and
+# then RATE per second.
+NORMAL_EVENT_RATE, NORMAL_EVENT_BURST = 10.0, 100
+WARNING_EVENT_RATE, WARNING_EVENT_BURST = 10.0, 100
+
+
+class TokenBucket:
+    """At most `rate` takes per second on average, `burst` at once."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.stamp = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class EventPoster:
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.normal = TokenBucket(NORMAL_EVENT_RATE, NORMAL_EVENT_BURST)
+        self.warning = TokenBucket(WARNING_EVENT_RATE, WARNING_EVENT_BURST)
+        self.posts: set[asyncio.Task[None]] = set()
+
+    def outcome(self, outcome: Outcome) -> None:
+        """Post a pod event's Events: Warnings now, Normal ones once etcd has the keys."""
+        self.post(outcome.now)
+        if outcome.after_commit and outcome.committed is not None:
+            if self.normal.take():
+                self._track(self._post_when_committed(outcome))
+            else:
+                metrics.events_dropped.inc(len(outcome.after_commit))
+
+    def post(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            if notice.type == "Warning" and not self.warning.take():
+                metrics.events_dropped.inc()
+                continue
+            self._track(self._post_one(notice))
+
+    async def _post_one(self, notice: Notice) -> None:
+        try:
+            await self.kube.post_event(notice.pod, notice.type, notice.reason, notice.message)
+        except Exception as exc:  # an Event is informative; the registry is what matters
+            logger.warning("could not post the %s Event: %s", notice.reason, exc)
+
+    async def _post_when_committed(self, outcome: Outcome) -> None:
+        assert outcome.committed is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(outcome.committed), EVENT_WAIT)
+            for notice in outcome.after_commit:
+                self._track(self._post_one(notice))
+
+    def _track(self, post: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(post)
+        self.posts.add(task)
+        task.add_done_callback(self.posts.discard)
+
+    def stop(self) -> None:
+        for task in self.posts:  # kopf would wait 5 s for stray tasks
+            task.cancel()

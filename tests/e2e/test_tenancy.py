@@ -1,0 +1,99 @@
+"""Tenancy on the local cluster (issue #11): a namespace cannot join another's service,
+by annotation or by a selector registration; the owner can share; ownership holds while an
+intruder comes and goes, and the owner's keys never flap."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from etcd_registrar.etcd import Etcd, EtcdConfig
+from tests.e2e.test_registrar import registration
+from tests.harness import Cluster, assert_stays, deployment_manifest, wait_for
+from tests.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def intruder(cluster: Cluster) -> Iterator[str]:
+    name = cluster.create_namespace("team-a")
+    yield name
+    cluster.delete_namespace(name)
+
+
+def revisions(cluster: Cluster, prefix: str) -> dict[str, int]:
+    """key -> mod revision under `prefix`: an unchanged map means no key was rewritten."""
+    import asyncio
+
+    async def read() -> dict[str, int]:
+        etcd = Etcd(EtcdConfig(endpoints=tuple(cluster.etcd_endpoints.split(","))))
+        try:
+            return {kv.key: kv.mod_revision for kv in (await etcd.get_prefix(prefix))[0]}
+        finally:
+            await etcd.close()
+
+    return asyncio.run(read())
+
+
+def test_a_namespace_cannot_join_another_namespaces_service(
+    cluster: Cluster, namespace: str, intruder: str, crd: None
+) -> None:
+    owner, service = namespace, f"payments-{secrets.token_hex(3)}"
+    keys = f"/services/{service}/"
+    opt_in = {"etcd-registrar.io/service": service}
+    cluster.create_deployment(owner, deployment_manifest("payments", 2, annotations=opt_in))
+    owned = cluster.wait_deployment_serving(owner, "payments", 2)
+    operator = OperatorProcess(cluster, owner, "--namespace", intruder, "--resync", "2s").start()
+    try:
+        wait_for(lambda: len(revisions(cluster, keys)) == 2, 30, message="the owner registered")
+        before = revisions(cluster, keys)
+        assert set(before) == {keys + p.name for p in owned}
+
+        # by annotation, and by a selector registration copying the victim's layout
+        cluster.create_deployment(intruder, deployment_manifest("sneaky", 2, annotations=opt_in))
+        cluster.apply(
+            registration("steal", service=service, selector={"matchLabels": {"app": "sneaky"}}),
+            intruder,
+        )
+        cluster.wait_deployment_serving(intruder, "sneaky", 2)
+
+        def refused() -> str | None:
+            events = cluster.get_json("events", "-n", intruder)["items"]
+            texts = [e["message"] for e in events if e.get("reason") == "InvalidRegistration"]
+            return next((t for t in texts if f"belong to namespace {owner}" in t), None)
+
+        assert "spec.shareWith" in wait_for(refused, 30, message="a Warning on the intruder")
+
+        def conflict() -> str | None:
+            status = cluster.get_json("sreg", "steal", "-n", intruder).get("status") or {}
+            found = [c for c in status.get("conditions") or [] if c["type"] == "Conflict"]
+            return found[0]["message"] if found and found[0]["status"] == "True" else None
+
+        assert owner in wait_for(conflict, 30, message="a Conflict condition on the intruder")
+        # the owner's keys untouched throughout, the intruder's pods never in the range
+        assert_stays(lambda: revisions(cluster, keys) == before, 5, message="owner's keys kept")
+
+        # the intruder goes and comes back: still refused, nothing flaps
+        cluster.kubectl("delete", "sreg", "steal", "-n", intruder)
+        cluster.scale(intruder, "sneaky", 0)
+        cluster.scale(intruder, "sneaky", 2)
+        cluster.wait_deployment_serving(intruder, "sneaky", 2)
+        assert_stays(lambda: revisions(cluster, keys) == before, 5, message="no flap")
+
+        # sharing, by the owner's choice only
+        cluster.apply(registration("payments", service=service, shareWith=[intruder]), owner)
+
+        def shared() -> bool:
+            pods = cluster.pods_of_deployment(intruder, "sneaky")
+            held = revisions(cluster, keys)
+            return {keys + p.name for p in pods if p.serving} <= set(held) and set(before) <= set(
+                held
+            )
+
+        wait_for(shared, 30, message="the shared namespace's pods registered")
+        assert {k: v for k, v in revisions(cluster, keys).items() if k in before} == before
+    finally:
+        operator.stop()

@@ -1,0 +1,56 @@
+"""Supervised loops: an unexpected exception restarts the loop; one that keeps crashing is
+reported as failing, so /healthz turns red (issue #10)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from etcd_registrar.health import EtcdCheck, Health
+from etcd_registrar.supervisor import CRASH_LIMIT, Backoff, Loop
+from tests.aio import eventually
+
+
+async def test_a_crashing_loop_is_restarted_and_then_reported() -> None:
+    runs = 0
+
+    async def crash() -> None:
+        nonlocal runs
+        runs += 1
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    loop = Loop("etcd-writer", crash, Backoff(base=0.001, cap=0.001)).start()
+    health = Health(EtcdCheck(asyncio.sleep, timeout=1), lambda: True, lambda: 0.0, 1e9)
+    health.loops, health.started = [loop], True
+    try:
+        await eventually(lambda: loop.failing is not None, 5, "the loop reported failing")
+        assert runs >= CRASH_LIMIT  # restarted after each crash, not left dead
+        ok, reason = health.live()
+        assert not ok and "etcd-writer crashed" in reason
+    finally:
+        await loop.stop()
+    assert loop.failing == "stopped"
+
+
+async def test_a_loop_that_recovers_is_healthy() -> None:
+    crashed = asyncio.Event()
+
+    async def crash_once() -> None:
+        if not crashed.is_set():
+            crashed.set()
+            raise KeyError("lease")
+        await asyncio.Event().wait()
+
+    loop = Loop("lease-keepalive", crash_once, Backoff(base=0.001, cap=0.001)).start()
+    try:
+        await eventually(lambda: crashed.is_set() and loop.crashes == 1, 5, "one crash")
+        assert loop.failing is None
+    finally:
+        await loop.stop()
+
+
+def test_liveness_fails_when_startup_overruns_its_deadline() -> None:
+    health = Health(EtcdCheck(asyncio.sleep, timeout=1), lambda: False, lambda: 0.0, 1e9)
+    assert health.live() == (True, "starting")
+    health.startup_deadline = 0.0
+    ok, reason = health.live()
+    assert not ok and "startup has not finished" in reason
