@@ -160,7 +160,8 @@ async def test_a_value_that_is_not_utf8_breaks_no_read(
     `watch` read it (escaped) instead of aborting."""
     key = "/services/goods/pod-0"
     env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         ["etcdctl", f"--endpoints={etcd_server.endpoint}", "put", key, "\udcff\udcfe"],
         env=env, check=True, capture_output=True,
     )  # fmt: skip
