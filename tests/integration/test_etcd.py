@@ -4,7 +4,6 @@ loses its leader, and reports a compacted history instead of hanging."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from aetcd import rpc
@@ -17,20 +16,13 @@ pytestmark = pytest.mark.integration
 PREFIX = "/services/goods/"
 
 
-@pytest.fixture
-async def etcd(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
-    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
-    yield client
-    await client.close()
-
-
-async def test_watch_resumes_after_etcd_restarts(etcd_server: EtcdServer, etcd: Etcd) -> None:
+async def test_watch_resumes_after_etcd_restarts(etcd_server: EtcdServer, reader: Etcd) -> None:
     writer = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
-    _, revision = await etcd.get_prefix(PREFIX)
+    _, revision = await reader.get_prefix(PREFIX)
     seen: asyncio.Queue[WatchEvent] = asyncio.Queue()
 
     async def watch() -> None:
-        async for event in etcd.watch_prefix(PREFIX, revision + 1):
+        async for event in reader.watch_prefix(PREFIX, revision + 1):
             seen.put_nowait(event)
 
     async def next_event() -> tuple[str, str, str]:
@@ -55,13 +47,13 @@ async def test_watch_resumes_after_etcd_restarts(etcd_server: EtcdServer, etcd: 
         await writer.close()
 
 
-async def test_watch_from_a_compacted_revision_says_so(etcd: Etcd) -> None:
-    first = await etcd.put(PREFIX + "a", "1")
-    last = await etcd.put(PREFIX + "a", "2")
-    await etcd.kv.Compact(rpc.CompactionRequest(revision=last, physical=True))
+async def test_watch_from_a_compacted_revision_says_so(reader: Etcd) -> None:
+    first = await reader.put(PREFIX + "a", "1")
+    last = await reader.put(PREFIX + "a", "2")
+    await reader.kv.Compact(rpc.CompactionRequest(revision=last, physical=True))
 
     async def watch() -> None:
-        async for _ in etcd.watch_prefix(PREFIX, first):
+        async for _ in reader.watch_prefix(PREFIX, first):
             pass
 
     with pytest.raises(WatchCompacted, match=f"compacted its history up to revision {last}"):

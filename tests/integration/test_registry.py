@@ -71,14 +71,6 @@ def etcd_server(etcd_bin: str | None) -> Iterator[EtcdServer]:
 
 
 @pytest.fixture
-async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
-    """A separate client that reads etcd the way a consumer would."""
-    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
     reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner="t")
     await reg.start()

@@ -25,13 +25,6 @@ OWNER = "h"
 
 
 @pytest.fixture
-async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
-    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
     reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner=OWNER)
     await reg.start()
