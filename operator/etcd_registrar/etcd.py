@@ -31,19 +31,28 @@ MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 _WATCH_RETRY_DELAY = 0.5  # between re-creations of a broken watch (etcd may be refusing)
 
 # Fail over between members as etcd's Go client does: a connection to every member, calls
-# spread round-robin, and a call a member refuses as UNAVAILABLE (down, or "no leader") tried
-# again at once, which puts it on the next member. "hasleader" metadata makes a member
-# without a leader refuse at once instead of letting the call hang until its deadline, and
-# makes it cancel our keepalive and watch streams when it loses its leader, so they move too.
-# Retrying a refused Txn or LeaseGrant is what the registry's write loop does anyway: its
-# writes are idempotent, and a lease granted twice expires unused.
+# spread round-robin, and a read a member refuses as UNAVAILABLE (down, or "no leader")
+# tried again at once, which puts it on the next member. Writes (Txn, LeaseGrant) are not
+# retried here: their UNAVAILABLE may come after etcd applied them, and a campaign or a put
+# guarded on absence would then find its own key; the caller retries, and round-robin sends
+# that call elsewhere too. "hasleader" metadata makes a member without a leader refuse at
+# once instead of letting calls hang until their deadline, and makes it cancel our
+# keepalive and watch streams when it loses its leader, so they move too.
 _REQUIRE_LEADER = (("hasleader", "true"),)
+_RETRIED = {
+    "KV": ("Range",),
+    "Lease": ("LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive"),
+    "Watch": ("Watch",),
+    "Maintenance": ("Status",),
+}
 _SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [
         {
             "name": [
-                {"service": "etcdserverpb." + s} for s in ("KV", "Lease", "Watch", "Maintenance")
+                {"service": f"etcdserverpb.{service}", "method": method}
+                for service, methods in _RETRIED.items()
+                for method in methods
             ],
             "retryPolicy": {
                 # ~10, 30, 90, 270 ms apart: the next member is tried almost at once, and
