@@ -372,7 +372,9 @@ class PeerNetwork:
     Each connection a member opens to another carries its sender's advertised peer URLs in
     the ``X-PeerURLs`` header of its first request (every raft stream, message and snapshot
     does), so a relay tells who dials it. A cut member's raft traffic is dropped both ways:
-    it gets no leader, and the others elect one among themselves.
+    it gets no leader, and the others elect one among themselves. What a cut member sends
+    without that header (version probes, a lease renewal a follower forwards to its leader
+    until it sees it has none) still gets through; nothing reaches it.
     """
 
     def __init__(self) -> None:
