@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Op, TxnResult
+from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Fence, Op, TxnResult
 from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
@@ -114,9 +114,9 @@ async def test_transactions_hold_at_most_127_guarded_ops(registry: Registry, rea
     sizes: list[int] = []
     real_txn = registry.etcd.txn
 
-    async def counting_txn(ops: list[Op]) -> TxnResult:
+    async def counting_txn(ops: list[Op], fence: Fence | None = None) -> TxnResult:
         sizes.append(len(ops))
-        return await real_txn(ops)
+        return await real_txn(ops, fence)
 
     def registry_ops() -> int:  # leaves out the lease records under /etcd-registrar/
         return sum(sizes) - len(registry._leases)
