@@ -119,7 +119,8 @@ class Election:
             return
         value = json.dumps({"id": self.identity, **self.scope}, sort_keys=True)
         won, holder = await self.etcd.campaign(self.key, value, lease)
-        if won and holder is not None:
+        # A campaign whose answer was lost after etcd applied it finds our own key: ours.
+        if holder is not None and (won or holder.lease == lease):
             self.fence, self.leader, self.misconfigured = (
                 Fence(self.key, holder.create_revision),
                 self.identity,

@@ -76,7 +76,10 @@ def read_record(kv: KV, owner_prefix: str) -> Pool:
     Records live under a prefix a tenant could once write to: trust nothing in them."""
     if kv.lease <= 0 or kv.key != f"{owner_prefix}{kv.lease:x}":
         raise ValueError(f"record {kv.key!r} is not attached to the lease its name gives")
-    data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    try:
+        data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    except (ValueError, RecursionError):
+        data = None
     if not isinstance(data, dict) or set(data) != {"namespace", "service", "ttl"}:
         raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}}")
     namespace, service, ttl = data["namespace"], data["service"], data["ttl"]

@@ -1,0 +1,37 @@
+"""Fixtures of the integration tests: etcd clients, and etcd servers and clusters of both
+versions (Debian's 3.4 and the 3.6 most users run)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from etcd_registrar.etcd import Etcd, EtcdConfig
+from tests.harness import EtcdCluster, EtcdServer, built_etcd_path
+
+
+@pytest.fixture(params=["debian-3.4", "built-3.6"])
+def etcd_bin(request: pytest.FixtureRequest) -> str | None:
+    """The etcd server binary (None: Debian's on PATH)."""
+    if request.param == "debian-3.4":
+        return None
+    binary = built_etcd_path()
+    if binary is None:
+        pytest.fail("etcd 3.6 is not built: run `make tools`", pytrace=False)
+    return binary
+
+
+@pytest.fixture
+def etcd_cluster(etcd_bin: str | None) -> Iterator[EtcdCluster]:
+    """Three members on loopback, whose network a test can partition."""
+    with EtcdCluster(etcd_bin=etcd_bin) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
+    """A separate client that reads etcd the way a consumer would."""
+    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
+    yield client
+    await client.close()
