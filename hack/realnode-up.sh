@@ -45,16 +45,14 @@ preflight() {
   if [[ ! -f /sys/fs/cgroup/cgroup.controllers ]]; then # cgroup v1 (hybrid or legacy)
     local s
     for s in cpu cpuacct cpuset memory; do
-      cgroup_v1_dir "${s}" >/dev/null || die "cgroup v1 hierarchy '${s}' not mounted: kubelet needs cpu, cpuacct, cpuset and memory"
+      cgroup_v1_mounted "${s}" || die "cgroup v1 hierarchy '${s}' not mounted: kubelet needs cpu, cpuacct, cpuset and memory"
     done
   fi
-  [[ -f "${PKI_DIR}/kubelet-client.crt" ]] ||
-    die "${PKI_DIR}/kubelet-client.crt missing: the cluster predates the real node; run 'make cluster-down'"
 }
 
-# The mount point of a cgroup v1 controller (e.g. /sys/fs/cgroup/cpu), or failure.
-cgroup_v1_dir() {
-  findmnt -rn -t cgroup -o TARGET,OPTIONS | awk -v s="$1" '{ n = split($2, o, ","); for (i = 1; i <= n; i++) if (o[i] == s) { print $1; exit } }' | grep .
+# Whether a cgroup v1 controller is mounted (alone or with others, e.g. cpu,cpuacct).
+cgroup_v1_mounted() {
+  findmnt -rn -t cgroup -o OPTIONS | tr ',' '\n' | grep -qx "$1"
 }
 
 node_ready() {
