@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from etcd_registrar.config import Settings
+from etcd_registrar.doctor import Report, _etcd_checks
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.registry import Registry, owner_keys
 from tests.aio import eventually
@@ -224,3 +226,26 @@ async def test_rotated_password_and_certificate_are_picked_up(
     registry.submit([third], [])
     await eventually(lambda: third.key in registry.held, 20, "a write with the new certificate")
     assert set(held(secure_etcd)) >= {second.key, third.key}
+
+
+async def test_doctor_names_the_missing_permission(
+    config: EtcdConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert config.password_file is not None and config.cert is not None
+    settings = Settings(
+        etcd_endpoints=list(config.endpoints),
+        etcd_ca=config.ca,
+        etcd_cert=config.cert,
+        etcd_key=config.key,
+        etcd_username=config.username,
+        etcd_password_file=config.password_file,
+        owner_id=OWNER,
+        allowed_prefix=["/services", "/forbidden"],
+    )
+    report = Report()
+    await _etcd_checks(report, settings)
+    out = capsys.readouterr().out
+    assert "ok    etcd read/write under /services/" in out
+    assert "FAIL  etcd read/write under /forbidden/: " in out and "permission denied" in out
+    assert "readwrite /forbidden/" in out
+    assert report.failures == 1
