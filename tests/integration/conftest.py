@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.registry import Registry
 from tests.harness import EtcdCluster, EtcdServer, built_etcd_path
+
+OWNER = "t"  # the owner id of the registries under test
 
 
 @pytest.fixture(params=["debian-3.4", "built-3.6"])
@@ -27,6 +30,15 @@ def etcd_cluster(etcd_bin: str | None) -> Iterator[EtcdCluster]:
     """Three members on loopback, whose network a test can partition."""
     with EtcdCluster(etcd_bin=etcd_bin) as cluster:
         yield cluster
+
+
+@pytest.fixture
+async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
+    """A started registry on `etcd_server`, closed (not revoked) afterwards."""
+    reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner=OWNER)
+    await reg.start()
+    yield reg
+    await reg.close()
 
 
 @pytest.fixture
