@@ -103,3 +103,50 @@ class OperatorProcess:
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def key_snapshot(endpoints: str, prefix: str) -> tuple[set[str], int]:
+    """The keys under `prefix` and the etcd revision they were read at."""
+
+    async def read() -> tuple[set[str], int]:
+        etcd = Etcd(EtcdConfig(endpoints=tuple(endpoints.split(",")), timeout=3))
+        try:
+            kvs, revision = await etcd.get_prefix(prefix, keys_only=True)
+            return {kv.key for kv in kvs}, revision
+        finally:
+            await etcd.close()
+
+    return asyncio.run(read())
+
+
+def key_counts(
+    endpoints: str, prefix: str, since: tuple[set[str], int], quiet: float = 2.0
+) -> list[int]:
+    """How many keys a consumer watching `prefix` held at each revision since the snapshot
+    `since` (first entry: at the snapshot), replayed from etcd's history, so every dip is in
+    it however short (the changes of one transaction count together, as a consumer gets
+    them). The replay ends once etcd has sent nothing for `quiet` seconds."""
+
+    async def replay() -> list[int]:
+        keys, revision = set(since[0]), since[1]
+        counts = [len(keys)]
+        etcd = Etcd(EtcdConfig(endpoints=tuple(endpoints.split(",")), timeout=3))
+        events = etcd.watch_prefix(prefix, revision + 1)
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(anext(events), quiet)
+                except TimeoutError:
+                    return [*counts, len(keys)]
+                if event.revision != revision:
+                    counts.append(len(keys))
+                    revision = event.revision
+                if event.kind == "PUT":
+                    keys.add(event.key)
+                else:
+                    keys.discard(event.key)
+        finally:
+            await events.aclose()
+            await etcd.close()
+
+    return asyncio.run(replay())

@@ -21,6 +21,7 @@ from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd
 from etcd_registrar.events import EventPoster
+from etcd_registrar.gates import Gates
 from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, probe_routes, serve
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.podwatch import PodWatcher
@@ -47,6 +48,7 @@ class App:
     pods: PodWatcher
     events: EventPoster
     claims: ClaimStore
+    gates: Gates
     servers: list[web.AppRunner] = field(default_factory=list)
     loops: list[Loop] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -81,8 +83,15 @@ class App:
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
         claims = ClaimStore(registry.etcd, config.owner_id, dry_run=config.dry_run)
-        app = cls(config, registry, controller, health, PodWatcher(kube), EventPoster(kube), claims)
-        controller.notify = app.events.post
+        gates = Gates(
+            controller,
+            kube,
+            enabled=config.readiness_gate,
+            etcd_reachable=lambda: health.etcd.reachable,
+        )
+        events = EventPoster(kube)
+        app = cls(config, registry, controller, health, PodWatcher(kube), events, claims, gates)
+        controller.notify = gates.notify = events.post
         controller.on_claim = claims.record
         return app
 
@@ -115,6 +124,7 @@ class App:
         await self._resume()
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
+        self.loops.append(Loop("readiness-gate", self.gates.run).start())
         self.loops.append(Loop("pod-watch", lambda: self.pods.run(self.on_pod)).start())
         self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
         self.health.loops = [*self.loops, *self.registry.loops, *self.controller.loops]
@@ -184,6 +194,7 @@ class App:
             logger.exception("pod %s/%s skipped", meta.get("namespace"), meta.get("name"))
             return
         self.events.outcome(outcome)
+        self.gates.outcome(body["metadata"]["uid"], outcome.committed)
 
     def endpoint_counts(self) -> dict[tuple[str, str], int]:
         """Keys held per (namespace, service); 0 for a registration that holds none."""

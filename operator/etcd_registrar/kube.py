@@ -127,6 +127,23 @@ class Kube:
             _request_timeout=self.timeout,
         )
 
+    async def patch_pod_condition(
+        self, namespace: str, name: str, uid: str, condition: dict[str, Any]
+    ) -> None:
+        """Set one condition of a pod through pods/status, leaving the others alone (a
+        strategic merge keyed on the type); the UID is a precondition, so a new pod of the
+        same name is never patched (409)."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        body: Any = {"metadata": {"uid": uid}, "status": {"conditions": [condition]}}
+        await asyncio.to_thread(
+            core.patch_namespaced_pod_status,
+            name,
+            namespace,
+            body,
+            _content_type="application/strategic-merge-patch+json",
+            _request_timeout=self.timeout,
+        )
+
     async def post_event(
         self, involved: Mapping[str, Any], type: str, reason: str, message: str
     ) -> None:
