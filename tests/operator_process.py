@@ -9,9 +9,11 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import cast
 
-from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.etcd import Etcd, EtcdConfig, WatchEvent
 from tests.harness import Cluster, free_port, wait_for
 
 CRD_FILE = (
@@ -131,7 +133,9 @@ def key_counts(
         keys, revision = set(since[0]), since[1]
         counts = [len(keys)]
         etcd = Etcd(EtcdConfig(endpoints=tuple(endpoints.split(",")), timeout=3))
-        events = etcd.watch_prefix(prefix, revision + 1)
+        # An async generator (a bare AsyncIterator to its callers): closed below, which
+        # cancels the watch call.
+        events = cast(AsyncGenerator[WatchEvent], etcd.watch_prefix(prefix, revision + 1))
         try:
             while True:
                 try:
