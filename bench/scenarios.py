@@ -38,6 +38,7 @@ class Env:
     probe: str
     log_dir: Path
     raw: dict[str, list[float]] = field(default_factory=dict)  # latencies for the plot
+    result: dict[str, Any] = field(default_factory=dict)  # what the run at this N found
 
     def leases(self) -> int:
         out = subprocess.run(
@@ -195,6 +196,15 @@ async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -
         found = [seconds for _, seconds in timed]
         env.raw[f"{proc.name}/churn/{label}"] = found
         out[label] = {
+            "latency_ms": stats.summary(found),
+            "missed": missed,
+            "slowest_at_s_ms": stats.slowest(timed, start),
+        }
+    if env.pop.gated:
+        timed, missed = stats.gate_latencies(done, env.pods)
+        found = [seconds for _, seconds in timed]
+        env.raw[f"{proc.name}/churn/gate"] = found
+        out["containers_ready_to_ready"] = {
             "latency_ms": stats.summary(found),
             "missed": missed,
             "slowest_at_s_ms": stats.slowest(timed, start),

@@ -95,6 +95,19 @@ def latencies(samples: Sequence[Sample], keys: ProbeStream) -> tuple[list[float]
     return [seconds for _, seconds in found], missed
 
 
+def gate_latencies(
+    transitions: Sequence[Transition], pods: ProbeStream
+) -> tuple[list[tuple[float, float]], int]:
+    """For gated pods: (acceptance, seconds from ContainersReady turning True, pod state "C",
+    to the pod being Ready by the kubelet's rule, "R") per transition that readied a pod:
+    the time the readiness gate adds; and how many never turned Ready."""
+    as_gated = [
+        Transition(t.pod, "R", "C", t.sent, t.done) if t.expect == "P" else t for t in transitions
+    ]
+    samples, _ = accept(as_gated, pods)
+    return timed_latencies([s for s in samples if s.expect == "R"], pods)
+
+
 def slowest(found: Sequence[tuple[float, float]], start: float, k: int = 10) -> list[list[float]]:
     """The k slowest as [seconds into the run, latency ms]: clustered offsets point at a
     stall (a sweep, a collection, a full queue), spread ones at general overload."""
