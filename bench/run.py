@@ -240,7 +240,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out = args.results / f"{args.stamp}.json"
     out.write_text(json.dumps(document, indent=2) + "\n")
     written = [out]
-    if args.docs or (not args.quick and args.results == RESULTS):
+    if not args.gated_only and (args.docs or (not args.quick and args.results == RESULTS)):
         written += report.write(document, raw, DOCS)
     print("\n".join(report.gated(document)) if args.gated_only else report.markdown(document))
     for path in written:

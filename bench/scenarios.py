@@ -201,11 +201,13 @@ async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -
             "slowest_at_s_ms": stats.slowest(timed, start),
         }
     if env.pop.gated:
-        timed, missed = stats.gate_latencies(done, env.pods)
+        gated = stats.gate_samples(done, env.pods)
+        timed, missed = stats.timed_latencies(gated, env.pods)
         found = [seconds for _, seconds in timed]
         env.raw[f"{proc.name}/churn/gate"] = found
         out["containers_ready_to_ready"] = {
             "latency_ms": stats.summary(found),
+            "watched_ms": stats.summary(stats.watched_gate_latencies(gated, env.pods)),
             "missed": missed,
             "slowest_at_s_ms": stats.slowest(timed, start),
         }
