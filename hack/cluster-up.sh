@@ -10,7 +10,8 @@
 #   etcd-registry   the registry etcd the operator writes to -> .cluster/etcd-endpoints
 #                   (Debian etcd, or $ETCD_REGISTRAR_REGISTRY_ETCD_BIN)
 #   kube-apiserver, kube-controller-manager, kube-scheduler (built by hack/build-tools.sh)
-#   kwok            simulated kubelets for the fake nodes below (pods get IPs, Running, Ready)
+#   kwok            simulated kubelets for the fake nodes below (pods get IPs, Running, Ready;
+#                   Ready waits for readiness gates: hack/kwok/stages.yaml)
 # Admin kubeconfig: .cluster/kubeconfig. PIDs: .cluster/pids/, logs: .cluster/logs/.
 # Idempotent: returns at once when the recorded cluster is running and healthy; anything
 # else (a stale .cluster/ from a dead run, a half-dead cluster) is stopped and recreated.
