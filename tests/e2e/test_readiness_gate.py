@@ -152,6 +152,25 @@ def test_gated_pod_is_never_ready_without_its_key(
         assert gate_of(pod) == ("True", "Registered"), pod["status"]
         assert conditions(pod)[GATE]["message"].startswith("in etcd: ")
 
+    # Containers not ready: the key goes and the gate turns False, so that the pod is not
+    # Ready again before its key is back.
+    name = pods(cluster, namespace, "goods")[0]["metadata"]["name"]
+    key = f"/{namespace}/goods/{name}"
+    patch_condition(cluster, namespace, name, "ContainersReady", "False")
+    wait_for(
+        lambda: gate_of(cluster.get_json("pod", name, "-n", namespace)) == ("False", "NotReady"),
+        15,
+        message="gate False, NotReady",
+    )
+    wait_for(
+        lambda: key not in registry_keys(cluster.etcd_endpoints, f"/{namespace}/goods/"),
+        10,
+        message="the key deleted",
+    )
+    patch_condition(cluster, namespace, name, "ContainersReady", "True")
+    wait_for(all_ready, 15, interval=0.05, message="Ready again")
+    assert not violations, f"Ready without a key in etcd: {violations}"
+
     # Ungated pods in the same namespace: registered as before, and nothing written on them.
     plain = cluster.wait_deployment_serving(namespace, "plain", 2)
     wait_for(
