@@ -87,6 +87,7 @@ class App:
             controller,
             kube,
             enabled=config.readiness_gate,
+            dry_run=config.dry_run,
             etcd_reachable=lambda: health.etcd.reachable,
         )
         events = EventPoster(kube)

@@ -133,9 +133,11 @@ class Gates:
         kube: Kube,
         *,
         enabled: bool = True,
+        dry_run: bool = False,
         etcd_reachable: Callable[[], bool] = lambda: True,
     ) -> None:
         self.controller, self.kube, self.enabled = controller, kube, enabled
+        self.dry_run = dry_run  # log the patches instead of making them
         self.etcd_reachable = etcd_reachable
         # Only the leader patches, where there are several replicas (HA sets this).
         self.may_write: Callable[[], bool] = lambda: True
@@ -196,7 +198,7 @@ class Gates:
         waiting = 0
         for uid, pod in list(pods.items()):
             if pod.state.gated:
-                self.examine(uid, trust_sent=False)
+                self.examine(uid, trust_sent=self.dry_run)  # a dry run's patches never echo
                 waiting += pod.state.gate != ("True", "Registered")
         metrics.gates_waiting.set(waiting)
 
@@ -242,6 +244,12 @@ class Gates:
         condition = {"type": GATE, "status": status, "reason": reason, "message": wanted.message}
         if pod.state.gate is None or pod.state.gate[0] != status:
             condition["lastTransitionTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self.dry_run:
+            logger.info(
+                "dry-run: would set %s of pod %s/%s: %s", GATE, pod.namespace, pod.name, condition
+            )
+            self.sent[uid] = wanted.condition
+            return True
         try:
             await self.kube.patch_pod_condition(
                 pod.namespace, pod.name, uid, condition, self.threads
