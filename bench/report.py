@@ -322,6 +322,8 @@ def gated(doc: Doc) -> list[str]:
 
 def markdown(doc: Doc) -> str:
     sizes, settings = doc["sizes"], doc["settings"]
+    if not sizes:  # a run of the readiness-gate scenario alone (--gated-only)
+        return "\n".join(gated(doc))
     bursts = [
         r | {"direction": label, "burst": r.get(key)}
         for r in _per_controller(sizes)

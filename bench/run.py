@@ -242,7 +242,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     written = [out]
     if not args.gated_only and (args.docs or (not args.quick and args.results == RESULTS)):
         written += report.write(document, raw, DOCS)
-    print("\n".join(report.gated(document)) if args.gated_only else report.markdown(document))
+    print(report.markdown(document))
     for path in written:
         print(f"written: {path}")
     return document
