@@ -3,30 +3,16 @@ registry on a real etcd: True only once etcd has committed the key, False with t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from etcd_registrar.controller import Controller
-from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.gates import Verdict, verdict
-from etcd_registrar.kube import Kube
 from etcd_registrar.readiness import GATE
-from etcd_registrar.registry import Registry
-from etcd_registrar.source import Defaults
-from tests.harness import EtcdServer
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
-    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="g")
-    await registry.start()
-    yield Controller(registry, Kube(api=None), Defaults())
-    await registry.close()
 
 
 def gated(gate: tuple[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
