@@ -178,7 +178,7 @@ k -n "${NAMESPACE}" exec "${OPERATOR}" -- etcd-registrar doctor
 
 registered() { # registered -> "key=value" lines the installed operator holds for ${SMOKE}
   "${VENV}/bin/etcd-registrar" ls "${SMOKE}" --json --etcd-endpoints "${ENDPOINT}" \
-    --owner-id default | "${PYTHON}" -c \
+    --owner-id "${NAMESPACE}-${RELEASE}" | "${PYTHON}" -c \
     'import json, sys; print("\n".join(sorted(r["key"] + "=" + r["value"] for r in json.load(sys.stdin))))'
 }
 smoke_registered() { # smoke_registered EXPECTED

@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
-from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import cast
 
 from etcd_registrar.etcd import Etcd, EtcdConfig, WatchEvent
-from tests.harness import Cluster, free_port, wait_for
+from tests.harness import Cluster, Hopeless, free_port, wait_for
 
 CRD_FILE = (
     Path(__file__).resolve().parents[1] / "crds" / "serviceregistrations.etcd-registrar.io.yaml"
@@ -79,13 +78,21 @@ class OperatorProcess:
 
     def ready(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited; log:\n{self.tail()}")
+            raise Hopeless(f"operator exited; log:\n{self.tail()}")
         try:
             url = f"http://127.0.0.1:{self.health_port}/readyz"
             with urllib.request.urlopen(url, timeout=1) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as when a node dies."""
@@ -107,50 +114,36 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def key_snapshot(endpoints: str, prefix: str) -> tuple[set[str], int]:
-    """The keys under `prefix` and the etcd revision they were read at."""
+class ConsumerWatch:
+    """What a consumer sees: every event under a prefix, from a watch in a thread."""
 
-    async def read() -> tuple[set[str], int]:
-        etcd = Etcd(EtcdConfig(endpoints=tuple(endpoints.split(",")), timeout=3))
-        try:
-            kvs, revision = await etcd.get_prefix(prefix, keys_only=True)
-            return {kv.key for kv in kvs}, revision
-        finally:
-            await etcd.close()
+    def __init__(self, endpoints: str, prefix: str) -> None:
+        self.endpoints, self.prefix = endpoints, prefix
+        self.events: list[WatchEvent] = []
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    return asyncio.run(read())
+    def __enter__(self) -> ConsumerWatch:
+        self._thread.start()
+        started = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        started.result(10)
+        return self
 
+    async def _start(self) -> None:
+        etcd = Etcd(EtcdConfig(endpoints=tuple(self.endpoints.split(","))))
+        _, revision = await etcd.get_prefix(self.prefix)
 
-def key_counts(
-    endpoints: str, prefix: str, since: tuple[set[str], int], quiet: float = 2.0
-) -> list[int]:
-    """How many keys a consumer watching `prefix` held at each revision since the snapshot
-    `since` (first entry: at the snapshot), replayed from etcd's history, so every dip is in
-    it however short (the changes of one transaction count together, as a consumer gets
-    them). The replay ends once etcd has sent nothing for `quiet` seconds."""
+        async def follow() -> None:
+            async for event in etcd.watch_prefix(self.prefix, revision + 1):
+                self.events.append(event)
 
-    async def replay() -> list[int]:
-        keys, revision = set(since[0]), since[1]
-        counts = [len(keys)]
-        etcd = Etcd(EtcdConfig(endpoints=tuple(endpoints.split(",")), timeout=3))
-        # An async generator (a bare AsyncIterator to its callers): closed below, which
-        # cancels the watch call.
-        events = cast(AsyncGenerator[WatchEvent], etcd.watch_prefix(prefix, revision + 1))
-        try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(anext(events), quiet)
-                except TimeoutError:
-                    return [*counts, len(keys)]
-                if event.revision != revision:
-                    counts.append(len(keys))
-                    revision = event.revision
-                if event.kind == "PUT":
-                    keys.add(event.key)
-                else:
-                    keys.discard(event.key)
-        finally:
-            await events.aclose()
-            await etcd.close()
+        self._task = asyncio.create_task(follow())
 
-    return asyncio.run(replay())
+    def deletes(self) -> list[str]:
+        return [e.key for e in self.events if e.kind == "DELETE"]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._loop.call_soon_threadsafe(self._loop.stop)

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -19,7 +21,8 @@ from etcd_registrar import metrics
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller
-from etcd_registrar.etcd import Etcd
+from etcd_registrar.election import Election
+from etcd_registrar.etcd import Etcd, EtcdError, Fence
 from etcd_registrar.events import EventPoster
 from etcd_registrar.gates import Gates
 from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, probe_routes, serve
@@ -35,6 +38,7 @@ GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at 
 DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
 # Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
 SWEEP_DEADLINE_RESYNCS, SWEEP_DEADLINE_SLACK = 3, 60.0
+FOLLOW_INTERVAL = 1.0  # how often a standby learns the leases the leader granted
 
 
 @dataclass
@@ -48,10 +52,12 @@ class App:
     pods: PodWatcher
     events: EventPoster
     claims: ClaimStore
+    election: Election
     gates: Gates
     servers: list[web.AppRunner] = field(default_factory=list)
     loops: list[Loop] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _resumed: bool = False
 
     @classmethod
     def create(cls, config: Settings, api: kubernetes.client.ApiClient | None = None) -> App:
@@ -83,6 +89,9 @@ class App:
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
         claims = ClaimStore(registry.etcd, config.owner_id, dry_run=config.dry_run)
+        scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
+        replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
+        election = Election(registry.etcd, config.owner_id, replica, scope)
         gates = Gates(
             controller,
             kube,
@@ -90,10 +99,21 @@ class App:
             dry_run=config.dry_run,
             etcd_reachable=lambda: health.etcd.reachable,
         )
-        events = EventPoster(kube)
-        app = cls(config, registry, controller, health, PodWatcher(kube), events, claims, gates)
-        controller.notify = gates.notify = events.post
+        app = cls(
+            config,
+            registry,
+            controller,
+            health,
+            PodWatcher(kube),
+            EventPoster(kube),
+            claims,
+            election,
+            gates,
+        )
+        controller.notify = gates.notify = app.events.post
+        gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
+        health.misconfigured = lambda: election.misconfigured
         return app
 
     async def start(self) -> None:
@@ -119,31 +139,69 @@ class App:
         # Keepalives start before any pod handler runs: with many pods the first handler
         # may come later than a short lease lives (DESIGN §4).
         await self.registry.start()
-        # Pods are rendered only once the claims and registrations are known: else a restart
-        # publishes default-layout keys for governed services (and the first sweep deletes
-        # theirs), or lets an intruder's pod claim a range first.
-        await self._resume()
+        self._deposed()  # a standby until elected
+        self.election.on_elected = self._elected
+        self.election.on_deposed = self._deposed
+        self.registry.on_fenced = self.election.step_down
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
-        self.loops.append(Loop("pod-watch", lambda: self.pods.run(self.on_pod)).start())
+        self.loops.append(Loop("pod-watch", self._follow_pods).start())
+        if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
+            self._elected(None)
+        else:
+            self.loops.append(Loop("election", self.election.run).start())
+            self.loops.append(Loop("standby", self._stand_by).start())
         self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
         self.health.loops = [*self.loops, *self.registry.loops, *self.controller.loops]
         self.health.started = True
         if self.config.dry_run:
             logger.warning("dry run: etcd writes are logged, not made")
 
-    async def _resume(self) -> None:
-        backoff = Backoff(cap=10.0)
+    def _elected(self, fence: Fence | None) -> None:
+        self.tasks.append(asyncio.create_task(self._promote(fence), name="promote"))
+
+    async def _promote(self, fence: Fence | None) -> None:
+        try:
+            if fence is not None:
+                await self.registry.promote(fence)
+            self.claims.lead(fence)
+            self.controller.promote()
+        except Exception as exc:  # e.g. etcd gone mid-way: lead another time
+            self.election.step_down(f"taking over failed: {exc}")
+
+    def _deposed(self) -> None:
+        self.controller.demote()
+        self.registry.demote()
+        self.claims.lead(None)
+
+    async def _stand_by(self) -> None:
+        """Keep alive the leases the leader grants, so a failover never expires a key."""
         while True:
-            try:
-                claims = await self.claims.load()
-                bodies = await self.controller.kube.list_registrations()
-                break
-            except Exception as exc:
-                logger.warning("reading claims and ServiceRegistrations failed (%s); retrying", exc)
-                await backoff.sleep()
-        self.controller.resume(claims, bodies)
+            if not self.election.leading:
+                try:
+                    await self.registry.follow()
+                except EtcdError as exc:  # an outage: the leases wait, and so do we
+                    logger.debug("following the leader's leases: %s", exc)
+            await asyncio.sleep(FOLLOW_INTERVAL)
+
+    async def _follow_pods(self) -> None:
+        """Pods are rendered only once the claims and registrations are known: else a
+        restart publishes default-layout keys for governed services (and the first sweep
+        deletes theirs), or lets an intruder's pod claim a range first."""
+        if not self._resumed:
+            backoff = Backoff(cap=10.0)
+            while True:
+                try:
+                    claims = await self.claims.load()
+                    bodies = await self.controller.kube.list_registrations()
+                    break
+                except Exception as exc:
+                    logger.warning("reading claims and registrations failed (%s); retrying", exc)
+                    await backoff.sleep()
+            self.controller.resume(claims, bodies)
+            self._resumed = True
+        await self.pods.run(self.on_pod)
 
     async def stop(self) -> None:
         """Stop on SIGTERM: commit what is queued (briefly), then leave the leases alone.
@@ -158,6 +216,10 @@ class App:
             await asyncio.sleep(0.05)  # the registry has no idle event; once, at shutdown
         if not self.registry.idle:
             logger.warning("shutting down with etcd writes still queued (etcd unreachable?)")
+        for loop in self.loops:  # no new campaign after resigning
+            if loop.name == "election":
+                await loop.stop()
+        await self.election.resign()  # a standby takes over now, not after the lease
         await self.registry.close()
         for loop in self.loops:
             await loop.stop()
@@ -194,7 +256,8 @@ class App:
             meta = body.get("metadata") or {}
             logger.exception("pod %s/%s skipped", meta.get("namespace"), meta.get("name"))
             return
-        self.events.outcome(outcome)
+        if self.controller.leading:  # one replica tells, not each
+            self.events.outcome(outcome)
         self.gates.outcome(body["metadata"]["uid"], outcome.committed)
 
     def endpoint_counts(self) -> dict[tuple[str, str], int]:

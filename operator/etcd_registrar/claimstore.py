@@ -12,7 +12,7 @@ import json
 import logging
 import re
 
-from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, PutOp
+from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, Fence, Fenced, PutOp
 from etcd_registrar.model import DNS_LABEL_PATTERN
 from etcd_registrar.registry import owner_keys
 from etcd_registrar.supervisor import Backoff
@@ -28,6 +28,13 @@ class ClaimStore:
         self.prefix = f"{owner_keys(owner)}claims/"
         self._pending: dict[str, str | None] = {}  # identity -> owner (None: released)
         self._wakeup = asyncio.Event()
+        # Only the leader records claims, fenced like its other writes (HA).
+        self.leading = True
+        self.fence: Fence | None = None
+
+    def lead(self, fence: Fence | None) -> None:
+        self.leading, self.fence = fence is not None or self.dry_run, fence
+        self._wakeup.set()
 
     async def load(self) -> dict[str, str]:
         """The recorded owners (identity -> namespace); a record we did not write is skipped."""
@@ -53,10 +60,14 @@ class ClaimStore:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if not self.leading:
+                continue  # recorded once this replica leads
             batch, self._pending = self._pending, {}
             try:
                 await self._write(batch)
                 backoff.reset()
+            except Fenced:
+                self.leading = False
             except EtcdError as exc:
                 logger.warning("recording %d claims failed (%s); retrying", len(batch), exc)
                 self._pending = batch | self._pending  # newer records win
@@ -74,4 +85,4 @@ class ClaimStore:
             logger.info("dry-run: would record %d claims", len(ops))
             return
         for start in range(0, len(ops), CHUNK):
-            await self.etcd.txn(ops[start : start + CHUNK])
+            await self.etcd.txn(ops[start : start + CHUNK], self.fence)

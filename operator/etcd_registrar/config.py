@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from etcd_registrar.etcd import EtcdConfig, grpc_target
+from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_target
 from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
 from etcd_registrar.source import Defaults
@@ -120,6 +120,7 @@ class Settings(BaseSettings):
                 Defaults(self.default_ttl, self.default_format, self.default_prefix)
             except TemplateError as exc:
                 raise ValueError(f"--default-prefix: {exc}") from None
+        check_tls(self.etcd_endpoints, self.etcd_ca, self.etcd_cert, self.etcd_key)
         prefix = Defaults(self.default_ttl, self.default_format, self.default_prefix).layout.prefix
         if prefix and not within(prefix + "/", self.allowed_prefix):
             raise ValueError(

@@ -9,6 +9,7 @@ nothing before the first complete view of the pods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -102,6 +103,10 @@ class Controller:
         self.claimed_in_ns: Counter[str] = Counter()  # keys claimed per namespace (quota)
         self.problems: dict[str, tuple[str, ...]] = {}  # pod uid -> last reported problems
         self.view_complete = asyncio.Event()
+        self.resumed = asyncio.Event()  # claims and registrations known: pods may render
+        self._sweep_now = asyncio.Event()
+        # Every replica keeps the desired state warm; only the leader plans and writes it.
+        self.leading = True
         self._expected: set[str] | None = None
         self._dirty: set[RegistrationId] = set()
         self._status_sent: dict[RegistrationId, dict[str, Any]] = {}
@@ -282,6 +287,8 @@ class Controller:
     ) -> tuple[asyncio.Future[None], list[Notice], int]:
         """Plan `keys`, queue the changes; return the commit future, new Warnings (each
         posted once per change of a key's conflict state), and the change count."""
+        if not self.leading:
+            return _done(), [], 0
         result = plan(keys, self.claims, self.registry.current_many(keys))
         warnings: dict[str, dict[str, str]] = {}
         for key in keys:
@@ -457,6 +464,7 @@ class Controller:
                 self.on_claim(identity, owner)
         for body in bodies:
             self.on_registration(None, body)
+        self.resumed.set()
 
     async def relist_registrations(self) -> None:
         """Catch up with the API server: registrations deleted while a watch was down are
@@ -490,6 +498,7 @@ class Controller:
         Pods are relisted only while events make no progress on the expected set (to drop
         pods deleted meanwhile): a relist of 10,000 pods costs a second of CPU.
         """
+        await self.resumed.wait()  # a sweep before the registrations would delete their keys
         waiting_on = -1
         while not self.view_complete.is_set():
             if self._expected is not None and len(self._expected) < waiting_on:
@@ -534,6 +543,8 @@ class Controller:
             pod = self._forget_pod(uid)
             if pod is not None:
                 self._apply_pod(pod, [], [], time.monotonic())
+        if not self.leading:
+            return 0  # a standby keeps its view warm; the leader repairs etcd
         await self.registry.refresh_view(self.claims.keys())
         keys = list(set(self.claims) | set(self.registry.held))
         repaired = 0
@@ -554,13 +565,15 @@ class Controller:
     async def _sweep_loop(self) -> None:
         await self._await_initial_view()
         while True:
+            self._sweep_now.clear()
             try:
                 await self.sweep()
             except Exception:
                 metrics.sweep_errors.inc()
                 logger.exception("sweep failed")
             self.last_sweep = time.monotonic()  # came round, even if failed (liveness)
-            await asyncio.sleep(self.resync)
+            with contextlib.suppress(TimeoutError):  # a new leader sweeps at once
+                await asyncio.wait_for(self._sweep_now.wait(), self.resync)
 
     # --- status -----------------------------------------------------------------------------
 
@@ -668,6 +681,8 @@ class Controller:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            if not self.leading:
+                continue  # the leader writes statuses; ours stay dirty for when we lead
             dirty, self._dirty = self._dirty, set()
             for ident in dirty:
                 if ident not in self.registrations:
@@ -696,8 +711,26 @@ class Controller:
         for loop in self.loops:
             await loop.stop()
 
+    def promote(self) -> None:
+        """Lead: write what the warm view wants, now (a sweep, once the view is complete)."""
+        self.leading = True
+        for identity, entry in self.tenancy.identities.items():
+            self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
+        self.mark_all_dirty()
+        if self.view_complete.is_set():
+            self._sweep_now.set()
+
+    def demote(self) -> None:
+        self.leading = False
+
     def mark_all_dirty(self) -> None:
         self._dirty.update(self.registrations)
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 def _same_status(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:

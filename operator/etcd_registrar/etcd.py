@@ -7,8 +7,10 @@ the token expires, one long-lived LeaseKeepAlive stream, and fast reconnects aft
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -26,10 +28,49 @@ from etcd_registrar import metrics
 logger = logging.getLogger(__name__)
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+_WATCH_RETRY_DELAY = 0.5  # between re-creations of a broken watch (etcd may be refusing)
+
+# Fail over between members as etcd's Go client does: a connection to every member, calls
+# spread round-robin, and a read a member refuses as UNAVAILABLE (down, or "no leader")
+# tried again at once, which puts it on the next member. Writes (Txn, LeaseGrant) are not
+# retried here: their UNAVAILABLE may come after etcd applied them, and a campaign or a put
+# guarded on absence would then find its own key; the caller retries, and round-robin sends
+# that call elsewhere too. "hasleader" metadata makes a member without a leader refuse at
+# once instead of letting calls hang until their deadline, and makes it cancel our
+# keepalive and watch streams when it loses its leader, so they move too.
+_REQUIRE_LEADER = (("hasleader", "true"),)
+_RETRIED = {
+    "KV": ("Range",),
+    "Lease": ("LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive"),
+    "Watch": ("Watch",),
+    "Maintenance": ("Status",),
+}
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [
+                {"service": f"etcdserverpb.{service}", "method": method}
+                for service, methods in _RETRIED.items()
+                for method in methods
+            ],
+            "retryPolicy": {
+                # ~10, 30, 90, 270 ms apart: the next member is tried almost at once, and
+                # a lone member gets ~0.4 s to elect a leader
+                "maxAttempts": 5,
+                "initialBackoff": "0.01s",
+                "maxBackoff": "0.3s",
+                "backoffMultiplier": 3,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
 
 # Reconnect within ~1 s after an outage (default gRPC backoff took 19 s after a 30 s outage)
 # and detect a dead connection by HTTP/2 pings.
 _CHANNEL_OPTIONS = (
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -54,6 +95,32 @@ class LeaseNotFound(EtcdError):
     """A lease the operator used no longer exists (expired, revoked, or etcd was wiped)."""
 
 
+class Fenced(EtcdError):
+    """etcd refused a write because the writer no longer holds the leader key it was
+    fenced by: another replica leads now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The leader key a write depends on, and the create revision it had when we won it:
+    a write fenced by it applies only while that very key still exists."""
+
+    key: str
+    revision: int
+
+    def compare(self) -> Any:
+        return rpc.Compare(
+            key=self.key.encode(),
+            target=rpc.Compare.CREATE,
+            result=rpc.Compare.EQUAL,
+            create_revision=self.revision,
+        )
+
+
+class WatchCompacted(EtcdError):
+    """etcd compacted away the history a watch was to start from: re-read, then watch anew."""
+
+
 @dataclass(frozen=True, slots=True)
 class EtcdConfig:
     endpoints: Sequence[str] = ("http://127.0.0.1:2379",)
@@ -64,6 +131,23 @@ class EtcdConfig:
     password: str | None = None
     timeout: float = 5.0
 
+    def __post_init__(self) -> None:
+        check_tls(self.endpoints, self.ca, self.cert, self.key)
+
+
+def check_tls(
+    endpoints: Sequence[str], ca: Path | None, cert: Path | None, key: Path | None
+) -> None:
+    """Refuse a client certificate that would go unused: TLS is on for https:// endpoints
+    or a CA, and without either the connection would silently be plaintext."""
+    plaintext = all(e.startswith("http://") or "://" not in e for e in endpoints)
+    if (cert or key) and plaintext and not ca:
+        raise ValueError(
+            "--etcd-cert/--etcd-key are set but the etcd endpoints are http:// and no "
+            "--etcd-ca is given, so the connection would be plaintext: use https:// "
+            "endpoints (and --etcd-ca unless the system CAs sign etcd's certificate)"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class KV:
@@ -71,6 +155,7 @@ class KV:
     value: str
     lease: int
     mod_revision: int
+    create_revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +212,8 @@ class LeaseInfo:
 def grpc_target(endpoints: Sequence[str]) -> tuple[str, bool]:
     """gRPC target for the endpoint URLs, and whether they use TLS.
 
-    Several IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``), which
-    gRPC fails over between; a host name is resolved by gRPC's DNS resolver.
+    Several IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``) that
+    gRPC balances over; a host name is resolved by gRPC's DNS resolver.
     """
     urls = [urlsplit(e if "://" in e else f"http://{e}") for e in endpoints]
     if not urls:
@@ -235,7 +320,9 @@ class Etcd:
         for attempt in (1, 2):
             started = time.monotonic()
             try:
-                return await method(request, timeout=self.config.timeout, metadata=self._metadata)
+                return await method(
+                    request, timeout=self.config.timeout, metadata=_REQUIRE_LEADER + self._metadata
+                )
             except grpc.aio.AioRpcError as exc:
                 metrics.etcd_errors.labels(operation, exc.code().name).inc()
                 if _token_stale(exc) and self.config.username and attempt == 1:
@@ -254,13 +341,18 @@ class Etcd:
 
     # --- KV -------------------------------------------------------------------------------
 
-    async def txn(self, ops: Sequence[Op]) -> TxnResult:
+    async def txn(self, ops: Sequence[Op], fence: Fence | None = None) -> TxnResult:
         """Apply up to 128 puts/deletes in one transaction; guarded ops apply only where
-        their guard holds (each on its own), the others regardless."""
+        their guard holds (each on its own), the others regardless. With `fence`, nothing
+        applies unless its leader key is still ours (Fenced)."""
         if len(ops) > MAX_TXN_OPS:
             raise ValueError(f"a transaction holds at most {MAX_TXN_OPS} operations")
-        request = rpc.TxnRequest(success=[_request_op(op) for op in ops])
+        request = rpc.TxnRequest(
+            compare=[fence.compare()] if fence else [], success=[_request_op(op) for op in ops]
+        )
         response = await self._call("kv.Txn", request)
+        if fence is not None and not response.succeeded:
+            raise Fenced(f"{fence.key} is no longer ours (created at revision {fence.revision})")
         refused: dict[int, KV | None] = {}
         for n, (op, item) in enumerate(zip(ops, response.responses, strict=True)):
             if _guarded(op) and not item.response_txn.succeeded:
@@ -292,8 +384,35 @@ class Etcd:
                     found[_text(kv.key)] = _kv(kv)
         return found
 
-    async def put(self, key: str, value: str, lease: int = 0) -> int:
-        return (await self.txn([PutOp(key, value, lease)])).revision
+    async def put(self, key: str, value: str, lease: int = 0, fence: Fence | None = None) -> int:
+        return (await self.txn([PutOp(key, value, lease)], fence)).revision
+
+    async def campaign(self, key: str, value: str, lease: int) -> tuple[bool, KV | None]:
+        """Create `key` on `lease` unless it exists: (True, ours) or (False, the holder's)."""
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=key.encode(),
+                    target=rpc.Compare.CREATE,
+                    result=rpc.Compare.EQUAL,
+                    create_revision=0,
+                )
+            ],
+            success=[
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=key.encode(), value=value.encode(), lease=lease)
+                ),
+                rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode())),
+            ],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode()))],
+        )
+        response = await self._call("kv.Txn", request, operation="campaign")
+        found = response.responses[-1].response_range.kvs
+        return bool(response.succeeded), (_kv(found[0]) if found else None)
+
+    async def resign(self, fence: Fence) -> None:
+        """Delete the leader key if it is still the one `fence` names."""
+        await self.txn([DeleteOp(fence.key)], fence)
 
     async def delete(self, key: str) -> int:
         return (await self.txn([DeleteOp(key)])).revision
@@ -320,31 +439,51 @@ class Etcd:
     def keepalive_stream(self) -> KeepAliveStream:
         if self._channel is None:
             raise EtcdUnavailable("not connected")
-        return KeepAliveStream(self.lease.LeaseKeepAlive(metadata=self._metadata))
+        return KeepAliveStream(self.lease.LeaseKeepAlive(metadata=_REQUIRE_LEADER + self._metadata))
 
     # --- watch and status -----------------------------------------------------------------
 
     async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        """Stream PUT/DELETE events under `prefix` from `start_revision` on."""
+        """Stream PUT/DELETE events under `prefix` from `start_revision` on.
+
+        A watch broken by a disconnect (or moved off a member that lost its leader) resumes
+        from the revision after the last event; raises WatchCompacted once etcd no longer
+        holds the history it would resume from."""
         if self._channel is None:
             await self.connect()
         start = prefix.encode()
-        create = rpc.WatchCreateRequest(
-            key=start, range_end=_prefix_end(start), start_revision=start_revision
-        )
-        call = self.watcher.Watch(metadata=self._metadata)
-        await call.write(rpc.WatchRequest(create_request=create))
-        try:
-            async for response in call:
-                for event in response.events:
-                    kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
-                    yield WatchEvent(
-                        kind, _text(event.kv.key), _text(event.kv.value), event.kv.mod_revision
-                    )
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
-        finally:
-            call.cancel()
+        while True:
+            create = rpc.WatchCreateRequest(
+                key=start, range_end=_prefix_end(start), start_revision=start_revision
+            )
+            # wait_for_ready: after a disconnect, wait for the channel instead of failing
+            call = self.watcher.Watch(
+                metadata=_REQUIRE_LEADER + self._metadata, wait_for_ready=True
+            )
+            try:
+                await call.write(rpc.WatchRequest(create_request=create))
+                async for response in call:
+                    if response.compact_revision:
+                        raise WatchCompacted(
+                            f"etcd compacted its history up to revision "
+                            f"{response.compact_revision}, so the watch of {prefix!r} from "
+                            f"revision {start_revision} missed events: read it again"
+                        )
+                    if response.canceled:
+                        raise EtcdError(f"etcd cancelled the watch: {response.cancel_reason}")
+                    for event in response.events:
+                        kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
+                        kv = event.kv
+                        yield WatchEvent(kind, _text(kv.key), _text(kv.value), kv.mod_revision)
+                        start_revision = kv.mod_revision + 1
+            except grpc.aio.AioRpcError as exc:
+                error = _map_error(exc)
+                if not error.retryable:
+                    raise error from None
+                logger.warning("watch broke (%s); resuming at revision %d", error, start_revision)
+                await asyncio.sleep(_WATCH_RETRY_DELAY)
+            finally:
+                call.cancel()
 
     async def ping(self, key: str) -> None:
         """Read `key` (count only), linearizably: succeeds iff etcd serves requests (it has a
@@ -441,4 +580,10 @@ def _text(data: bytes) -> str:
 
 
 def _kv(kv: Any) -> KV:
-    return KV(_text(kv.key), _text(kv.value), int(kv.lease), int(kv.mod_revision))
+    return KV(
+        _text(kv.key),
+        _text(kv.value),
+        int(kv.lease),
+        int(kv.mod_revision),
+        int(kv.create_revision),
+    )

@@ -167,7 +167,7 @@ class Gates:
             self._forget(uid)
             return
         if not self.enabled:
-            if uid not in self.warned:
+            if uid not in self.warned and self.may_write():  # one replica tells, not each
                 self.warned.add(uid)
                 self.notify([Notice("Warning", "ReadinessGateDisabled", DISABLED, pod.ref)])
             return
@@ -214,14 +214,13 @@ class Gates:
     async def _work(self) -> None:
         backoff = Backoff(cap=5.0)
         while True:
-            uid, wanted = await self._next()
-            if await self._patch(uid, wanted):
+            if await self._patch(await self._next()):
                 backoff.reset()
             else:
                 await backoff.sleep()
 
-    async def _next(self) -> tuple[str, Verdict]:
-        """The next patch to make, once this replica may write and the rate allows it."""
+    async def _next(self) -> str:
+        """The pod to patch next, once this replica may write and the rate allows it."""
         while True:
             queue = next((q for q in self.queues if q), None)
             if queue is None:
@@ -231,14 +230,19 @@ class Gates:
                 await asyncio.sleep(1.0)
             elif self.bucket.take():
                 uid = next(iter(queue))
-                return uid, queue.pop(uid)
+                del queue[uid]
+                return uid
             else:
                 await asyncio.sleep(1 / GATE_PATCH_RATE)
 
-    async def _patch(self, uid: str, wanted: Verdict) -> bool:
-        """Patch `GATE` of pod `uid`; False if it should be retried."""
+    async def _patch(self, uid: str) -> bool:
+        """Patch `GATE` of pod `uid` as it should be now (a standby queued from a view that
+        may be stale by the time it leads); False if it should be retried."""
         pod = self.controller.pods.get(uid)
         if pod is None:
+            return True
+        wanted = verdict(self.controller, pod, self.etcd_reachable())
+        if wanted is None or wanted.condition == pod.state.gate:
             return True
         status, reason = wanted.condition
         condition = {"type": GATE, "status": status, "reason": reason, "message": wanted.message}

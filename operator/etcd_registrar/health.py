@@ -84,6 +84,7 @@ class Health:
     loops: list[Loop] = field(default_factory=list)  # every long-running loop, once started
     started: bool = False  # set once startup finished and every loop was started
     created: float = field(default_factory=time.monotonic)
+    misconfigured: Callable[[], str | None] = lambda: None  # why this replica must not run
 
     def live(self) -> tuple[bool, str]:
         if not self.started:
@@ -100,6 +101,8 @@ class Health:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
+        if (problem := self.misconfigured()) is not None:
+            return False, problem
         if not self.etcd.reachable:
             return False, f"etcd unreachable: {self.etcd.reason}"
         if not self.started:

@@ -105,6 +105,21 @@ gates_waiting = Gauge(
     "Gated pods whose etcd-registrar.io/registered condition is not True (counted every 5 s).",
 )
 
+leader = Gauge(f"{_NS}_leader", "1 while this replica leads (writes to etcd), else 0.")
+leadership_changes = Counter(
+    f"{_NS}_leadership_changes_total",
+    "Times this replica became leader or stopped leading (each is logged with the reason).",
+)
+fenced_writes = Counter(
+    f"{_NS}_fenced_writes_total",
+    "Writes etcd refused because this replica no longer held the leader key.",
+)
+scope_mismatch = Gauge(
+    f"{_NS}_scope_mismatch",
+    "1 while another installation with the same owner id watches a different scope "
+    "(misconfiguration: /readyz fails), else 0.",
+)
+
 EndpointCounts = Callable[[], Mapping[tuple[str, str], int]]
 
 

@@ -29,6 +29,8 @@ from etcd_registrar.etcd import (
     Etcd,
     EtcdError,
     EtcdUnavailable,
+    Fence,
+    Fenced,
     KeepAliveStream,
     LeaseNotFound,
     Op,
@@ -74,7 +76,10 @@ def read_record(kv: KV, owner_prefix: str) -> Pool:
     Records live under a prefix a tenant could once write to: trust nothing in them."""
     if kv.lease <= 0 or kv.key != f"{owner_prefix}{kv.lease:x}":
         raise ValueError(f"record {kv.key!r} is not attached to the lease its name gives")
-    data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    try:
+        data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    except (ValueError, RecursionError):
+        data = None
     if not isinstance(data, dict) or set(data) != {"namespace", "service", "ttl"}:
         raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}}")
     namespace, service, ttl = data["namespace"], data["service"], data["ttl"]
@@ -123,6 +128,10 @@ class Registry:
         # refused: the controller re-plans both and reports them on the pods.
         self.on_taken: Callable[[set[str]], None] = lambda keys: None
         self.on_refused: Callable[[Write, str], None] = lambda write, reason: None
+        # Only a leader writes (HA), fenced by its leader key; a registry on its own leads.
+        self.leading = True
+        self.fence: Fence | None = None
+        self.on_fenced: Callable[[str], None] = lambda reason: None
         self.held: dict[str, Held] = {}
         self.foreign: dict[str, str] = {}  # key -> value another writer holds there
         self._leases: dict[int, Lease] = {}
@@ -132,6 +141,7 @@ class Registry:
         self._committed_during_read: set[str] | None = None
         self._wakeup = asyncio.Event()
         self.loops: list[Loop] = []
+        self._stale = False  # held may be behind etcd (a standby followed another leader)
         self._revokes: set[asyncio.Task[None]] = set()
         self._fake_lease_ids = iter(range(-1, -(2**62), -1))  # dry-run leases
 
@@ -158,7 +168,43 @@ class Registry:
             await loop.stop()
         await self.etcd.close()
 
+    async def promote(self, fence: Fence) -> None:
+        """This replica leads now: write, fenced by `fence`, from here on. If another leader
+        wrote since this registry last read etcd, read what it holds first (the keys, on the
+        leases the standby kept alive)."""
+        if self._stale:
+            self.held.clear()
+            self.foreign.clear()
+            await self._adopt()
+        self.fence, self.leading = fence, True
+
+    def demote(self) -> None:
+        """Another replica leads: write nothing more (queued writes are its to make now)."""
+        self.fence, self.leading = None, False
+        for key in list(self._pending):
+            del self._pending[key]
+            self._resolve(key)
+
+    async def follow(self) -> None:
+        """Standby: keep alive every lease the leader recorded (keepalives are idempotent),
+        so no key lapses while any replica lives."""
+        records, _ = await self.etcd.get_prefix(self.owner_prefix)
+        self._stale = True  # another replica leads and writes
+        recorded: set[int] = set()
+        for record in records:
+            try:
+                pool = read_record(record, self.owner_prefix)
+            except Exception:  # noqa: S112 - the leader logged it when it adopted
+                continue
+            recorded.add(record.lease)
+            if record.lease not in self._leases:
+                self._leases[record.lease] = Lease(record.lease, pool, next_refresh=0.0)
+        for lease_id in self._leases.keys() - recorded:  # revoked or expired meanwhile
+            del self._leases[lease_id]
+        metrics.leases.set(len(self._leases))
+
     async def _adopt(self) -> None:
+        self._stale = False
         records, _ = await self.etcd.get_prefix(self.owner_prefix)
         now = time.monotonic()
         for record in records:
@@ -262,6 +308,12 @@ class Registry:
             self._requeue(batch)
             await self._drop_dead_leases()
             return False
+        except Fenced as exc:  # another replica leads: its writes, not ours, are the truth
+            metrics.fenced_writes.inc()
+            self._requeue(batch)
+            self.demote()
+            self.on_fenced(f"etcd refused a write: {exc}")
+            return False
         except EtcdError as exc:
             if exc.retryable:
                 logger.warning("etcd write failed, will retry: %s", exc)
@@ -320,7 +372,9 @@ class Registry:
     async def _commit(self, ops: list[Op]) -> TxnResult:
         if self.dry_run or not ops:
             return TxnResult(0, {})  # _applied logs each write as "dry-run: would ..."
-        result = await self.etcd.txn(ops)
+        if not self.leading:
+            raise Fenced("this replica does not lead")
+        result = await self.etcd.txn(ops, self.fence)
         metrics.txn_ops.observe(len(ops))
         return result
 
@@ -432,7 +486,9 @@ class Registry:
         else:
             lease_id = await self.etcd.grant(ttl)
             record = json.dumps({"namespace": namespace, "service": service, "ttl": ttl})
-            await self.etcd.put(f"{self.owner_prefix}{lease_id:x}", record, lease_id)
+            if not self.leading:
+                raise Fenced("this replica does not lead")
+            await self.etcd.put(f"{self.owner_prefix}{lease_id:x}", record, lease_id, self.fence)
         self._leases[lease_id] = Lease(lease_id, pool, set(), time.monotonic() + ttl / 3)
         metrics.leases.set(len(self._leases))
         logger.info("granted lease %x (ttl %ds) for %s/%s", lease_id, ttl, namespace, service)
@@ -498,7 +554,11 @@ class Registry:
         while not reader.done():
             now = time.monotonic()
             for lease in list(self._leases.values()):
-                if lease.empty_since is not None and now - lease.empty_since > EMPTY_LEASE_GRACE:
+                if (
+                    lease.empty_since is not None
+                    and now - lease.empty_since > EMPTY_LEASE_GRACE
+                    and self.leading
+                ):
                     self._retire(lease)
                 elif lease.id > 0 and not self.dry_run and lease.next_refresh <= now:
                     # A stream that looks healthy but answers nothing: a new one, not expiry.

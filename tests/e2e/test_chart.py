@@ -132,8 +132,18 @@ def tls_auth_values() -> Doc:
 
 def check_default(docs: list[Doc], _: list[str]) -> None:
     deployment = one(docs, "Deployment", "etcd-registrar")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # HA: a standby beside the leader, a new replica up before an old one goes, never the
+    # last one drained, replicas spread over nodes, an owner id of the release's own
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    spread = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert env_of(operator_container(docs))["ETCD_REGISTRAR_OWNER_ID"] == "reg-er"
     pod = deployment["spec"]["template"]["spec"]
     container = operator_container(docs)
     assert container["image"] == "ghcr.io/etcd-registrar/etcd-registrar:0.1.0"
@@ -157,7 +167,7 @@ def check_default(docs: list[Doc], _: list[str]) -> None:
     assert one(docs, "Service", "-metrics")["spec"]["ports"][0]["targetPort"] == "metrics"
     crd = one(docs, "CustomResourceDefinition")
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert not by_kind(docs, "Role") and not by_kind(docs, "PodDisruptionBudget")
+    assert not by_kind(docs, "Role")
 
 
 def check_namespaced(docs: list[Doc], namespaces: list[str]) -> None:
@@ -449,7 +459,7 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
         ),
         ({"ttl": 3601, "health": {"port": 70000}}, ["/ttl", "maximum", "/health/port"]),
         ({"ttl": "10", "dryRun": "yes"}, ["/ttl", "/dryRun"]),
-        ({"replicaCount": 2}, ["/replicaCount"]),
+        ({"replicaCount": -1}, ["/replicaCount"]),
         ({"tll": 10}, ["'tll' not allowed"]),
         ({"ownerId": "has space"}, ["/ownerId"]),
         ({"etcd": {"endpoints": ["http://a:2379,http://b:2379"]}}, ["/etcd/endpoints/0"]),

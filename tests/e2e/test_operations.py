@@ -586,6 +586,8 @@ def test_sigterm_during_an_etcd_outage_still_exits_in_time(
         assert op.proc is not None
         op.proc.send_signal(signal.SIGTERM)
         assert op.proc.wait(SHUTDOWN_BOUND) == 0
-        assert logged("etcd writes still queued")  # and every line, warnings included, is JSON
+        # it drained what it could, or had already stepped down as leader (its election
+        # lease could not be confirmed); every line, warnings included, is JSON
+        assert logged("etcd writes still queued") or logged("stepping down as leader")
     finally:
         op.kill()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from etcd_registrar.etcd import WatchEvent
 from etcd_registrar.readiness import GATE
 from tests.harness import (
     Cluster,
@@ -16,7 +17,7 @@ from tests.harness import (
     deployment_manifest,
     wait_for,
 )
-from tests.operator_process import OperatorProcess, key_counts, key_snapshot, registry_keys
+from tests.operator_process import ConsumerWatch, OperatorProcess, registry_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +81,20 @@ def patch_condition(cluster: Cluster, namespace: str, pod: str, ctype: str, stat
         *("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=strategic"),
         *("-p", json.dumps(patch)),
     )
+
+
+def counts_by_revision(start: set[str], events: list[WatchEvent]) -> list[int]:
+    """How many keys a consumer held after each revision, from `start` on (the changes of
+    one transaction count together, as a consumer gets them)."""
+    keys, counts = set(start), [len(start)]
+    for i, event in enumerate(events):
+        if event.kind == "PUT":
+            keys.add(event.key)
+        else:
+            keys.discard(event.key)
+        if i + 1 == len(events) or events[i + 1].revision != event.revision:
+            counts.append(len(keys))
+    return counts
 
 
 def rollout_complete(cluster: Cluster, namespace: str, name: str, replicas: int) -> bool:
@@ -200,19 +215,25 @@ def test_rollout_keeps_capacity_and_waits_for_the_operator(
     wait_for(
         lambda: rollout_complete(cluster, namespace, "goods", 3), 60, message="goods rolled out"
     )
-    since = key_snapshot(cluster.etcd_endpoints, f"/{namespace}/goods/")
-    assert len(since[0]) == 3
-
-    cluster.kubectl("rollout", "restart", "deployment/goods", "-n", namespace)
-    cluster.kubectl("rollout", "status", "deployment/goods", "-n", namespace, "--timeout=90s")
-    counts = key_counts(cluster.etcd_endpoints, f"/{namespace}/goods/", since)
+    prefix = f"/{namespace}/goods/"
+    with ConsumerWatch(cluster.etcd_endpoints, prefix) as consumer:
+        before = set(registry_keys(cluster.etcd_endpoints, prefix))  # settled: as watched
+        assert len(before) == 3
+        cluster.kubectl("rollout", "restart", "deployment/goods", "-n", namespace)
+        cluster.kubectl("rollout", "status", "deployment/goods", "-n", namespace, "--timeout=90s")
+        wait_for(
+            lambda: len(registry_keys(cluster.etcd_endpoints, prefix)) == 3,
+            30,
+            message="3 keys after the rollout",
+        )
+        wait_for(
+            lambda: not set(registry_keys(cluster.etcd_endpoints, prefix)) & before,
+            30,
+            message="the old pods' keys replaced",
+        )
+    counts = counts_by_revision(before, consumer.events)
     assert len(counts) > 3, counts  # the rollout changed the keys
     assert min(counts) >= 3, f"a consumer saw fewer than 3 endpoints: {counts}"
-    wait_for(
-        lambda: len(registry_keys(cluster.etcd_endpoints, f"/{namespace}/goods/")) == 3,
-        30,
-        message="3 keys after the rollout",
-    )
 
     # Without the operator a new pod never turns Ready, so the rollout waits.
     operator.stop()

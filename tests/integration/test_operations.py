@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +40,6 @@ def errors(operation: str) -> dict[str, float]:
         for s in family.samples
         if s.name == ERRORS and s.labels["operation"] == operation
     }
-
-
-@pytest.fixture
-async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
-    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
-    yield client
-    await client.close()
 
 
 async def test_every_etcd_request_is_timed_and_failures_counted_by_operation(
@@ -175,7 +167,7 @@ async def test_liveness_fails_when_an_operator_loop_stops(
         (writer,) = [t for t in asyncio.all_tasks() if t.get_name() == "etcd-writer"]
         writer.cancel()  # stands in for a loop that crashed: the task is over
         await asyncio.wait([writer])
-        assert app.health.live() == (False, "operator loop stopped: etcd-writer")
+        assert app.health.live() == (False, "operator loop failing: etcd-writer stopped")
         # and readiness does not hide it: the view never completed (the API is unreachable);
         # the first etcd check runs concurrently, so it may not have answered yet
         await eventually(lambda: app.health.etcd.reachable, 10, "etcd check answered")

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from etcd_registrar.config import Settings, parse_duration
-from etcd_registrar.etcd import grpc_target
+from etcd_registrar.etcd import EtcdConfig, grpc_target
 from etcd_registrar.formats import FORMATS, Format
 from etcd_registrar.source import Defaults
 
@@ -147,6 +147,33 @@ def test_grpc_target(endpoints: list[str], target: str, secure: bool) -> None:
 def test_grpc_target_refused(endpoints: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         grpc_target(endpoints)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "tls"),
+    [
+        (("http://10.0.0.1:2379",), {"cert": Path("c.pem"), "key": Path("k.pem")}),
+        (("10.0.0.1:2379", "10.0.0.2:2379"), {"cert": Path("c.pem")}),
+        (("http://10.0.0.1:2379",), {"key": Path("k.pem")}),
+    ],
+    ids=["http", "no-scheme", "key-only"],
+)
+def test_client_certificate_over_plaintext_is_refused(
+    endpoints: tuple[str, ...], tls: dict[str, Path]
+) -> None:
+    with pytest.raises(ValueError, match="would be plaintext: use https:// endpoints"):
+        EtcdConfig(endpoints=endpoints, **tls)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "ca"),
+    [(("https://10.0.0.1:2379",), None), (("http://10.0.0.1:2379",), Path("ca.pem"))],
+    ids=["https", "http-with-ca"],  # a CA turns TLS on (Etcd.connect)
+)
+def test_client_certificate_with_tls_is_accepted(
+    endpoints: tuple[str, ...], ca: Path | None
+) -> None:
+    EtcdConfig(endpoints=endpoints, ca=ca, cert=Path("c.pem"), key=Path("k.pem"))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -143,3 +143,10 @@ app.kubernetes.io/component: etcd
 {{- fail "etcd.tls is set but etcd.endpoints are not https:// URLs" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The owner id: the value, else <namespace>-<release>, so two releases never share one.
+*/}}
+{{- define "etcd-registrar.ownerId" -}}
+{{- .Values.ownerId | default (printf "%s-%s" .Release.Namespace .Release.Name) | trunc 63 | trimSuffix "-" -}}
+{{- end }}

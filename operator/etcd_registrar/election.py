@@ -1,0 +1,191 @@
+"""Leader election among the replicas of one owner id, in the etcd they write to.
+
+etcd's own concurrency pattern: the leader key ``/etcd-registrar/<owner>/leader`` is created
+on a short lease of the candidate's own, only if it does not exist. The winner's writes are
+fenced by a compare on that key's create revision (``Fence``), so a deposed leader's write is
+refused by etcd itself, not merely by its own belief. The lease is watched: when its
+keepalives go unanswered for long enough that it may have expired, the leader steps down at
+once (etcd's Campaign keeps believing it leads after its session expired: "phantom
+leadership"). A leader that stops resigns by deleting its key, so a standby takes over
+without waiting for the lease to expire.
+
+The leader publishes its scope (namespaces, pod selector) beside its id: a replica whose
+scope differs is a second installation sharing the owner id by mistake. It refuses to stand
+by silently (``misconfigured``), because the two would delete each other's keys, and never
+campaigns again until restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from etcd_registrar import metrics
+from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream
+from etcd_registrar.registry import owner_keys
+from etcd_registrar.supervisor import Backoff
+
+logger = logging.getLogger(__name__)
+
+ELECTION_TTL = 5  # seconds the leader key outlives a leader that stopped without resigning
+POLL = 0.5  # how often a standby looks at the leader key
+
+
+class Election:
+    def __init__(
+        self,
+        etcd: Etcd,
+        owner: str,
+        identity: str,
+        scope: dict[str, Any],
+        *,
+        ttl: int = ELECTION_TTL,
+    ) -> None:
+        self.etcd, self.identity, self.scope, self.ttl = etcd, identity, scope, ttl
+        self.key = f"{owner_keys(owner)}leader"
+        self.fence: Fence | None = None
+        self.leader: str | None = None  # the id of the replica that leads, as last seen
+        self.misconfigured: str | None = None
+        self.on_elected: Callable[[Fence], None] = lambda fence: None
+        self.on_deposed: Callable[[], None] = lambda: None
+        self._lease: int | None = None  # our election lease
+        self._acked = 0.0  # when etcd last confirmed it
+
+    @property
+    def leading(self) -> bool:
+        return self.fence is not None
+
+    async def run(self) -> None:
+        """Campaign, lead or stand by, for ever. A broken stream is reopened on the same
+        election lease: a blip of etcd costs no leadership, only an outage long enough that
+        the lease may have expired does."""
+        backoff = Backoff(cap=1.0)
+        while True:
+            try:
+                if self._lease is None:
+                    self._lease = await self.etcd.grant(self.ttl)
+                    self._acked = time.monotonic()
+                await self._term(self._lease)
+            except _LeaseLost as exc:
+                self.step_down(str(exc))
+                self._lease = None
+            except EtcdError as exc:
+                logger.warning("election: %s", exc)
+                if self._unconfirmed():
+                    self.step_down(f"etcd unreachable while the election lease ran out: {exc}")
+                    self._lease = None
+                await backoff.sleep()
+            else:
+                backoff.reset()
+
+    async def _term(self, lease: int) -> None:
+        """Keep `lease` alive on one stream; campaign on it, or lead, until the stream breaks."""
+        stream = self.etcd.keepalive_stream()
+        reader = asyncio.create_task(self._read_acks(stream, lease))
+        try:
+            while not reader.done():
+                if self._unconfirmed():
+                    raise _LeaseLost("the election lease went unconfirmed; it may have expired")
+                await stream.send(lease)
+                if not self.leading:
+                    await self._campaign(lease)
+                await asyncio.wait({reader}, timeout=POLL if not self.leading else self.ttl / 3)
+            reader.result()
+        finally:
+            reader.cancel()
+            stream.close()
+
+    def _unconfirmed(self) -> bool:
+        return time.monotonic() - self._acked > self.ttl * 2 / 3
+
+    async def _read_acks(self, stream: KeepAliveStream, lease: int) -> None:
+        while True:
+            lease_id, ttl = await stream.receive()
+            if lease_id != lease:
+                continue
+            if ttl <= 0:
+                raise _LeaseLost("the election lease expired")
+            self._acked = time.monotonic()
+
+    async def _campaign(self, lease: int) -> None:
+        if self.misconfigured:  # never lead beside another installation: only look
+            holder = (await self.etcd.get_many([self.key])).get(self.key)
+            if holder is not None:
+                self._observe(holder.value)
+            return
+        value = json.dumps({"id": self.identity, **self.scope}, sort_keys=True)
+        won, holder = await self.etcd.campaign(self.key, value, lease)
+        # A campaign whose answer was lost after etcd applied it finds our own key: ours.
+        if holder is not None and (won or holder.lease == lease):
+            self.fence, self.leader, self.misconfigured = (
+                Fence(self.key, holder.create_revision),
+                self.identity,
+                None,
+            )
+            metrics.leader.set(1)
+            metrics.leadership_changes.inc()
+            logger.info("elected leader (fence revision %d)", holder.create_revision)
+            self.on_elected(self.fence)
+            return
+        if holder is None:
+            return  # the leader just went: campaign again at once next round
+        self._observe(holder.value)
+
+    def _observe(self, value: str) -> None:
+        try:
+            seen = json.loads(value)
+            leader, scope = seen.pop("id"), seen
+        except Exception:  # a key we did not write: nobody sane leads
+            leader, scope = "?", {}
+        if leader != self.leader:
+            logger.info("standing by: %s leads", leader)
+            self.leader = leader
+        mismatch = None
+        if scope != self.scope:
+            mismatch = (
+                f"another installation with the same owner id leads ({leader}) and watches "
+                f"{_describe(scope)}, this one {_describe(self.scope)}: they would delete each "
+                "other's keys; give each installation its own --owner-id"
+            )
+            if mismatch != self.misconfigured:
+                logger.error("%s", mismatch)
+                metrics.scope_mismatch.set(1)
+        elif self.misconfigured:
+            metrics.scope_mismatch.set(0)
+        self.misconfigured = mismatch
+
+    def step_down(self, reason: str) -> None:
+        if self.fence is None:
+            return
+        logger.warning("stepping down as leader: %s", reason)
+        self.fence, self.leader = None, None
+        metrics.leader.set(0)
+        metrics.leadership_changes.inc()
+        self.on_deposed()
+
+    async def resign(self) -> None:
+        """Hand over at once (SIGTERM): delete our leader key so a standby need not wait,
+        and our election lease with it."""
+        fence, lease, self._lease = self.fence, self._lease, None
+        self.step_down("resigning")
+        try:
+            if fence is not None:
+                await self.etcd.resign(fence)
+            if lease is not None:
+                await self.etcd.revoke(lease)
+        except EtcdError as exc:  # the key expires with its lease instead
+            logger.warning("could not resign at once: %s", exc)
+
+
+class _LeaseLost(Exception):
+    """Our election lease is gone, or may be: whatever we believe, we lead no more."""
+
+
+def _describe(scope: dict[str, Any]) -> str:
+    namespaces = scope.get("namespaces") or ["all namespaces"]
+    selector = scope.get("podSelector")
+    return ", ".join(namespaces) + (f" (pods {selector})" if selector else "")

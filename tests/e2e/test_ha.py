@@ -1,0 +1,118 @@
+"""High availability on the local cluster (issue #13): two operators of one owner id, a
+consumer's watch on the registry. No failover, upgrade or frozen leader ever shows the
+consumer a DELETE of a ready pod's key, and exactly one replica writes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.test_registrar import registration
+from tests.harness import Cluster, deployment_manifest, wait_for
+from tests.operator_process import ConsumerWatch, OperatorProcess, registry_keys
+
+pytestmark = pytest.mark.e2e
+
+TTL = 3  # the registration's lease TTL: the gaps below last 4 of them
+
+
+@pytest.fixture
+def pair(cluster: Cluster, namespace: str, crd: None) -> Iterator[list[OperatorProcess]]:
+    """Two replicas of one installation (same owner id, same scope), the first leading."""
+    first = OperatorProcess(cluster, namespace, "--resync", "2s").start()
+    wait_for(lambda: leader_pid(cluster, namespace) == first.pid, 20, message="first leads")
+    second = OperatorProcess(cluster, namespace, "--resync", "2s").start()
+    replicas = [first, second]
+    yield replicas
+    for proc in replicas:
+        proc.stop()
+
+
+def leader_pid(cluster: Cluster, namespace: str) -> int | None:
+    key = f"/etcd-registrar/{namespace}/leader"
+    value = registry_keys(cluster.etcd_endpoints, key).get(key)
+    return int(json.loads(value)["id"].rsplit("/", 1)[1]) if value else None
+
+
+def goods(cluster: Cluster, namespace: str, replicas: int = 3) -> str:
+    prefix = f"/ha-{namespace}"
+    cluster.apply(registration("goods", prefix=prefix, ttl=TTL), namespace)
+    opt_in = {"etcd-registrar.io/service": "goods"}
+    cluster.create_deployment(namespace, deployment_manifest("goods", replicas, annotations=opt_in))
+    cluster.wait_deployment_serving(namespace, "goods", replicas)
+    return prefix + "/goods/"
+
+
+def serving_keys(cluster: Cluster, namespace: str, prefix: str) -> set[str]:
+    return {prefix + p.name for p in cluster.pods_of_deployment(namespace, "goods") if p.serving}
+
+
+def follows(cluster: Cluster, namespace: str, prefix: str) -> bool:
+    keys = set(registry_keys(cluster.etcd_endpoints, prefix))
+    return keys == serving_keys(cluster, namespace, prefix)
+
+
+@pytest.mark.parametrize("victim", ["leader", "standby"])
+def test_a_replica_killed_for_four_ttls_empties_nothing(
+    cluster: Cluster, namespace: str, pair: list[OperatorProcess], victim: str
+) -> None:
+    prefix = goods(cluster, namespace)
+    wait_for(lambda: follows(cluster, namespace, prefix), 30, message="registered")
+    leader, standby = pair
+    killed, survivor = (leader, standby) if victim == "leader" else (standby, leader)
+    with ConsumerWatch(cluster.etcd_endpoints, prefix) as consumer:
+        killed.kill()
+        cluster.scale(namespace, "goods", 4)  # a change made during the gap
+        time.sleep(4 * TTL)  # the gap: every registry lease would have expired thrice
+        wait_for(lambda: follows(cluster, namespace, prefix), 30, message="the change landed")
+        assert any(e.kind == "PUT" for e in consumer.events)  # the watch sees the scale-up
+        assert consumer.deletes() == [], "a consumer saw keys of ready pods go"
+        assert leader_pid(cluster, namespace) == survivor.pid
+    pair.remove(killed)
+
+
+def test_a_rolling_upgrade_hands_over_without_a_delete(
+    cluster: Cluster, namespace: str, pair: list[OperatorProcess]
+) -> None:
+    prefix = goods(cluster, namespace)
+    wait_for(lambda: follows(cluster, namespace, prefix), 30, message="registered")
+    old_leader = pair[0]
+    with ConsumerWatch(cluster.etcd_endpoints, prefix) as consumer:
+        pair.append(OperatorProcess(cluster, namespace, "--resync", "2s").start())  # surge
+        started = time.monotonic()
+        old_leader.stop()  # SIGTERM: resigns at once
+        new = wait_for(lambda: leader_pid(cluster, namespace), 10, message="a new leader")
+        handover = time.monotonic() - started
+        assert new in {p.pid for p in pair[1:]}
+        assert handover < 5, f"handover took {handover:.1f}s, the election lease lives 5s"
+        cluster.scale(namespace, "goods", 2)
+        wait_for(lambda: follows(cluster, namespace, prefix), 30, message="the new leader writes")
+        gone = set(consumer.deletes())
+        assert len(gone) == 1, gone  # only the pod scaled away, which no key stands for now
+        assert not gone & set(registry_keys(cluster.etcd_endpoints, prefix))
+    pair.remove(old_leader)
+
+
+def test_a_frozen_leader_is_fenced_and_steps_down(
+    cluster: Cluster, namespace: str, pair: list[OperatorProcess]
+) -> None:
+    """SIGSTOP the leader past its election lease: the standby takes over. SIGCONT: the old
+    leader finds its leadership gone and steps down, saying why; never two writers."""
+    prefix = goods(cluster, namespace)
+    wait_for(lambda: follows(cluster, namespace, prefix), 30, message="registered")
+    leader, standby = pair
+    with ConsumerWatch(cluster.etcd_endpoints, prefix) as consumer:
+        leader.signal(signal.SIGSTOP)
+        wait_for(lambda: leader_pid(cluster, namespace) == standby.pid, 20, message="takeover")
+        cluster.scale(namespace, "goods", 4)
+        wait_for(lambda: follows(cluster, namespace, prefix), 30, message="the new leader writes")
+        leader.signal(signal.SIGCONT)
+        wait_for(lambda: "stepping down as leader" in leader.tail(200), 20, message="step down")
+        assert leader_pid(cluster, namespace) == standby.pid
+        cluster.scale(namespace, "goods", 3)
+        wait_for(lambda: follows(cluster, namespace, prefix), 30, message="still followed")
+        assert len(consumer.deletes()) == 1  # the scale-down, nothing else
