@@ -298,3 +298,29 @@ def test_conflict_and_invalid_input_keep_the_gate_false(
         3,
         message="the conflict stays refused",
     )
+
+
+def test_the_standby_sets_the_gate_once_it_leads(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Two replicas: the gate is set by whichever leads; with the leader killed, the standby
+    takes over and sets the gate of the pods created since."""
+    standby = OperatorProcess(
+        cluster, namespace, "--resync", "2s", "--default-prefix", f"/{namespace}"
+    ).start()
+    try:
+        cluster.create_deployment(namespace, gated("goods", 2))
+        wait_for(
+            lambda: rollout_complete(cluster, namespace, "goods", 2), 60, message="2 gated pods"
+        )
+        operator.kill()
+        cluster.scale(namespace, "goods", 3)
+        wait_for(
+            lambda: rollout_complete(cluster, namespace, "goods", 3),
+            60,
+            message="the new pod Ready through the standby",
+        )
+        for pod in pods(cluster, namespace, "goods"):
+            assert gate_of(pod) == ("True", "Registered")
+    finally:
+        standby.stop()
