@@ -146,7 +146,7 @@ class Gates:
         # rollouts; False ones must land before the pod's containers are ready again;
         # Terminating only informs (the pod is never Ready again).
         self.queues: tuple[dict[str, Verdict], ...] = ({}, {}, {})
-        self.threads = ThreadPoolExecutor(PARALLEL, thread_name_prefix="readiness-gate")
+        self.threads: ThreadPoolExecutor | None = None  # the patches' own, while run() runs
         self.sent: dict[str, tuple[str, str]] = {}  # pod uid -> patched, echo not seen yet
         self.warned: set[str] = set()  # pods told the gate is disabled
         self.bucket = TokenBucket(GATE_PATCH_RATE, GATE_PATCH_BURST)
@@ -204,12 +204,16 @@ class Gates:
 
     async def run(self) -> None:
         """Examine every gated pod each RECHECK; PARALLEL workers patch what is queued."""
-        async with asyncio.TaskGroup() as group:  # one crashes: all restart (supervisor)
-            for _ in range(PARALLEL):
-                group.create_task(self._work())
-            while True:
-                self.recheck()
-                await asyncio.sleep(RECHECK)
+        self.threads = ThreadPoolExecutor(PARALLEL, thread_name_prefix="readiness-gate")
+        try:
+            async with asyncio.TaskGroup() as group:  # one crashes: all restart (supervisor)
+                for _ in range(PARALLEL):
+                    group.create_task(self._work())
+                while True:
+                    self.recheck()
+                    await asyncio.sleep(RECHECK)
+        finally:  # drop what is queued; one in flight ends within the request timeout
+            self.threads.shutdown(wait=False, cancel_futures=True)
 
     async def _work(self) -> None:
         backoff = Backoff(cap=5.0)
