@@ -130,15 +130,12 @@ class Settings(BaseSettings):
         return self
 
     def etcd(self) -> EtcdConfig:
-        password = None
-        if self.etcd_password_file is not None:
-            password = self.etcd_password_file.read_text().strip()
         return EtcdConfig(
             endpoints=tuple(self.etcd_endpoints),
             ca=self.etcd_ca,
             cert=self.etcd_cert,
             key=self.etcd_key,
             username=self.etcd_username,
-            password=password,
+            password_file=self.etcd_password_file,
             timeout=self.etcd_timeout,
         )

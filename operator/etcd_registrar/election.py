@@ -84,7 +84,7 @@ class Election:
 
     async def _term(self, lease: int) -> None:
         """Keep `lease` alive on one stream; campaign on it, or lead, until the stream breaks."""
-        stream = self.etcd.keepalive_stream()
+        stream = await self.etcd.keepalive_stream()
         reader = asyncio.create_task(self._read_acks(stream, lease))
         try:
             while not reader.done():

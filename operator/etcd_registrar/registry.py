@@ -533,7 +533,7 @@ class Registry:
             stream: KeepAliveStream | None = None
             reader: asyncio.Task[None] | None = None
             try:
-                stream = self.etcd.keepalive_stream()
+                stream = await self.etcd.keepalive_stream()
                 for lease in self._leases.values():
                     lease.unanswered_since = None
                 reader = asyncio.create_task(self._read_acks(stream))
