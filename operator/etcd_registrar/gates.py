@@ -35,7 +35,7 @@ from etcd_registrar import metrics
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.events import TokenBucket
 from etcd_registrar.kube import Kube
-from etcd_registrar.readiness import GATE
+from etcd_registrar.readiness import FINISHED, GATE
 from etcd_registrar.source import PodView
 from etcd_registrar.supervisor import Backoff
 
@@ -90,7 +90,7 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
             return Verdict(False, "Conflict", message)
     if problems:
         return Verdict(False, "InvalidSpec", problems)
-    if state.ip is None or state.phase in ("Succeeded", "Failed"):
+    if state.ip is None or state.phase in FINISHED:
         return Verdict(False, "NotReady", f"the pod has no IP or has finished ({state.phase})")
     if not state.containers_ready:
         return Verdict(False, "NotReady", "ContainersReady is not True: no key is held")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GATE = "etcd-registrar.io/registered"  # the pod condition type a gated pod declares
-_FINISHED = frozenset({"Succeeded", "Failed"})
+FINISHED = frozenset({"Succeeded", "Failed"})  # pod phases that never run again
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class PodState:
 def should_register(pod: PodState, *, publish_not_ready: bool = False) -> bool:
     """True iff the pod's endpoint would be `ready` in its EndpointSlice (for a gated pod:
     would be, once the gate is True)."""
-    if pod.ip is None or pod.phase in _FINISHED:
+    if pod.ip is None or pod.phase in FINISHED:
         return False
     if publish_not_ready:
         return True  # Kubernetes also keeps terminating pods ready in this mode
