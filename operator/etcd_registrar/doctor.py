@@ -49,6 +49,8 @@ IN_SCOPE = [
     Right("watch", GROUP, PLURAL),
     Right("patch", GROUP, PLURAL, "status"),
 ]
+# The readiness gate's condition on gated pods (gates.py), unless --no-readiness-gate.
+GATE = Right("patch", "", "pods", "status")
 # kopf's observers (kopf/_core/reactor/observation.py): CRDs in every mode, to notice
 # resources appear and go; namespaces only when it watches a list of them (--namespace),
 # to notice those being created or deleted. Cluster-wide it never lists namespaces.
@@ -62,10 +64,11 @@ NAMESPACES = [
 ]
 
 
-def needed(namespaces: Sequence[str]) -> list[tuple[Right, str]]:
-    """Every right the operator needs with these --namespace values, and where ("" = all
-    namespaces, or cluster-scoped)."""
-    scoped = [(right, ns) for ns in namespaces or [""] for right in IN_SCOPE]
+def needed(namespaces: Sequence[str], readiness_gate: bool = True) -> list[tuple[Right, str]]:
+    """Every right the operator needs with these --namespace values and --readiness-gate,
+    and where ("" = all namespaces, or cluster-scoped)."""
+    in_scope = IN_SCOPE + ([GATE] if readiness_gate else [])
+    scoped = [(right, ns) for ns in namespaces or [""] for right in in_scope]
     cluster = CRDS + (NAMESPACES if namespaces else [])
     return scoped + [(right, "") for right in cluster]
 
@@ -145,7 +148,7 @@ def _api_checks(report: Report, settings: Settings) -> None:
     )
     report.check("CRD installed", lambda: crd_served(api), CRD_FIX)
     auth = kubernetes.client.AuthorizationV1Api(api)
-    for right, ns in needed(settings.namespace):
+    for right, ns in needed(settings.namespace, settings.readiness_gate):
 
         def ask(right: Right = right, ns: str = ns) -> str:
             attributes = kubernetes.client.V1ResourceAttributes(

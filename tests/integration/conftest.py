@@ -1,5 +1,5 @@
-"""Fixtures of the integration tests: etcd clients, and etcd servers and clusters of both
-versions (Debian's 3.4 and the 3.6 most users run)."""
+"""Fixtures of the integration tests: etcd clients, etcd servers and clusters of both
+versions (Debian's 3.4 and the 3.6 most users run), and a controller on a real registry."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
+from etcd_registrar.source import Defaults
 from tests.harness import EtcdCluster, EtcdServer, built_etcd_path
 
 OWNER = "t"  # the owner id of the registries under test
@@ -47,3 +50,13 @@ async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
     client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
+    """A controller on a running registry of a private etcd."""
+    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="c")
+    await registry.start()
+    # The sweep and status loops are not started: they are the only users of the API client.
+    yield Controller(registry, Kube(api=None), Defaults())
+    await registry.close()
