@@ -10,7 +10,8 @@
 #   etcd-registry   the registry etcd the operator writes to -> .cluster/etcd-endpoints
 #                   (Debian etcd, or $ETCD_REGISTRAR_REGISTRY_ETCD_BIN)
 #   kube-apiserver, kube-controller-manager, kube-scheduler (built by hack/build-tools.sh)
-#   kwok            simulated kubelets for the fake nodes below (pods get IPs, Running, Ready)
+#   kwok            simulated kubelets for the fake nodes below (pods get IPs, Running, Ready;
+#                   Ready waits for readiness gates: hack/kwok/stages.yaml)
 # Admin kubeconfig: .cluster/kubeconfig. PIDs: .cluster/pids/, logs: .cluster/logs/.
 # Idempotent: returns at once when the recorded cluster is running and healthy; anything
 # else (a stale .cluster/ from a dead run, a half-dead cluster) is stopped and recreated.
@@ -185,14 +186,17 @@ start_control_plane() {
   # kwok reads ~/.kwok/kwok.yaml when present; point its work dir into .cluster/ so a
   # user's own kwok config cannot change this cluster. All nodes share one pod IP pool
   # (--cidr, handed out from its first address), so pod IPs are distinct cluster-wide.
-  # With no Stage config kwok uses its default "fast" stages: a pod gets an IP and Running+Ready once (the stage selects
-  # pods without status.podIP), so a Ready condition patched later stays as patched.
+  # Pod stages from hack/kwok/stages.yaml: kwok's "fast" ones (a pod gets an IP and
+  # Running+Ready once: the stage selects pods without status.podIP, so a Ready condition
+  # patched later on an ungated pod stays as patched), except that a pod's Ready waits for
+  # its readiness gates as a kubelet's does.
   mkdir -p "${CLUSTER_DIR}/kwok"
   KWOK_WORKDIR="${CLUSTER_DIR}/kwok" start_daemon kwok "${KWOK_BIN_DIR}/kwok" \
     --kubeconfig "${KUBECONFIG_FILE}" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector "${KWOK_NODE_SELECTOR}" \
     --cidr "${POD_CIDR}" \
+    --config "${HACK_DIR}/kwok/stages.yaml" \
     --node-lease-duration-seconds 40
 
   wait_until 60 kube-controller-manager https_healthy "${KCM_PORT}" /healthz

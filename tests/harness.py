@@ -276,6 +276,7 @@ class EtcdServer:
             "--election-timeout=250",
             "--logger=zap",
             "--log-outputs=stderr",
+            *self.extra_args(),
         ]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -326,10 +327,18 @@ class EtcdServer:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.start(timeout)
 
+    def extra_args(self) -> list[str]:
+        """More etcd flags (a subclass's TLS or auth settings)."""
+        return []
+
+    def open_url(self, url: str) -> Any:
+        """GET `url` from this etcd (a subclass with TLS brings its client certificate)."""
+        return urllib.request.urlopen(url, timeout=1)  # noqa: S310
+
     def healthy(self) -> bool:
         """One /health probe (etcd answers {"health":"true"} when it has a leader)."""
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as resp:  # noqa: S310
+            with self.open_url(f"{self.endpoint}/health") as resp:
                 body = json.loads(resp.read() or b"{}")
         except (OSError, ValueError):
             return False

@@ -29,7 +29,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         env = f"ETCD_REGISTRAR_{name.upper()}"
         help_text = f"{field.description} [env {env}; default {field.default!r}]"
         if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif list in (getattr(field.annotation, "__origin__", None), *get_args(field.annotation)):
             parser.add_argument(flag, dest=name, action="append", help=help_text)
         else:

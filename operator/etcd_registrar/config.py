@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     max_value_bytes: int = Field(
         16_384, ge=256, le=1_048_576, description="Largest value a key may hold (etcd quota)."
     )
+    readiness_gate: bool = Field(
+        True,
+        description="Set the etcd-registrar.io/registered condition of pods that declare "
+        "it as a readiness gate (needs pods/status patch).",
+    )
     dry_run: bool = Field(False, description="Log every etcd write instead of writing.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")
@@ -125,15 +130,12 @@ class Settings(BaseSettings):
         return self
 
     def etcd(self) -> EtcdConfig:
-        password = None
-        if self.etcd_password_file is not None:
-            password = self.etcd_password_file.read_text().strip()
         return EtcdConfig(
             endpoints=tuple(self.etcd_endpoints),
             ca=self.etcd_ca,
             cert=self.etcd_cert,
             key=self.etcd_key,
             username=self.etcd_username,
-            password=password,
+            password_file=self.etcd_password_file,
             timeout=self.etcd_timeout,
         )

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from etcd_registrar import metrics
-from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream
+from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream, LeaseNotFound
 from etcd_registrar.registry import owner_keys
 from etcd_registrar.supervisor import Backoff
 
@@ -70,7 +70,7 @@ class Election:
                     self._lease = await self.etcd.grant(self.ttl)
                     self._acked = time.monotonic()
                 await self._term(self._lease)
-            except _LeaseLost as exc:
+            except (_LeaseLost, LeaseNotFound) as exc:
                 self.step_down(str(exc))
                 self._lease = None
             except EtcdError as exc:
@@ -84,7 +84,7 @@ class Election:
 
     async def _term(self, lease: int) -> None:
         """Keep `lease` alive on one stream; campaign on it, or lead, until the stream breaks."""
-        stream = self.etcd.keepalive_stream()
+        stream = await self.etcd.keepalive_stream()
         reader = asyncio.create_task(self._read_acks(stream, lease))
         try:
             while not reader.done():

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,7 @@ class EtcdConfig:
     key: Path | None = None
     username: str | None = None
     password: str | None = None
+    password_file: Path | None = None  # read at each login: a rotated password is picked up
     timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -275,10 +276,12 @@ class Etcd:
     def __init__(self, config: EtcdConfig) -> None:
         self.config = config
         self._channel: grpc.aio.Channel | None = None
+        self._tls_files: tuple[float, ...] = ()
         self._metadata: tuple[tuple[str, str], ...] = ()
 
     async def connect(self) -> None:
         target, secure = grpc_target(self.config.endpoints)
+        self._tls_files = self._tls_stamp()
         if secure or self.config.ca:
             creds = grpc.ssl_channel_credentials(
                 _read(self.config.ca), _read(self.config.key), _read(self.config.cert)
@@ -297,11 +300,30 @@ class Etcd:
             await self._channel.close()
             self._channel = None
 
+    def _tls_stamp(self) -> tuple[float, ...]:
+        """When the TLS files last changed: a rotated certificate shows here."""
+        files = (self.config.ca, self.config.cert, self.config.key)
+        return tuple(path.stat().st_mtime if path and path.exists() else 0.0 for path in files)
+
+    async def _reconnect_if_rotated(self) -> bool:
+        """Reconnect with the TLS files on disk if they changed since we connected (a
+        certificate rotated, the server no longer takes the old one); True if we did."""
+        if self._channel is None or self._tls_stamp() == self._tls_files:
+            return False
+        logger.info("etcd TLS files changed on disk; reconnecting with them")
+        old = self._channel
+        await self.connect()
+        await old.close()
+        return True
+
     async def _authenticate(self) -> None:
         if self.config.username is None:
             return
+        password = self.config.password or ""
+        if self.config.password_file is not None:
+            password = self.config.password_file.read_text().strip()
         response = await self.auth.Authenticate(
-            rpc.AuthenticateRequest(name=self.config.username, password=self.config.password or ""),
+            rpc.AuthenticateRequest(name=self.config.username, password=password),
             timeout=self.config.timeout,
         )
         self._metadata = (("token", response.token),)
@@ -327,6 +349,10 @@ class Etcd:
                 metrics.etcd_errors.labels(operation, exc.code().name).inc()
                 if _token_stale(exc) and self.config.username and attempt == 1:
                     await self._guarded(self._authenticate)
+                    continue
+                unavailable = exc.code() == grpc.StatusCode.UNAVAILABLE
+                if unavailable and attempt == 1 and await self._reconnect_if_rotated():
+                    method = getattr(getattr(self, stub), name)
                     continue
                 raise _map_error(exc) from None
             finally:
@@ -436,10 +462,18 @@ class Etcd:
             int(response.TTL), int(response.grantedTTL), [_text(k) for k in response.keys]
         )
 
-    def keepalive_stream(self) -> KeepAliveStream:
+    async def keepalive_stream(self) -> KeepAliveStream:
+        """A new keepalive stream, logged in: a stream opened with a token etcd no longer
+        takes (expired, or the password changed) is refused, and the leases would lapse."""
         if self._channel is None:
             raise EtcdUnavailable("not connected")
-        return KeepAliveStream(self.lease.LeaseKeepAlive(metadata=_REQUIRE_LEADER + self._metadata))
+        if self.config.username and not self._metadata:
+            await self._guarded(self._authenticate)
+        call = self.lease.LeaseKeepAlive(metadata=_REQUIRE_LEADER + self._metadata)
+        return KeepAliveStream(call, self._forget_token)
+
+    def _forget_token(self) -> None:
+        self._metadata = ()
 
     # --- watch and status -----------------------------------------------------------------
 
@@ -485,6 +519,16 @@ class Etcd:
             finally:
                 call.cancel()
 
+    async def may_write(self, key: str) -> None:
+        """Ask etcd whether we may read and write `key`, writing nothing: etcd checks the
+        permissions of both branches of a transaction before its compare, and this compare
+        (version < 0) never holds. Raises EtcdError ("permission denied") if not."""
+        never = rpc.Compare(
+            key=key.encode(), target=rpc.Compare.VERSION, result=rpc.Compare.LESS, version=0
+        )
+        probe = rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=b""))
+        await self._call("kv.Txn", rpc.TxnRequest(compare=[never], success=[probe]), "probe")
+
     async def ping(self, key: str) -> None:
         """Read `key` (count only), linearizably: succeeds iff etcd serves requests (it has a
         quorum). Needs only read access to `key`; Status needs root on etcd 3.6 with auth."""
@@ -499,21 +543,26 @@ class Etcd:
 class KeepAliveStream:
     """One LeaseKeepAlive bidi stream shared by every lease (not one stream per refresh)."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
+    def __init__(self, call: Any, token_refused: Callable[[], None]) -> None:
+        self._call, self._token_refused = call, token_refused
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> EtcdError:
+        if _token_stale(exc):
+            self._token_refused()  # the next stream logs in again
+        return _map_error(exc)
 
     async def send(self, lease: int) -> None:
         try:
             await self._call.write(rpc.LeaseKeepAliveRequest(ID=lease))
         except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
+            raise self._error(exc) from None
 
     async def receive(self) -> tuple[int, int]:
         """(lease id, remaining TTL); TTL <= 0 means etcd no longer has the lease."""
         try:
             response = await self._call.read()
         except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
+            raise self._error(exc) from None
         if response is grpc.aio.EOF:
             raise EtcdUnavailable("keepalive stream closed")
         return int(response.ID), int(response.TTL)

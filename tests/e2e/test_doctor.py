@@ -90,6 +90,7 @@ def test_doctor_lists_each_missing_right_in_one_line(
     for right in (
         f"can list pods in {namespace}",
         f"can patch serviceregistrations.etcd-registrar.io/status in {namespace}",
+        f"can patch pods/status in {namespace}",  # the readiness gate
         "can watch customresourcedefinitions.apiextensions.k8s.io in the cluster",
         "can list namespaces in the cluster",
         "can watch namespaces in the cluster",

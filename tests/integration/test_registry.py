@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
 from tests.harness import EtcdCluster, EtcdServer, wait_for
+from tests.integration.conftest import OWNER
 
 pytestmark = pytest.mark.integration
 
@@ -68,14 +69,6 @@ def etcd_server(etcd_bin: str | None) -> Iterator[EtcdServer]:
     with EtcdServer(etcd_bin=etcd_bin) as server:
         server.start()
         yield server
-
-
-@pytest.fixture
-async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
-    reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner="t")
-    await reg.start()
-    yield reg
-    await reg.close()
 
 
 def has_keys(reader: Etcd, wanted: list[Endpoint]) -> Callable[[], Awaitable[bool]]:
@@ -198,7 +191,7 @@ async def test_restarted_registry_adopts_leases(
     revisions = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
     await registry.close()  # a clean stop must leave the keys in place
     assert await has_keys(reader, wanted)()
-    successor = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="t")
+    successor = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner=OWNER)
     await successor.start()
     try:
         assert set(successor.held) == set(revisions)
@@ -249,7 +242,7 @@ async def test_writes_and_leases_move_off_a_failed_member(
     operator must go on through the other members."""
     failed, healthy, _ = etcd_cluster.members  # the first endpoint: a pick_first client's
     registry = Registry(
-        Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2)), owner="t"
+        Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2)), owner=OWNER
     )
     reader = Etcd(EtcdConfig(endpoints=(healthy.endpoint,), timeout=2))
     # Longer than TTL: renewals sent to the cut member are lost until it sees it has no

@@ -186,10 +186,11 @@ def test_accepted_default_prefix_builds_defaults(fmt: Format) -> None:
     Defaults(settings.default_ttl, settings.default_format, settings.default_prefix)
 
 
-def test_etcd_config_reads_password_file(tmp_path: Path) -> None:
+def test_etcd_config_keeps_the_password_file_to_read_at_each_login(tmp_path: Path) -> None:
+    """The file, not its content: a rotated password is read at the next login (the secured
+    etcd integration test logs in with it)."""
     secret = tmp_path / "password"
-    secret.write_text("s3cret\n")
     settings = Settings(etcd_username="registrar", etcd_password_file=secret, etcd_timeout=2.5)
     config = settings.etcd()
-    assert (config.username, config.password, config.timeout) == ("registrar", "s3cret", 2.5)
+    assert (config.username, config.password_file, config.timeout) == ("registrar", secret, 2.5)
     assert tuple(config.endpoints) == ("http://127.0.0.1:2379",)
