@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -67,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         clusterwide=not settings.namespace,
         namespaces=settings.namespace,
         memo=kopf.Memo(config=settings),
+        # kopf would name itself after the user (getpass.getuser()), which crashes for a UID
+        # with no passwd entry (runAsUser, OpenShift's arbitrary UIDs); a pod's host name is
+        # its name.
+        identity=kopf.Identity(socket.gethostname()),
     )
     return 0
 

@@ -8,12 +8,23 @@ import asyncio
 import pytest
 from aetcd import rpc
 
-from etcd_registrar.etcd import Etcd, EtcdConfig, WatchCompacted, WatchEvent
+from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdUnavailable, WatchCompacted, WatchEvent
+from tests.aio import eventually
 from tests.harness import EtcdCluster, EtcdServer, wait_for
 
 pytestmark = pytest.mark.integration
 
 PREFIX = "/services/goods/"
+
+
+async def _written(writer: Etcd, key: str, value: str) -> bool:
+    """Put, or False while the writer's channel is still reconnecting (writes are not
+    retried by gRPC: one that fails after etcd applied it would be applied twice)."""
+    try:
+        await writer.put(key, value)
+    except EtcdUnavailable:
+        return False
+    return True
 
 
 async def test_watch_resumes_after_etcd_restarts(etcd_server: EtcdServer, reader: Etcd) -> None:
@@ -37,7 +48,7 @@ async def test_watch_resumes_after_etcd_restarts(etcd_server: EtcdServer, reader
         await asyncio.to_thread(etcd_server.start)
         # written before the watcher is back (it waits for its channel to reconnect): only
         # a watch resumed from the revision after its last event sees them
-        await writer.put(PREFIX + "b", "2")
+        await eventually(lambda: _written(writer, PREFIX + "b", "2"), 10, "the writer is back")
         await writer.delete(PREFIX + "a")
         assert await next_event() == ("PUT", PREFIX + "b", "2")
         assert await next_event() == ("DELETE", PREFIX + "a", "")
