@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # kopf would name itself after the user (getpass.getuser()), which crashes for a UID
         # with no passwd entry (runAsUser, OpenShift's arbitrary UIDs); a pod's host name is
         # its name.
-        identity=kopf.Identity(socket.gethostname()),
+        identity=socket.gethostname(),  # type: ignore[arg-type]  # a NewType kopf does not export
     )
     return 0
 
