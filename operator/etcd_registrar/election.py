@@ -133,6 +133,10 @@ class Election:
             return
         if holder is None:
             return  # the leader just went: campaign again at once next round
+        if holder.value == value:  # our own key, on the lease we stepped down from
+            logger.info("removing our leader key of a lease we gave up; campaigning again")
+            await self.etcd.resign(Fence(self.key, holder.create_revision))
+            return
         self._observe(holder.value)
 
     def _observe(self, value: str) -> None:
