@@ -54,6 +54,10 @@ class KubectlError(RuntimeError):
 # --------------------------------------------------------------------------- polling
 
 
+class Hopeless(AssertionError):
+    """Raised by a `wait_for` predicate when waiting longer cannot help."""
+
+
 def wait_for(
     predicate: Callable[[], T | None],
     timeout: float,
@@ -62,15 +66,18 @@ def wait_for(
 ) -> T:
     """Poll `predicate` until it returns something truthy and return that value.
 
-    Exceptions raised by the predicate count as "not yet" (the cluster may be mid-change);
-    on timeout the AssertionError names the last value or exception seen, so a failure
-    shows what the system looked like rather than just that it timed out.
+    Exceptions raised by the predicate count as "not yet" (the cluster may be mid-change),
+    but `Hopeless` (e.g. the operator process exited) fails at once; on timeout the
+    AssertionError names the last value or exception seen, so a failure shows what the
+    system looked like rather than just that it timed out.
     """
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
         try:
             value = predicate()
+        except Hopeless:
+            raise
         except Exception as exc:  # the last one is reported below
             last = exc
         else:

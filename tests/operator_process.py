@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 from pathlib import Path
 
-from etcd_registrar.etcd import Etcd, EtcdConfig
-from tests.harness import Cluster, free_port, wait_for
+from etcd_registrar.etcd import Etcd, EtcdConfig, WatchEvent
+from tests.harness import Cluster, Hopeless, free_port, wait_for
 
 CRD_FILE = (
     Path(__file__).resolve().parents[1] / "crds" / "serviceregistrations.etcd-registrar.io.yaml"
@@ -77,7 +78,7 @@ class OperatorProcess:
 
     def ready(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited; log:\n{self.tail()}")
+            raise Hopeless(f"operator exited; log:\n{self.tail()}")
         try:
             url = f"http://127.0.0.1:{self.health_port}/readyz"
             with urllib.request.urlopen(url, timeout=1) as response:
@@ -111,3 +112,38 @@ class OperatorProcess:
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ConsumerWatch:
+    """What a consumer sees: every event under a prefix, from a watch in a thread."""
+
+    def __init__(self, endpoints: str, prefix: str) -> None:
+        self.endpoints, self.prefix = endpoints, prefix
+        self.events: list[WatchEvent] = []
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ConsumerWatch:
+        self._thread.start()
+        started = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+        started.result(10)
+        return self
+
+    async def _start(self) -> None:
+        etcd = Etcd(EtcdConfig(endpoints=tuple(self.endpoints.split(","))))
+        _, revision = await etcd.get_prefix(self.prefix)
+
+        async def follow() -> None:
+            async for event in etcd.watch_prefix(self.prefix, revision + 1):
+                self.events.append(event)
+
+        self._task = asyncio.create_task(follow())
+
+    def deletes(self) -> list[str]:
+        return [e.key for e in self.events if e.kind == "DELETE"]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._loop.call_soon_threadsafe(self._loop.stop)

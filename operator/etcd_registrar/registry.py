@@ -76,7 +76,10 @@ def read_record(kv: KV, owner_prefix: str) -> Pool:
     Records live under a prefix a tenant could once write to: trust nothing in them."""
     if kv.lease <= 0 or kv.key != f"{owner_prefix}{kv.lease:x}":
         raise ValueError(f"record {kv.key!r} is not attached to the lease its name gives")
-    data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    try:
+        data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    except (ValueError, RecursionError):
+        data = None
     if not isinstance(data, dict) or set(data) != {"namespace", "service", "ttl"}:
         raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}}")
     namespace, service, ttl = data["namespace"], data["service"], data["ttl"]
@@ -138,6 +141,7 @@ class Registry:
         self._committed_during_read: set[str] | None = None
         self._wakeup = asyncio.Event()
         self.loops: list[Loop] = []
+        self._stale = False  # held may be behind etcd (a standby followed another leader)
         self._revokes: set[asyncio.Task[None]] = set()
         self._fake_lease_ids = iter(range(-1, -(2**62), -1))  # dry-run leases
 
@@ -165,11 +169,13 @@ class Registry:
         await self.etcd.close()
 
     async def promote(self, fence: Fence) -> None:
-        """This replica leads now: read what etcd holds (the keys, on the leases the standby
-        kept alive) and write, fenced by `fence`, from here on."""
-        self.held.clear()
-        self.foreign.clear()
-        await self._adopt()
+        """This replica leads now: write, fenced by `fence`, from here on. If another leader
+        wrote since this registry last read etcd, read what it holds first (the keys, on the
+        leases the standby kept alive)."""
+        if self._stale:
+            self.held.clear()
+            self.foreign.clear()
+            await self._adopt()
         self.fence, self.leading = fence, True
 
     def demote(self) -> None:
@@ -183,6 +189,7 @@ class Registry:
         """Standby: keep alive every lease the leader recorded (keepalives are idempotent),
         so no key lapses while any replica lives."""
         records, _ = await self.etcd.get_prefix(self.owner_prefix)
+        self._stale = True  # another replica leads and writes
         recorded: set[int] = set()
         for record in records:
             try:
@@ -197,6 +204,7 @@ class Registry:
         metrics.leases.set(len(self._leases))
 
     async def _adopt(self) -> None:
+        self._stale = False
         records, _ = await self.etcd.get_prefix(self.owner_prefix)
         now = time.monotonic()
         for record in records:

@@ -4,58 +4,20 @@ consumer a DELETE of a ready pod's key, and exactly one replica writes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from etcd_registrar.etcd import Etcd, EtcdConfig, WatchEvent
 from tests.e2e.test_registrar import registration
 from tests.harness import Cluster, deployment_manifest, wait_for
-from tests.operator_process import OperatorProcess, registry_keys
+from tests.operator_process import ConsumerWatch, OperatorProcess, registry_keys
 
 pytestmark = pytest.mark.e2e
 
 TTL = 3  # the registration's lease TTL: the gaps below last 4 of them
-
-
-class ConsumerWatch:
-    """What a consumer sees: every event under a prefix, from a watch in a thread."""
-
-    def __init__(self, endpoints: str, prefix: str) -> None:
-        self.endpoints, self.prefix = endpoints, prefix
-        self.events: list[WatchEvent] = []
-        self._loop = asyncio.new_event_loop()
-        self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> ConsumerWatch:
-        self._thread.start()
-        started = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
-        started.result(10)
-        return self
-
-    async def _start(self) -> None:
-        etcd = Etcd(EtcdConfig(endpoints=tuple(self.endpoints.split(","))))
-        _, revision = await etcd.get_prefix(self.prefix)
-
-        async def follow() -> None:
-            async for event in etcd.watch_prefix(self.prefix, revision + 1):
-                self.events.append(event)
-
-        self._task = asyncio.create_task(follow())
-
-    def deletes(self) -> list[str]:
-        return [e.key for e in self.events if e.kind == "DELETE"]
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ local cluster and the registry etcd."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +14,7 @@ from etcd_registrar.config import Settings
 from tests.aio import eventually
 from tests.e2e.test_registrar import registration
 from tests.harness import Cluster, deployment_manifest, free_port, wait_for
-from tests.operator_process import OperatorProcess, registry_keys
+from tests.operator_process import ConsumerWatch, OperatorProcess, registry_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -110,3 +111,35 @@ async def test_a_failed_startup_leaves_no_port_bound(cluster: Cluster, namespace
         await eventually(lambda: retry.health.ready()[0], 30, "the retried operator ready")
     finally:
         await retry.stop()
+
+
+def test_a_restart_publishes_nothing_in_the_default_layout(
+    cluster: Cluster, namespace: str, crd: None
+) -> None:
+    """Pods are rendered only once the registrations are known: a restarted operator never
+    publishes, even briefly, default-layout keys for a service a registration governs."""
+    service = f"gov-{secrets.token_hex(3)}"
+    prefix = f"/governed-{namespace}"
+    cluster.apply(registration(service, prefix=prefix, format="json"), namespace)
+    opt_in = {"etcd-registrar.io/service": service}
+    cluster.create_deployment(namespace, deployment_manifest("goods", 3, annotations=opt_in))
+    cluster.wait_deployment_serving(namespace, "goods", 3)
+    first = OperatorProcess(cluster, namespace).start()
+    wait_for(
+        lambda: len(registry_keys(cluster.etcd_endpoints, f"{prefix}/{service}/")) == 3,
+        30,
+        message="registered under the registration's prefix",
+    )
+    first.stop()
+    with ConsumerWatch(cluster.etcd_endpoints, f"/services/{service}/") as default_layout:
+        second = OperatorProcess(cluster, namespace).start()
+        try:
+            cluster.scale(namespace, "goods", 4)
+            wait_for(
+                lambda: len(registry_keys(cluster.etcd_endpoints, f"{prefix}/{service}/")) == 4,
+                30,
+                message="the restarted operator follows the registration",
+            )
+        finally:
+            second.stop()
+    assert default_layout.events == []

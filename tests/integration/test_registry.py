@@ -153,15 +153,16 @@ async def test_leases_are_pooled_not_per_key(registry: Registry, reader: Etcd) -
 
 
 async def test_unchanged_value_is_not_rewritten(registry: Registry, reader: Etcd) -> None:
+    """The same desired state planned again, after etcd was re-read, writes nothing: the
+    mod revisions stay. (A registry that rewrote unchanged values would bump them.)"""
     wanted = endpoints(5)
     await registry.submit(wanted, [])
     before = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
-    changes = plan(
-        [e.key for e in wanted],
-        {e.key: {e.pod_uid: e} for e in wanted},
-        registry.current_many(e.key for e in wanted),
-    )
-    assert not changes.puts and not changes.deletes
+    keys = [e.key for e in wanted]
+    for _ in range(2):  # a pod event, then a sweep's re-read and plan
+        await registry.refresh_view(keys)
+        changes = plan(keys, {e.key: {e.pod_uid: e} for e in wanted}, registry.current_many(keys))
+        await registry.submit(changes.puts, changes.deletes)
     after = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
     assert after == before
 
@@ -219,16 +220,19 @@ async def test_restarted_registry_adopts_leases(
 
 
 async def test_foreign_keys_are_never_touched(registry: Registry, reader: Etcd) -> None:
-    await reader.put("/services/goods/hand-written", "10.9.9.9:80")
+    """Two checks keep another writer's key: the plan never deletes a key that is not on our
+    lease, and the registry sends no delete for it even when asked to. Each fails alone."""
+    foreign = "/services/goods/hand-written"
+    await reader.put(foreign, "10.9.9.9:80")
     wanted = endpoints(3)
     await registry.submit(wanted, [])
-    await registry.refresh_view([e.key for e in wanted])
-    keys = {e.key for e in wanted} | {"/services/goods/hand-written"}
+    keys = {e.key for e in wanted} | {foreign}
+    await registry.refresh_view(keys)  # a pod wanted it once: the view knows who holds it
     changes = plan(keys, {}, registry.current_many(keys))  # nobody wants anything now
     assert sorted(changes.deletes) == sorted(e.key for e in wanted)
-    await registry.submit([], changes.deletes)
+    await registry.submit([], [*changes.deletes, foreign])  # asked to delete it anyway
     kvs, _ = await reader.get_prefix("/services/")
-    assert [(kv.key, kv.value) for kv in kvs] == [("/services/goods/hand-written", "10.9.9.9:80")]
+    assert [(kv.key, kv.value) for kv in kvs] == [(foreign, "10.9.9.9:80")]
 
 
 async def test_a_delete_spares_a_key_another_writer_took_over(

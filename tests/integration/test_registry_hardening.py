@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -149,3 +151,45 @@ async def test_refused_writes_are_reported_with_the_write(registry: Registry) ->
     await registry.submit([bad], [])
     assert [(w.key, w.pod) for w in seen] == [(bad.key, bad.pod_name)]
     assert json.dumps(registry.current_many([bad.key])) == "{}"
+
+
+async def test_a_value_that_is_not_utf8_breaks_no_read(
+    etcd_server: EtcdServer, registry: Registry, reader: Etcd
+) -> None:
+    """A legacy writer's binary value at a key a pod wants: the sweep's re-read, `ls` and
+    `watch` read it (escaped) instead of aborting."""
+    key = "/services/goods/pod-0"
+    env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
+    await asyncio.to_thread(
+        subprocess.run,
+        ["etcdctl", f"--endpoints={etcd_server.endpoint}", "put", key, "\udcff\udcfe"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    await registry.refresh_view([key])  # aborted every sweep with UnicodeDecodeError
+    current = registry.current(key)
+    assert current is not None and current.pool is None and "\\xff" in current.value
+    kvs, _ = await reader.get_prefix("/services/")
+    assert [kv.value for kv in kvs] == ["\\xff\\xfe"]
+
+
+def test_ls_lists_the_good_records_and_names_the_bad(etcd_server: EtcdServer) -> None:
+    async def setup() -> None:
+        etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+        registry = Registry(etcd, owner=OWNER)
+        await registry.start()
+        await registry.submit(endpoints(1), [])
+        await registry.close()
+        client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+        lease = await client.grant(30)
+        await client.put(f"{lease_records(OWNER)}{lease:x}", "10.0.0.1:80", lease)  # forged
+        await client.close()
+
+    asyncio.run(setup())
+    done = subprocess.run(
+        [sys.executable, "-m", "etcd_registrar", "ls", "--owner-id", OWNER,
+         "--etcd-endpoints", etcd_server.endpoint],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "/services/goods/pod-0" in done.stdout
+    assert "skipped" in done.stderr and "not {namespace, service, ttl}" in done.stderr

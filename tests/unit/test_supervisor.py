@@ -1,13 +1,17 @@
-"""Supervised loops: an unexpected exception restarts the loop; one that keeps crashing is
-reported as failing, so /healthz turns red (issue #10)."""
+"""Supervised loops and the probes (issue #10): an unexpected exception restarts the loop;
+one that keeps crashing is reported as failing, so /healthz turns red; probes answer on IPv4
+and IPv6."""
 
 from __future__ import annotations
 
 import asyncio
 
-from etcd_registrar.health import EtcdCheck, Health
+import pytest
+
+from etcd_registrar.health import EtcdCheck, Health, probe_routes, serve
 from etcd_registrar.supervisor import CRASH_LIMIT, Backoff, Loop
 from tests.aio import eventually
+from tests.harness import free_port
 
 
 async def test_a_crashing_loop_is_restarted_and_then_reported() -> None:
@@ -54,3 +58,19 @@ def test_liveness_fails_when_startup_overruns_its_deadline() -> None:
     health.startup_deadline = 0.0
     ok, reason = health.live()
     assert not ok and "startup has not finished" in reason
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_probes_answer_on_ipv4_and_ipv6(host: str) -> None:
+    """The kubelet probes the pod IP, which is IPv6 on IPv6-only clusters."""
+    health = Health(EtcdCheck(asyncio.sleep, timeout=1), lambda: True, lambda: 0.0, 1e9)
+    port = free_port()
+    runner = await serve(port, probe_routes(health))
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        assert b" 200 OK" in answer.split(b"\r\n")[0] and answer.endswith(b"starting\n")
+    finally:
+        await runner.cleanup()
