@@ -238,7 +238,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="two replicas, leader stopped, at N pods (default: 1000, else the first size)",
     )
-    parser.add_argument("--kills", type=int, help="kill -9 of the leader (default 10, quick 2)")
+    parser.add_argument("--kills", type=int, help="kill -9 of the leader (default 10, quick 1)")
     parser.add_argument("--handovers", type=int, help="SIGTERM of the leader (default 3, quick 1)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -249,7 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.profile == -1:
         args.profile = usual
     args.failover = args.failover or usual
-    args.kills = (2 if quick else 10) if args.kills is None else args.kills
+    args.kills = (1 if quick else 10) if args.kills is None else args.kills
     args.handovers = (1 if quick else 3) if args.handovers is None else args.handovers
     args.started_at = datetime.now(UTC)
     args.stamp = args.started_at.strftime("%Y-%m-%dT%H%M") + ("-quick" if quick else "")
