@@ -3,9 +3,10 @@ them. The leader is stopped (kill -9, or SIGTERM: a handover), one pod's readine
 right after (after a SIGTERM: once the leader resigned, since until then it still writes),
 and the failover time runs from the signal to the registry etcd's watch event for that
 change, which only the next leader can write (stamped by bench/probe on CLOCK_MONOTONIC,
-like every latency here). A fresh replica replaces each one stopped, so
-two always run. A DELETE the consumer's watch sees that no flip asked for is a ready pod's
-key lost: there must be none.
+like every latency here). A fresh replica replaces each one stopped, so two always run;
+the leader is stopped 2 s after that standby turned ready, and for SIGTERM once more the
+moment it turned ready, as in a rolling upgrade (`Stop`). A DELETE the consumer's watch
+sees that no flip asked for is a ready pod's key lost: there must be none.
 
 Also what a standby costs at idle: its CPU and memory, and etcd's request rate with one
 replica and with two.
@@ -18,6 +19,7 @@ import itertools
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bench import stats
@@ -27,7 +29,7 @@ from bench.watcher import ProbeStream, key_watcher
 
 T = TypeVar("T")
 PREFIX = "/services/bench/"
-SETTLE = 2.0  # start-up work done before an idle window opens
+SETTLE = 2.0  # a fresh replica's start-up work done (before an idle window, a settled stop)
 CHANGE_LIMIT = 60.0  # a change not in etcd by then counts as missed
 
 
@@ -39,6 +41,18 @@ async def until(check: Callable[[], T | None], what: str, limit: float) -> T:
             raise TimeoutError(f"no {what} after {limit:g}s")
         await asyncio.sleep(0.05)
     return value
+
+
+@dataclass(frozen=True)
+class Stop:
+    """One way to stop the leader: the signal, and how long after the standby turned ready.
+    Right away, the standby is still busy with its start-up (the initial pod view just
+    came in), as when a rolling upgrade stops the old pod; settled, it measures the
+    failover alone."""
+
+    label: str
+    signal: signal.Signals
+    settle: float
 
 
 class Replicas:
@@ -90,14 +104,15 @@ async def _stop_leader(
     replicas: Replicas,
     keys: ProbeStream,
     leader_key: ProbeStream,
-    sig: signal.Signals,
+    how: Stop,
     flip: tuple[str, bool],
 ) -> dict[str, float | None]:
-    """Stop the leader with `sig`, flip one pod, then replace the stopped replica. Seconds
-    from the signal to: the pod change accepted, the next leader's key, the change in etcd
-    (None: missed)."""
+    """Stop the leader, flip one pod, then replace the stopped replica. Seconds from the
+    signal to: the pod change accepted, the next leader's key, the change in etcd (None:
+    missed)."""
     leader, _ = await until(replicas.roles, "leader with a warm standby", limit=120)
-    pod, ready = flip
+    await asyncio.sleep(how.settle)
+    sig, (pod, ready) = how.signal, flip
     stopped = time.monotonic()
     leader.signal(sig)
     if sig is signal.SIGTERM:  # it commits what it saw until it resigns: flip after that
@@ -154,8 +169,9 @@ async def failover(
     handovers: int,
     idle: float,
 ) -> dict[str, Any]:
-    """Idle costs with one replica, then two; `kills` kill -9 and `handovers` SIGTERM of
-    the leader, one pod flip each; then how many ready pods' keys were deleted."""
+    """Idle costs with one replica, then two; `kills` kill -9 and twice `handovers` SIGTERM
+    (settled, rollout) of the leader, one pod flip each; then how many ready pods' keys
+    were deleted."""
     n = len(env.pop.names)
     owned = (PREFIX, f"/etcd-registrar/{owner}/")
     env.clean(*owned)
@@ -177,17 +193,18 @@ async def failover(
             replicas.add()
             leader, standby = await until(replicas.roles, "warm standby", limit=120)
             out["leader_idle"], out["standby_idle"] = await _idle(env, [leader, standby], idle)
-            for label, sig, count in (
-                ("kill", signal.SIGKILL, kills),
-                ("sigterm", signal.SIGTERM, handovers),
+            for how, count in (
+                (Stop("kill", signal.SIGKILL, SETTLE), kills),
+                (Stop("sigterm", signal.SIGTERM, SETTLE), handovers),
+                (Stop("rollout", signal.SIGTERM, 0.0), handovers),
             ):
                 runs = []
                 for _ in range(count):
                     flip = next(flips)
-                    run = await _stop_leader(env, replicas, keys, leader_key, sig, flip)
+                    run = await _stop_leader(env, replicas, keys, leader_key, how, flip)
                     deletes += not flip[1] and run["change_s"] is not None
                     runs.append(run)
-                out[label] = _figures(runs)
+                out[how.label] = _figures(runs)
             # Every other DELETE took a ready pod's key from the consumers.
             out["ready_keys_deleted"] = len(keys.names_since("D", since)) - deletes
         finally:

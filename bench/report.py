@@ -208,6 +208,7 @@ FAILOVER: list[Column] = [
     ("N", lambda f: _num(f["n"])),
     *_stopped("kill", "kill -9"),
     *_stopped("sigterm", "SIGTERM"),
+    *_stopped("rollout", "SIGTERM as the standby turns ready"),
     ("ready pods' keys deleted", lambda f: _num(f.get("ready_keys_deleted"))),
 ]
 
@@ -244,7 +245,9 @@ def _failover(sizes: list[Doc]) -> list[str]:
         "after (alternately to false and back; after a SIGTERM, once the leader deleted its "
         "key, since until then it still writes what it sees), and the time runs from the "
         "signal to the registry etcd's watch event for that change, which only the next "
-        "leader can write. "
+        "leader can write. The leader is stopped 2 s after the fresh standby turned ready "
+        "(settled), or for SIGTERM also the moment it turned ready, as a rolling upgrade "
+        "does (its start-up work is then still under way). "
         "A fresh replica replaces each stopped one, so two always run. Ready pods' keys "
         "deleted = every DELETE a consumer's watch on the prefix saw over the whole scenario "
         "except the flips' own (must be 0). With few samples p99 is the maximum. The same "

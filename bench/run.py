@@ -239,7 +239,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="two replicas, leader stopped, at N pods (default: 1000, else the first size)",
     )
     parser.add_argument("--kills", type=int, help="kill -9 of the leader (default 10, quick 1)")
-    parser.add_argument("--handovers", type=int, help="SIGTERM of the leader (default 3, quick 1)")
+    parser.add_argument(
+        "--handovers",
+        type=int,
+        help="SIGTERM of the leader, settled and in a rollout (each: default 3, quick 1)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or ([200] if quick else [100, 1000, 5000, 10000])

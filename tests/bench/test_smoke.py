@@ -119,7 +119,8 @@ def test_report_renders_targets_and_ratios() -> None:
     stopped["elected_ms"] = {"count": 10, "p50": 4900.0, "max": 5400.0}
     doc["sizes"][0]["failover"] = {"kill": stopped, "ready_keys_deleted": 0}
     text = report.markdown(doc)
-    assert "| 1,000 | 5.00 / 5.50 / 5.60 (10, 0) | 4.90 / 5.40 | - (-, -) | - | 0 |" in text
+    row = "| 1,000 | 5.00 / 5.50 / 5.60 (10, 0) | 4.90 / 5.40 | - (-, -) | - | - (-, -) | - | 0 |"
+    assert row in text
     assert "| churn at 1,000 pods, register: p50 ≤ 15 ms | 10.0 ms | yes |" in text
     assert "| within 2x of the Go floor at p50 (churn, 1,000) | 5.0x | **no** |" in text
     assert "| 1,000 | 5.0x / 5.0x / 5.0x / 5.0x |" in text
@@ -147,7 +148,7 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     assert "first_sweep_s" in size["operator"]["cold_start"]
     assert size["selfreg"]["leases"] == 20
     failover = size["failover"]
-    for how in ("kill", "sigterm"):
+    for how in ("kill", "sigterm", "rollout"):
         assert failover[how]["missed"] == 0
         assert failover[how]["change_ms"]["count"] == failover[how]["elected_ms"]["count"] == 1
     assert failover["ready_keys_deleted"] == 0
