@@ -1,7 +1,7 @@
 """Benchmark (issue #6): how fast pod readiness reaches etcd, what it costs, and how that
 compares with a minimal Go controller (the floor) and with self-registration.
 
-    python -m bench.run                  # N = 100, 1000, 5000, 10000 (~14 min on 2 cores)
+    python -m bench.run                  # N = 100, 1000, 5000, 10000 (~15 min on 2 cores)
     python -m bench.run --profile        # and py-spy the operator's churn at 1000 (+1 min)
     python -m bench.run --quick          # one small N, ~1 min: checks the harness works
     python -m bench.run --sizes 5000 --results /tmp/x   # a look at one N; docs/ untouched
