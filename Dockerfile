@@ -28,6 +28,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 COPY --from=builder /opt/venv /opt/venv
+# A name for UID 65532: kopf names the operator after the user (getpass.getuser()), which
+# fails with "KeyError: 'getpwuid(): uid not found: 65532'" when /etc/passwd has no entry.
+RUN groupadd --gid 65532 nonroot \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nonroot
 # Numeric, so Kubernetes can verify runAsNonRoot (the chart runs it as 65532 too).
 USER 65532:65532
 # Metrics, health probes (see `etcd-registrar run --help`).

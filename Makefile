@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ETCD_REGISTRAR_CACHE ?= $(HOME)/.cache/etcd-registrar
 
-.PHONY: help deps tools venv lint typecheck unit integration e2e test demo cluster-up cluster-down crds bench bench-quick kind-e2e clean
+.PHONY: help deps tools venv lint typecheck unit integration e2e realnode test demo cluster-up cluster-down realnode-up crds bench bench-quick kind-e2e clean
 
 help:
 	@echo "make demo   - local cluster + operator + demo workload, registry shown live"
@@ -46,6 +46,10 @@ integration: venv tools
 e2e: venv tools
 	$(BIN)/pytest -q -m e2e tests/e2e
 
+# The product on the real node: image, chart, kubelet probes (hack/realnode-up.sh).
+realnode: venv tools
+	$(BIN)/pytest -q -m realnode tests/e2e
+
 test: venv tools lint typecheck
 	$(BIN)/pytest -q tests
 
@@ -58,6 +62,10 @@ cluster-up: tools
 
 cluster-down:
 	@hack/cluster-down.sh
+
+# The cluster plus one real node (containerd, runc, kubelet) and the images it runs.
+realnode-up: tools
+	@hack/realnode-up.sh
 
 demo: venv tools
 	@hack/demo.sh

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.kubeapi import JSON, MERGE_PATCH, KubeApi, Timed
+from etcd_registrar.readiness import GATE
 
 SERVICE = "bench"
 PORT = 8080
@@ -40,8 +41,9 @@ def _now(micro: bool = False) -> str:
     return datetime.now(UTC).strftime(fmt)
 
 
-def pod_manifest(name: str, node: str) -> JSON:
-    return {
+def pod_manifest(name: str, node: str, gated: bool = False) -> JSON:
+    """A pod of the benchmark's service; `gated`: it declares the operator's readiness gate."""
+    manifest: JSON = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -55,10 +57,14 @@ def pod_manifest(name: str, node: str) -> JSON:
             "containers": [{"name": "app", "image": "pause", "ports": [{"containerPort": PORT}]}],
         },
     }
+    if gated:
+        manifest["spec"]["readinessGates"] = [{"conditionType": GATE}]
+    return manifest
 
 
 def pod_status(index: int, ready: bool) -> JSON:
-    """A Running pod's status; Ready (and ContainersReady) as asked."""
+    """A Running pod's status; Ready (and ContainersReady) as asked. A gated pod's Ready is
+    ignored by the operator, which reads ContainersReady and the gates."""
     flag = "True" if ready else "False"
     ip = pod_ip(index)
     return {
@@ -169,8 +175,10 @@ async def gather_timed(calls: Iterable[Awaitable[Timed]]) -> tuple[list[Timed], 
 class Population:
     """N pods `p-0 .. p-{N-1}` and the state the benchmark last gave each."""
 
-    def __init__(self, api: KubeApi, namespace: str, node: str, size: int) -> None:
-        self.api, self.namespace, self.node = api, namespace, node
+    def __init__(
+        self, api: KubeApi, namespace: str, node: str, size: int, gated: bool = False
+    ) -> None:
+        self.api, self.namespace, self.node, self.gated = api, namespace, node, gated
         self.names = [f"p-{i}" for i in range(size)]
         self.index = {name: i for i, name in enumerate(self.names)}
         self.state: dict[str, State] = {}
@@ -181,7 +189,8 @@ class Population:
     async def create(self) -> dict[str, Any]:
         """Create every pod, then make every pod Running and Ready; the two times."""
         _, created = await gather_timed(
-            self.api.create_pod(self.namespace, pod_manifest(n, self.node)) for n in self.names
+            self.api.create_pod(self.namespace, pod_manifest(n, self.node, self.gated))
+            for n in self.names
         )
         _, readied = await gather_timed(self.set_ready(n, True) for n in self.names)
         return {"create_seconds": round(created, 2), "ready_seconds": round(readied, 2)}
@@ -203,7 +212,7 @@ class Population:
         """Force-delete a terminating pod, create it again (new UID) and make it ready; the
         returned timing is the status change that makes it ready."""
         await self.api.delete_pod(self.namespace, name, 0)
-        await self.api.create_pod(self.namespace, pod_manifest(name, self.node))
+        await self.api.create_pod(self.namespace, pod_manifest(name, self.node, self.gated))
         return await self.set_ready(name, True)
 
     async def reset(self) -> None:

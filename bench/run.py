@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +35,10 @@ from bench import machine, report, schedule
 from bench.failover import failover
 from bench.kubeapi import KubeApi
 from bench.population import NodeKeeper, Population
-from bench.procs import Operator, floor
-from bench.scenarios import Env, Subject, run_subject, self_registration
-from bench.watcher import pod_watcher
+from bench.procs import Managed, Operator, floor
+from bench.scenarios import Env, Subject, churn, run_subject, self_registration
+from bench.watcher import key_watcher, pod_watcher
+from etcd_registrar.readiness import GATE
 from tests.harness import CLUSTER_DIR, REPO_ROOT, Cluster
 from tests.operator_process import CRD_FILE
 
@@ -132,16 +135,19 @@ async def measure(setup: Setup, env: Env, namespace: str) -> dict[str, Any]:
     return result
 
 
-async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Pods for one N in a fresh namespace, measured, then removed."""
+@contextlib.asynccontextmanager
+async def populated(setup: Setup, n: int, name: str, gated: bool = False) -> AsyncIterator[Env]:
+    """N pods (`gated`: declaring the readiness gate) in a fresh namespace `name-...`,
+    created and ready, watched; removed afterwards. The result gets the creation times and
+    the node's longest heartbeat gap."""
     cluster = setup.cluster
-    namespace = cluster.create_namespace(f"bench-{n}")
-    log_dir = setup.logs / str(n)
+    namespace = cluster.create_namespace(name)
+    log_dir = setup.logs / name
     log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"== N={n}: namespace {namespace}")
+    print(f"== N={n}{' gated' if gated else ''}: namespace {namespace}")
     async with KubeApi(cluster.kubeconfig, concurrency=setup.args.concurrency) as api:
         keeper = NodeKeeper(cluster.kubeconfig, f"bench-{namespace}")
-        pop = Population(api, namespace, keeper.name, n)
+        pop = Population(api, namespace, keeper.name, n, gated)
         probe = setup.binaries["probe"]
         try:
             await keeper.start()
@@ -150,8 +156,9 @@ async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list
                 env = Env(pop, pods, cluster.etcd_endpoints, pids, probe, log_dir)
                 created = await pop.create()
                 print(f"   pods created and ready: {created}")
-                result = {"pods": n, "population": created} | await measure(setup, env, namespace)
-                result["node_heartbeat_max_gap_s"] = round(keeper.max_gap, 1)
+                env.result = {"pods": n, "population": created}
+                yield env
+                env.result["node_heartbeat_max_gap_s"] = round(keeper.max_gap, 1)
                 if keeper.max_gap > 30:
                     print(
                         f"   WARNING: node heartbeat gap {keeper.max_gap:.0f}s: pods may "
@@ -161,7 +168,53 @@ async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list
             await pop.delete_all()
             await keeper.stop()
             cluster.delete_namespace(namespace)
-    return result, env.raw
+
+
+async def run_size(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Pods for one N in a fresh namespace, measured, then removed."""
+    async with populated(setup, n, f"bench-{n}") as env:
+        env.result |= await measure(setup, env, env.pop.namespace)
+    return env.result, env.raw
+
+
+async def run_gated(setup: Setup, n: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """The time the readiness gate adds to a gated pod's way to Ready (ContainersReady True
+    to every gate True), under the churn of the other scenarios, operator only."""
+    args = setup.args
+    async with populated(setup, n, f"bench-gated-{n}", gated=True) as env:
+        operator = subjects(setup, env.pop.namespace, env.log_dir)[0]
+        steps = schedule.churn(env.pop.names, churn_rate(n, args.churn_rate), args.churn_seconds)
+        env.clean(*operator.owned)
+        with key_watcher(env.probe, env.etcd, operator.prefix) as keys:
+            proc = operator.launch().start()
+            try:
+                await keys.wait_count(n, limit=max(120, n / 20))
+                env.result["all_gates_true_s"] = round(await all_gates_true(env, proc), 2)
+                env.result["churn"] = await churn(env, proc, keys, steps)
+            finally:
+                proc.stop()
+                env.clean(*operator.owned)
+        print(f"   gated: {env.result['churn']['containers_ready_to_ready']}")
+    return env.result, env.raw
+
+
+async def all_gates_true(env: Env, proc: Managed, limit: float = 120.0) -> float:
+    """Seconds since `proc` started until every pod's readiness gate is True."""
+    deadline = time.monotonic() + limit
+    while True:
+        pods = await env.pop.api.list_pods(env.pop.namespace)
+        waiting = sum(1 for p in pods if not gate_true(p))
+        if not waiting:
+            return time.monotonic() - proc.started
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{waiting} pods still wait for their readiness gate")
+        proc.check_alive()
+        await asyncio.sleep(0.5)
+
+
+def gate_true(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == GATE and c["status"] == "True" for c in conditions)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,9 +230,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes: list[dict[str, Any]] = []
     raw: dict[int, dict[str, list[float]]] = {}
     setup = Setup(cluster, binaries, args, logs)
-    for n in args.sizes:
+    for n in [] if args.gated_only else args.sizes:
         result, raw[n] = await run_size(setup, n)
         sizes.append(result)
+    gated: dict[str, Any] | None = None
+    if args.gated:
+        gated, _ = await run_gated(setup, args.gated)
     info["load_average_end"] = machine.load_average()
     when = args.started_at
     document = {
@@ -198,11 +254,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         },
         "machine": info,
         "sizes": sizes,
+        "gated": gated,
     }
     out = args.results / f"{args.stamp}.json"
     out.write_text(json.dumps(document, indent=2) + "\n")
     written = [out]
-    if args.docs or (not args.quick and args.results == RESULTS):
+    if not args.gated_only and (args.docs or (not args.quick and args.results == RESULTS)):
         written += report.write(document, raw, DOCS)
     print(report.markdown(document))
     for path in written:
@@ -222,6 +279,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--docs",
         action="store_true",
         help="write docs/ also in quick mode or with --results elsewhere",
+    )
+    parser.add_argument(
+        "--gated",
+        type=int,
+        metavar="N",
+        help="pods of the readiness-gate scenario (default: 1000, quick: the size; 0: none)",
+    )
+    parser.add_argument(
+        "--gated-only", action="store_true", help="only the readiness-gate scenario"
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument(
@@ -250,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.churn_seconds = args.churn_seconds or (10.0 if quick else 30.0)
     args.idle_seconds = args.idle_seconds or 10.0
     usual = 1000 if 1000 in args.sizes else args.sizes[0]
+    if args.gated is None:
+        args.gated = args.sizes[0] if quick else 1000
     if args.profile == -1:
         args.profile = usual
     args.failover = args.failover or usual

@@ -38,6 +38,7 @@ class Env:
     probe: str
     log_dir: Path
     raw: dict[str, list[float]] = field(default_factory=dict)  # latencies for the plot
+    result: dict[str, Any] = field(default_factory=dict)  # what the run at this N found
 
     def leases(self) -> int:
         out = subprocess.run(
@@ -196,6 +197,17 @@ async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -
         env.raw[f"{proc.name}/churn/{label}"] = found
         out[label] = {
             "latency_ms": stats.summary(found),
+            "missed": missed,
+            "slowest_at_s_ms": stats.slowest(timed, start),
+        }
+    if env.pop.gated:
+        gated = stats.gate_samples(done, env.pods)
+        timed, missed = stats.timed_latencies(gated, env.pods)
+        found = [seconds for _, seconds in timed]
+        env.raw[f"{proc.name}/churn/gate"] = found
+        out["containers_ready_to_ready"] = {
+            "latency_ms": stats.summary(found),
+            "watched_ms": stats.summary(stats.watched_gate_latencies(gated, env.pods)),
             "missed": missed,
             "slowest_at_s_ms": stats.slowest(timed, start),
         }

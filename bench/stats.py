@@ -95,6 +95,31 @@ def latencies(samples: Sequence[Sample], keys: ProbeStream) -> tuple[list[float]
     return [seconds for _, seconds in found], missed
 
 
+def gate_samples(transitions: Sequence[Transition], pods: ProbeStream) -> list[Sample]:
+    """For gated pods, the transitions that readied a pod, accepted when ContainersReady
+    turned True (pod state "C"), each to be followed by the pod turning Ready by the
+    kubelet's rule ("R"): timed_latencies() of these against the pod stream is the time the
+    readiness gate adds."""
+    as_gated = [
+        Transition(t.pod, "R", "C", t.sent, t.done) if t.expect == "P" else t for t in transitions
+    ]
+    samples, _ = accept(as_gated, pods)
+    return [s for s in samples if s.expect == "R"]
+
+
+def watched_gate_latencies(samples: Sequence[Sample], pods: ProbeStream) -> list[float]:
+    """Seconds from a pod watcher seeing ContainersReady True to it seeing the gate True: the
+    gate's time without the API server's lag in publishing the first change (which the
+    operator's own pod watch waits for too)."""
+    found: list[float] = []
+    for s in samples:
+        containers = pods.first_after(s.pod, "C", s.sent)
+        ready = pods.first_after(s.pod, "R", containers) if containers is not None else None
+        if containers is not None and ready is not None and ready < s.until:
+            found.append(ready - containers)
+    return found
+
+
 def slowest(found: Sequence[tuple[float, float]], start: float, k: int = 10) -> list[list[float]]:
     """The k slowest as [seconds into the run, latency ms]: clustered offsets point at a
     stall (a sweep, a collection, a full queue), spread ones at general overload."""

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the consumer programs of tests/consumers (real service-discovery client libraries
 # printing what they resolve, for tests/e2e/test_consumers.py) from the Go module proxy
-# into $ETCD_REGISTRAR_CACHE/consumers-<hash>/{libs,coredns}. <hash> covers every Go
-# source, go.mod and go.sum there (tests/consumers/runner.py computes the same one), so an
+# into $ETCD_REGISTRAR_CACHE/consumers-<hash>/{libs,coredns,grpc171}. <hash> covers every
+# Go source and module file (*.mod, *.sum) there (tests/consumers/runner.py computes the same one), so an
 # edit builds afresh and an unchanged tree is not rebuilt (the three newest builds are
 # kept, older ones removed). Needs only Go and the module proxy.
 set -euo pipefail
@@ -15,7 +15,7 @@ CONSUMERS_DIR="${REPO_ROOT}/tests/consumers"
 consumers_hash() {
   (
     cd "${CONSUMERS_DIR}"
-    find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum
+    find . -type f \( -name '*.go' -o -name '*.mod' -o -name '*.sum' \) | LC_ALL=C sort | xargs sha256sum
   ) | sha256sum | cut -c1-16
 }
 
@@ -33,8 +33,11 @@ HASH="$(consumers_hash)"
 OUT="${ETCD_REGISTRAR_CACHE}/consumers-${HASH}"
 # The client libraries an application links, in one module graph.
 go_build "consumer libraries" "${HASH}" "${OUT}/libs" \
-  "${CONSUMERS_DIR}" "" "" "etcd-naming kratos go-zero go-micro" \
-  ./cmd/etcd-naming ./cmd/kratos ./cmd/go-zero ./cmd/go-micro
+  "${CONSUMERS_DIR}" "" "" "etcd-naming kratos go-zero go-micro grpc-balancer" \
+  ./cmd/etcd-naming ./cmd/kratos ./cmd/go-zero ./cmd/go-micro ./cmd/grpc-balancer
+# The gRPC balancer client again at grpc-go 1.71 (grpc171.mod: its own, smaller graph).
+go_build "consumer grpc-balancer at grpc-go 1.71" "${HASH}" "${OUT}/grpc171" \
+  "${CONSUMERS_DIR}" "" "" "grpc-balancer" -modfile=grpc171.mod ./cmd/grpc-balancer
 # CoreDNS from its own release graph, with the DNS poller.
 go_build "consumer coredns" "${HASH}" "${OUT}/coredns" \
   "${CONSUMERS_DIR}/coredns" "" "" "coredns dnswatch" ./cmd/coredns ./cmd/dnswatch

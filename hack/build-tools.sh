@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), kwok, the etcd server and helm from the Go module proxy into
+# kube-scheduler, kubectl, kubelet), kwok, the etcd server and helm from the Go module proxy into
 # versioned directories under $ETCD_REGISTRAR_CACHE. Idempotent: a directory whose stamp
 # file exists (written only after a successful build) is not rebuilt.
 set -euo pipefail
@@ -15,7 +15,7 @@ build_k8s() {
     "-X ${v}.gitVersion=${K8S_VERSION} -X ${v}.gitMajor=${major} -X ${v}.gitMinor=${minor} -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}" \
     "${K8S_BINARIES[*]}" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet
 }
 
 build_kwok() {

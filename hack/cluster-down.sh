@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 QUIET=false
 [[ "${1:-}" == "--quiet" ]] && QUIET=true
-GRACE_SECONDS="${ETCD_REGISTRAR_STOP_GRACE:-10}"
+GRACE_SECONDS="${ETCD_REGISTRAR_STOP_GRACE:-10}" # read by stop_pids
 
 # Our processes whose PID file is gone (e.g. `rm -rf .cluster` while running): found by
 # this repo's exact .cluster/ path in their command line, so nothing else is touched.
@@ -22,33 +22,10 @@ orphans() {
     tr '\0' ' ' <"${dir}/cmdline" 2>/dev/null | grep -q -- " .*${CLUSTER_DIR}/" || continue
     argv0="$(tr '\0' '\n' <"${dir}/cmdline" 2>/dev/null | head -n 1)"
     case "${argv0##*/}" in
-      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok)
+      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok | kubelet | containerd)
         echo "${pid} ${argv0##*/}"
         ;;
     esac
-  done
-}
-
-stop_pids() { # stop_pids LABEL PID...
-  local label="$1"
-  shift
-  (($# > 0)) || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  local deadline=$(($(date +%s) + GRACE_SECONDS)) pid alive
-  while :; do
-    alive=()
-    for pid in "$@"; do
-      if [[ -e "/proc/${pid}" && "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" != "Z" ]]; then
-        alive+=("${pid}")
-      fi
-    done
-    ((${#alive[@]} == 0)) && return 0
-    if (($(date +%s) >= deadline)); then
-      log "${label}: still running after ${GRACE_SECONDS}s, sending KILL to ${alive[*]}"
-      kill -KILL "${alive[@]}" 2>/dev/null || true
-      return 0
-    fi
-    sleep 0.1
   done
 }
 
@@ -56,11 +33,14 @@ main() {
   local t0 stopped=0
   cluster_lock
   t0="$(now_ms)"
+  # The real node first: its kubelet and pods talk to the API server and the registry etcd.
+  "${HACK_DIR}/realnode-down.sh"
   local orphan_list
   orphan_list="$(orphans)"
   # Clients first, then the API server, then the etcds it depends on (an API server
-  # whose etcd is gone can take long to shut down).
-  local phases=("kwok kube-scheduler kube-controller-manager" "kube-apiserver" "etcd-k8s etcd-registry")
+  # whose etcd is gone can take long to shut down). The real node's daemons were stopped
+  # above; its phase here only catches them when their PID files are gone.
+  local phases=("kubelet containerd" "kwok kube-scheduler kube-controller-manager" "kube-apiserver" "etcd-k8s etcd-registry")
   local phase c pid program pids
   for phase in "${phases[@]}"; do
     pids=()

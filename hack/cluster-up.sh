@@ -10,7 +10,8 @@
 #   etcd-registry   the registry etcd the operator writes to -> .cluster/etcd-endpoints
 #                   (Debian etcd, or $ETCD_REGISTRAR_REGISTRY_ETCD_BIN)
 #   kube-apiserver, kube-controller-manager, kube-scheduler (built by hack/build-tools.sh)
-#   kwok            simulated kubelets for the fake nodes below (pods get IPs, Running, Ready)
+#   kwok            simulated kubelets for the fake nodes below (pods get IPs, Running, Ready;
+#                   Ready waits for readiness gates: hack/kwok/stages.yaml)
 # Admin kubeconfig: .cluster/kubeconfig. PIDs: .cluster/pids/, logs: .cluster/logs/.
 # Idempotent: returns at once when the recorded cluster is running and healthy; anything
 # else (a stale .cluster/ from a dead run, a half-dead cluster) is stopped and recreated.
@@ -42,6 +43,8 @@ preflight() {
 # Everything recorded is alive and answering: then there is nothing to do.
 cluster_healthy() {
   [[ -f "${CLUSTER_DIR}/ports.env" && -f "${KUBECONFIG_FILE}" ]] || return 1
+  # A cluster from before the real node (no kubelet-client certificate) is replaced.
+  [[ -f "${PKI_DIR}/kubelet-client.crt" ]] || return 1
   # shellcheck source=/dev/null
   source "${CLUSTER_DIR}/ports.env"
   local c
@@ -80,6 +83,9 @@ gen_pki() { # openssl's chatter and errors go to .cluster/logs/pki.log
     issue apiserver "/CN=kube-apiserver" \
       "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
     issue admin "/O=system:masters/CN=kubernetes-admin" \
+      "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+    # The API server's identity towards kubelets (exec, logs, port-forward on the real node).
+    issue kubelet-client "/CN=kube-apiserver-kubelet-client" \
       "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
     # Request-header (front proxy) client cert: without it every component logs
     # "missing content for CA bundle ...requestheader-client-ca-file" over and over.
@@ -150,6 +156,8 @@ start_control_plane() {
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "${p}/front-proxy-client.crt" \
     --proxy-client-key-file "${p}/front-proxy-client.key" \
+    --kubelet-client-certificate "${p}/kubelet-client.crt" --kubelet-client-key "${p}/kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --allow-privileged=true \
     --profiling=false
   wait_until 90 kube-apiserver https_healthy "${APISERVER_PORT}" /readyz
@@ -178,14 +186,17 @@ start_control_plane() {
   # kwok reads ~/.kwok/kwok.yaml when present; point its work dir into .cluster/ so a
   # user's own kwok config cannot change this cluster. All nodes share one pod IP pool
   # (--cidr, handed out from its first address), so pod IPs are distinct cluster-wide.
-  # With no Stage config kwok uses its default "fast" stages: a pod gets an IP and Running+Ready once (the stage selects
-  # pods without status.podIP), so a Ready condition patched later stays as patched.
+  # Pod stages from hack/kwok/stages.yaml: kwok's "fast" ones (a pod gets an IP and
+  # Running+Ready once: the stage selects pods without status.podIP, so a Ready condition
+  # patched later on an ungated pod stays as patched), except that a pod's Ready waits for
+  # its readiness gates as a kubelet's does.
   mkdir -p "${CLUSTER_DIR}/kwok"
   KWOK_WORKDIR="${CLUSTER_DIR}/kwok" start_daemon kwok "${KWOK_BIN_DIR}/kwok" \
     --kubeconfig "${KUBECONFIG_FILE}" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector "${KWOK_NODE_SELECTOR}" \
     --cidr "${POD_CIDR}" \
+    --config "${HACK_DIR}/kwok/stages.yaml" \
     --node-lease-duration-seconds 40
 
   wait_until 60 kube-controller-manager https_healthy "${KCM_PORT}" /healthz

@@ -8,7 +8,24 @@ BIN=$ROOT/.venv/bin
 NS=demo
 PREFIX=/service_registry_discovery
 
-hack/cluster-up.sh
+# DEMO_NODE=real: the Deployment runs on the real node (hack/realnode-up.sh) as the demo app
+# with an HTTP readiness probe, and readiness is switched through the app, not a status patch.
+DEMO_NODE=${DEMO_NODE:-kwok}
+POD_EXTRA=""
+CONTAINER_EXTRA=""
+PORT=80
+IMAGE=registry.k8s.io/pause:3.10
+if [ "$DEMO_NODE" = real ]; then
+  hack/realnode-up.sh
+  source .cluster/realnode/node.env
+  IMAGE=$DEMO_IMAGE
+  PORT=8080
+  POD_EXTRA="nodeSelector: {${NODE_LABEL%%=*}: ${NODE_LABEL#*=}}
+      tolerations: [{key: $TAINT_KEY, operator: Exists, effect: NoSchedule}]"
+  CONTAINER_EXTRA="readinessProbe: {httpGet: {path: /ready, port: http}, periodSeconds: 1, failureThreshold: 1}"
+else
+  hack/cluster-up.sh
+fi
 export KUBECONFIG=$ROOT/.cluster/kubeconfig
 export ETCD_REGISTRAR_ETCD_ENDPOINTS=$(cat .cluster/etcd-endpoints)
 source hack/versions.env
@@ -67,7 +84,13 @@ spec:
       annotations: {etcd-registrar.io/service: goods}
     spec:
       terminationGracePeriodSeconds: 0
-      containers: [{name: app, image: registry.k8s.io/pause:3.10, ports: [{name: http, containerPort: 80}]}]
+      $POD_EXTRA
+      containers:
+      - name: app
+        image: $IMAGE
+        imagePullPolicy: IfNotPresent
+        ports: [{name: http, containerPort: $PORT}]
+        $CONTAINER_EXTRA
 EOF
 wait_keys 3
 
@@ -81,8 +104,12 @@ wait_keys 3
 
 POD=$(k -n "$NS" get pods -l app=goods -o jsonpath='{.items[0].metadata.name}')
 set_ready() {
-  k -n "$NS" patch pod "$POD" --subresource=status --type=strategic \
-    -p "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"$1\"}]}}" >/dev/null
+  if [ "$DEMO_NODE" = real ]; then  # the app's readiness endpoint; the kubelet's probe follows
+    curl -fsS -X POST "http://$(k -n "$NS" get pod "$POD" -o jsonpath='{.status.podIP}'):$PORT/ready/$([ "$1" = True ] && echo on || echo off)" >/dev/null
+  else  # kwok: what a kubelet would write
+    k -n "$NS" patch pod "$POD" --subresource=status --type=strategic \
+      -p "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"$1\"}]}}" >/dev/null
+  fi
 }
 step "Pod $POD goes unready (its key must go)"
 set_ready False

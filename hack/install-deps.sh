@@ -4,7 +4,14 @@
 # something has to be installed. The Go toolchain is checked by hack/build-tools.sh.
 set -euo pipefail
 
-PACKAGES=(etcd-server etcd-client openssl curl)
+PACKAGES=(
+  etcd-server etcd-client openssl curl
+  # The real node (hack/realnode-up.sh): container runtime, pod network, image builds.
+  # containerd 1.6 serves CRI v1, all kubelet 1.34 needs (see realnode-up.sh).
+  containerd runc containernetworking-plugins iptables
+  mmdebstrap buildah
+  catatonit # the pod sandbox ("pause") process: static, so it is the whole pause image
+)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -32,8 +39,10 @@ fi
 
 echo "installing Debian packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Another checkout's `make deps` may hold dpkg's lock for a while: wait for it.
+"${SUDO[@]}" apt-get update -qq -o DPkg::Lock::Timeout=300
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}"
 
-# Debian's etcd-server package enables a system etcd on :2379; the harness runs its own
-# instances on free ports and does not need it. Leave it as the package set it up.
+# Debian's etcd-server package enables a system etcd on :2379, and containerd a system
+# containerd; the harness runs its own instances (own ports, sockets and directories) and
+# does not need them. Leave them as the packages set them up.

@@ -11,7 +11,9 @@ ETCD_REGISTRAR_CACHE="${ETCD_REGISTRAR_CACHE:-${HOME}/.cache/etcd-registrar}"
 K8S_BIN_DIR="${ETCD_REGISTRAR_CACHE}/k8s-${K8S_VERSION}"
 KWOK_BIN_DIR="${ETCD_REGISTRAR_CACHE}/kwok-${KWOK_VERSION}"
 ETCD_BIN_DIR="${ETCD_REGISTRAR_CACHE}/etcd-${ETCD_VERSION}"
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# kubelet runs only on the real node (hack/realnode-up.sh); built with the rest so the shared
+# packages compile once.
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
 CLUSTER_DIR="${REPO_ROOT}/.cluster"
 PID_DIR="${CLUSTER_DIR}/pids"
@@ -20,6 +22,18 @@ PKI_DIR="${CLUSTER_DIR}/pki"
 KUBECONFIG_FILE="${CLUSTER_DIR}/kubeconfig"
 # Every component the cluster runs, in start order (stopped in reverse).
 COMPONENTS=(etcd-k8s etcd-registry kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+# The real node (hack/realnode-up.sh, stopped by hack/realnode-down.sh). Host-wide names
+# (bridge, iptables chain, cgroup root) carry a hash of this checkout's .cluster/, so the
+# clusters of several checkouts can each have one.
+REALNODE_DIR="${CLUSTER_DIR}/realnode"
+REALNODE_COMPONENTS=(containerd kubelet)
+REALNODE_ID="$(printf '%s' "${CLUSTER_DIR}" | sha256sum | cut -c1-6)"
+BRIDGE="er-${REALNODE_ID}"
+CHAIN="ER-${REALNODE_ID}"
+CGROUP_ROOT="/etcd-registrar-${REALNODE_ID}"
+CONTAINERD_SOCK="${REALNODE_DIR}/containerd/containerd.sock"
+CNI_BIN_DIR=/usr/lib/cni # Debian's containernetworking-plugins
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -114,6 +128,33 @@ kubectl_bin() {
 
 kc() { "$(kubectl_bin)" --kubeconfig "${KUBECONFIG_FILE}" "$@"; }
 
+# ctr against the real node's containerd.
+ctr_() { ctr --address "${CONTAINERD_SOCK}" "$@"; }
+
+# TERM the PIDs, KILL whatever still runs after $GRACE_SECONDS (default 10).
+stop_pids() { # stop_pids LABEL PID...
+  local label="$1" grace="${GRACE_SECONDS:-10}"
+  shift
+  (($# > 0)) || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  local deadline=$(($(date +%s) + grace)) pid alive
+  while :; do
+    alive=()
+    for pid in "$@"; do
+      if [[ -e "/proc/${pid}" && "$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null)" != "Z" ]]; then
+        alive+=("${pid}")
+      fi
+    done
+    ((${#alive[@]} == 0)) && return 0
+    if (($(date +%s) >= deadline)); then
+      log "${label}: still running after ${grace}s, sending KILL to ${alive[*]}"
+      kill -KILL "${alive[@]}" 2>/dev/null || true
+      return 0
+    fi
+    sleep 0.1
+  done
+}
+
 etcd_healthy() { # etcd_healthy CLIENT_URL
   curl -fsS --max-time 2 "$1/health" | grep -q '"health":"true"'
 }
@@ -168,15 +209,37 @@ go_build() {
     log "${name} ${version}: cached in ${out}"
     return
   fi
+  # One build at a time in the shared cache (several checkouts run `make tools`): wait for
+  # the others, then look again, since the one we waited for may have built this tool.
+  mkdir -p "${ETCD_REGISTRAR_CACHE}"
+  exec 8<"${ETCD_REGISTRAR_CACHE}"
+  if ! flock -n 8; then
+    log "${name} ${version}: waiting for another build in ${ETCD_REGISTRAR_CACHE}"
+    flock 8
+  fi
+  # shellcheck disable=SC2086
+  if stamp_ok "${out}" ${binaries}; then
+    flock -u 8
+    log "${name} ${version}: cached in ${out}"
+    return
+  fi
   require_go
   [[ -z "${pinned}" ]] || check_pin "${moddir}/go.mod" "${pinned}" "${version}"
   mkdir -p "${out}"
   rm -f "${out}/.stamp"
   log "building ${name} ${version} (${binaries}) into ${out}"
-  local t0 target="${out}/"
+  # Built beside the old binaries, then renamed over them: a cluster running them (or
+  # starting) never sees a half-written file.
+  local t0 tmp="${out}/.building" target b
   t0="$(now_ms)"
-  (($# == 1)) && target="${out}/${binaries}" # one package: name the binary explicitly
+  rm -rf "${tmp}"
+  target="${tmp}/"
+  (($# == 1)) && target="${tmp}/${binaries}" # one package: name the binary explicitly
   (cd "${moddir}" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w ${ldflags}" -o "${target}" "$@")
+  # shellcheck disable=SC2086
+  for b in ${binaries}; do mv -f "${tmp}/${b}" "${out}/${b}"; done
+  rmdir "${tmp}"
   printf 'version=%s\ngo=%s\nbuilt=%s\n' "${version}" "$(go env GOVERSION)" "$(date -u +%FT%TZ)" >"${out}/.stamp"
   log "built ${name} ${version} in $(elapsed "${t0}")"
+  flock -u 8
 }

@@ -9,6 +9,7 @@ Everything waits on conditions with deadlines (`wait_for`), never on bare sleeps
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -179,6 +181,18 @@ def etcd_path() -> str:
     )
 
 
+def run_hack_script(name: str, timeout: float) -> None:
+    """Run hack/<name> (no arguments); its stderr and the log directory in the error."""
+    proc = subprocess.run(
+        [str(HACK_DIR / name)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"hack/{name} failed ({proc.returncode}); logs in {CLUSTER_DIR}/logs\n"
+            f"{proc.stderr.strip()}"
+        )
+
+
 # --------------------------------------------------------------------------- etcd
 
 
@@ -212,6 +226,10 @@ class EtcdServer:
         self.log_path = self.base_dir / "etcd.log"
         self.client_port = free_port()
         self.peer_port = free_port()
+        # What the other members dial (an EtcdCluster puts a PeerNetwork relay here) and the
+        # whole membership; by default a cluster of this one member.
+        self.advertised_peer_url = f"http://127.0.0.1:{self.peer_port}"
+        self.initial_cluster = f"{name}={self.advertised_peer_url}"
         self._proc: subprocess.Popen[bytes] | None = None
         _live_etcds.add(self)
 
@@ -232,9 +250,14 @@ class EtcdServer:
 
     def start(self, timeout: float = 30.0) -> EtcdServer:
         """Start etcd (a no-op when running) and wait until it answers /health."""
-        if self.running:
-            return self
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        if not self.running:
+            self.launch()
+            self.wait_healthy(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting: a cluster's member has no leader until a
+        quorum of members runs."""
         # Restarting over existing data must say "existing"; a new member says "new".
         state = "existing" if (self.data_dir / "member").exists() else "new"
         args = [
@@ -243,9 +266,9 @@ class EtcdServer:
             f"--data-dir={self.data_dir}",
             f"--listen-client-urls={self.endpoint}",
             f"--advertise-client-urls={self.endpoint}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster={self.name}={peer}",
+            f"--listen-peer-urls=http://127.0.0.1:{self.peer_port}",
+            f"--initial-advertise-peer-urls={self.advertised_peer_url}",
+            f"--initial-cluster={self.initial_cluster}",
             f"--initial-cluster-state={state}",
             # A single member elects itself after one election timeout: 250 ms instead of
             # the default 1 s makes each (re)start in outage tests ~1 s faster on etcd 3.4.
@@ -253,13 +276,12 @@ class EtcdServer:
             "--election-timeout=250",
             "--logger=zap",
             "--log-outputs=stderr",
+            *self.extra_args(),
         ]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
-        self.wait_healthy(timeout)
-        return self
 
     def _signal(self, sig: signal.Signals) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -305,10 +327,18 @@ class EtcdServer:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.start(timeout)
 
+    def extra_args(self) -> list[str]:
+        """More etcd flags (a subclass's TLS or auth settings)."""
+        return []
+
+    def open_url(self, url: str) -> Any:
+        """GET `url` from this etcd (a subclass with TLS brings its client certificate)."""
+        return urllib.request.urlopen(url, timeout=1)  # noqa: S310
+
     def healthy(self) -> bool:
         """One /health probe (etcd answers {"health":"true"} when it has a leader)."""
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as resp:  # noqa: S310
+            with self.open_url(f"{self.endpoint}/health") as resp:
                 body = json.loads(resp.read() or b"{}")
         except (OSError, ValueError):
             return False
@@ -351,6 +381,165 @@ class EtcdServer:
 
     def __enter__(self) -> EtcdServer:
         return self.start() if not self.running else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PeerNetwork:
+    """TCP relays in front of etcd members' peer ports: the network between members, which
+    `cut` partitions while every process keeps running.
+
+    Each connection a member opens to another carries its sender's advertised peer URLs in
+    the ``X-PeerURLs`` header of its first request (every raft stream, message and snapshot
+    does), so a relay tells who dials it. A cut member's raft traffic is dropped both ways:
+    it gets no leader, and the others elect one among themselves. What a cut member sends
+    without that header (version probes, a lease renewal a follower forwards to its leader
+    until it sees it has none) still gets through; nothing reaches it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cut: set[str] = set()
+        self._listeners: list[socket.socket] = []
+        self._links: list[tuple[str, str, socket.socket, socket.socket]] = []
+        self._targets: dict[str, int] = {}
+
+    def relay(self) -> str:
+        """A new relay's URL, for a member to advertise; `forward` says where it leads.
+
+        Bound before the members pick their free ports, so none of them can pick its port."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        self._listeners.append(listener)
+        threading.Thread(target=self._accept, args=(listener, url), daemon=True).start()
+        return url
+
+    def forward(self, url: str, port: int) -> None:
+        """Send what the relay at `url` receives to 127.0.0.1:`port`."""
+        self._targets[url] = port
+
+    def cut(self, url: str) -> None:
+        """Partition the member advertising `url` from the others (and drop its links now)."""
+        with self._lock:
+            self._cut.add(url)
+            links = [link for link in self._links if url in (link[0], link[1])]
+        for _, _, a, b in links:
+            _shut(a)
+            _shut(b)
+
+    def heal(self, url: str) -> None:
+        with self._lock:
+            self._cut.discard(url)
+
+    def close(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        with self._lock:
+            links, self._links = self._links, []
+        for _, _, a, b in links:
+            _shut(a)
+            _shut(b)
+
+    def _accept(self, listener: socket.socket, url: str) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed
+                return
+            port = self._targets[url]
+            threading.Thread(target=self._link, args=(conn, url, port), daemon=True).start()
+
+    def _link(self, conn: socket.socket, url: str, port: int) -> None:
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head and len(head) < 65536 and (data := conn.recv(4096)):
+                head += data
+        found = re.search(rb"(?im)^x-peerurls:\s*(\S+)", head)
+        sender = found.group(1).decode() if found else ""
+        with self._lock:
+            if url in self._cut or self._cut & set(sender.split(",")):
+                conn.close()
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port))
+            except OSError:  # the member is stopped
+                conn.close()
+                return
+            link = (url, sender, conn, upstream)
+            self._links.append(link)
+        try:
+            upstream.sendall(head)
+            back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
+            back.start()
+            _pump(conn, upstream)
+            back.join()
+        finally:
+            with self._lock:
+                if link in self._links:
+                    self._links.remove(link)
+            conn.close()
+            upstream.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    _shut(source)
+    _shut(sink)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class EtcdCluster:
+    """A private etcd cluster of `size` members on loopback, for failover scenarios: stop,
+    pause or partition (`PeerNetwork.cut`) one member while the others keep a quorum."""
+
+    def __init__(self, size: int = 3, etcd_bin: str | None = None) -> None:
+        self.base_dir = Path(tempfile.mkdtemp(prefix="etcd-registrar-cluster-"))
+        self.network = PeerNetwork()
+        relays = [self.network.relay() for _ in range(size)]
+        self.members = [
+            EtcdServer(self.base_dir / f"m{i}", etcd_bin, name=f"m{i}") for i in range(size)
+        ]
+        for member, relay in zip(self.members, relays, strict=True):
+            self.network.forward(relay, member.peer_port)
+            member.advertised_peer_url = relay
+        initial = ",".join(f"{m.name}={m.advertised_peer_url}" for m in self.members)
+        for member in self.members:
+            member.initial_cluster = initial
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [member.endpoint for member in self.members]
+
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
+        for member in self.members:
+            if not member.running:
+                member.launch()
+        for member in self.members:
+            member.wait_healthy(timeout)
+        return self
+
+    def partition(self, member: EtcdServer) -> None:
+        """Cut `member` off from the others; its process and client port stay up."""
+        self.network.cut(member.advertised_peer_url)
+
+    def heal(self, member: EtcdServer) -> None:
+        self.network.heal(member.advertised_peer_url)
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+        self.network.close()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -451,18 +640,7 @@ class Cluster:
         if kubeconfig and endpoints:
             return cls(Path(kubeconfig), endpoints, external=True)
         cls._check_local_toolchain()
-        proc = subprocess.run(
-            [str(HACK_DIR / "cluster-up.sh")],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"hack/cluster-up.sh failed ({proc.returncode}); logs in {CLUSTER_DIR}/logs\n"
-                f"{proc.stderr.strip()}"
-            )
+        run_hack_script("cluster-up.sh", timeout)
         endpoints_file = CLUSTER_DIR / "etcd-endpoints"
         return cls(CLUSTER_DIR / "kubeconfig", endpoints_file.read_text().strip())
 

@@ -5,7 +5,8 @@
 //	                                       watch response; first line "ready <n keys> <rev>"
 //	probe pods -kubeconfig F -namespace NS stream every pod change the API server sends
 //	                                       to a watcher: "<ns> <state> <pod>", state R
-//	                                       (serving), U (not), T (terminating), X (gone);
+//	                                       (serving), U (not), T (terminating), X (gone),
+//	                                       C (gated pod: containers ready, a gate not);
 //	                                       first line "ready <n pods> <resourceVersion>"
 //	probe leases -endpoints URL            print how many leases etcd holds
 //	probe clean -endpoints URL -prefix P   revoke every lease attached to a key under P

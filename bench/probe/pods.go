@@ -14,16 +14,35 @@ import (
 )
 
 // state is what the registry should make of the pod (DESIGN §2.4, as bench/floor reads it).
+// A pod with readiness gates is on a node no kubelet manages, so its Ready is computed here
+// as a kubelet would: R once ContainersReady and every gate condition are True, C while its
+// containers are ready but a gate is not (the moment it asks to be registered).
 func state(pod *corev1.Pod) string {
 	if pod.DeletionTimestamp != nil {
 		return "T"
 	}
+	status := map[corev1.PodConditionType]corev1.ConditionStatus{}
 	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && pod.Status.PodIP != "" {
+		status[c.Type] = c.Status
+	}
+	if pod.Status.PodIP == "" {
+		return "U"
+	}
+	if len(pod.Spec.ReadinessGates) == 0 {
+		if status[corev1.PodReady] == corev1.ConditionTrue {
 			return "R"
 		}
+		return "U"
 	}
-	return "U"
+	if status[corev1.ContainersReady] != corev1.ConditionTrue {
+		return "U"
+	}
+	for _, gate := range pod.Spec.ReadinessGates {
+		if status[gate.ConditionType] != corev1.ConditionTrue {
+			return "C"
+		}
+	}
+	return "R"
 }
 
 func watchPods(kubeconfig, namespace string) {

@@ -24,6 +24,7 @@ from etcd_registrar.controller import Controller
 from etcd_registrar.election import Election
 from etcd_registrar.etcd import Etcd, EtcdError, Fence
 from etcd_registrar.events import EventPoster
+from etcd_registrar.gates import Gates
 from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, probe_routes, serve
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.podwatch import PodWatcher
@@ -52,6 +53,7 @@ class App:
     events: EventPoster
     claims: ClaimStore
     election: Election
+    gates: Gates
     servers: list[web.AppRunner] = field(default_factory=list)
     loops: list[Loop] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -90,6 +92,13 @@ class App:
         scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
         replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
         election = Election(registry.etcd, config.owner_id, replica, scope)
+        gates = Gates(
+            controller,
+            kube,
+            enabled=config.readiness_gate,
+            dry_run=config.dry_run,
+            etcd_reachable=lambda: health.etcd.reachable,
+        )
         app = cls(
             config,
             registry,
@@ -99,8 +108,10 @@ class App:
             EventPoster(kube),
             claims,
             election,
+            gates,
         )
-        controller.notify = app.events.post
+        controller.notify = gates.notify = app.events.post
+        gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured
         return app
@@ -134,6 +145,7 @@ class App:
         self.registry.on_fenced = self.election.step_down
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
+        self.loops.append(Loop("readiness-gate", self.gates.run).start())
         self.loops.append(Loop("pod-watch", self._follow_pods).start())
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
             self._elected(None)
@@ -246,6 +258,7 @@ class App:
             return
         if self.controller.leading:  # one replica tells, not each
             self.events.outcome(outcome)
+        self.gates.outcome(body["metadata"]["uid"], outcome.committed)
 
     def endpoint_counts(self) -> dict[tuple[str, str], int]:
         """Keys held per (namespace, service); 0 for a registration that holds none."""

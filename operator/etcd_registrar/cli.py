@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -29,7 +30,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         env = f"ETCD_REGISTRAR_{name.upper()}"
         help_text = f"{field.description} [env {env}; default {field.default!r}]"
         if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif list in (getattr(field.annotation, "__origin__", None), *get_args(field.annotation)):
             parser.add_argument(flag, dest=name, action="append", help=help_text)
         else:
@@ -65,6 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         clusterwide=not settings.namespace,
         namespaces=settings.namespace,
         memo=kopf.Memo(config=settings),
+        # kopf would name itself after the user (getpass.getuser()), which crashes for a UID
+        # with no passwd entry (runAsUser, OpenShift's arbitrary UIDs); a pod's host name is
+        # its name.
+        identity=socket.gethostname(),  # type: ignore[arg-type]  # a NewType kopf does not export
     )
     return 0
 

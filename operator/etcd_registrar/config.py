@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from etcd_registrar.etcd import EtcdConfig, grpc_target
+from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_target
 from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
 from etcd_registrar.source import Defaults
@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     max_value_bytes: int = Field(
         16_384, ge=256, le=1_048_576, description="Largest value a key may hold (etcd quota)."
     )
+    readiness_gate: bool = Field(
+        True,
+        description="Set the etcd-registrar.io/registered condition of pods that declare "
+        "it as a readiness gate (needs pods/status patch).",
+    )
     dry_run: bool = Field(False, description="Log every etcd write instead of writing.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")
@@ -115,6 +120,7 @@ class Settings(BaseSettings):
                 Defaults(self.default_ttl, self.default_format, self.default_prefix)
             except TemplateError as exc:
                 raise ValueError(f"--default-prefix: {exc}") from None
+        check_tls(self.etcd_endpoints, self.etcd_ca, self.etcd_cert, self.etcd_key)
         prefix = Defaults(self.default_ttl, self.default_format, self.default_prefix).layout.prefix
         if prefix and not within(prefix + "/", self.allowed_prefix):
             raise ValueError(
@@ -124,15 +130,12 @@ class Settings(BaseSettings):
         return self
 
     def etcd(self) -> EtcdConfig:
-        password = None
-        if self.etcd_password_file is not None:
-            password = self.etcd_password_file.read_text().strip()
         return EtcdConfig(
             endpoints=tuple(self.etcd_endpoints),
             ca=self.etcd_ca,
             cert=self.etcd_cert,
             key=self.etcd_key,
             username=self.etcd_username,
-            password=password,
+            password_file=self.etcd_password_file,
             timeout=self.etcd_timeout,
         )

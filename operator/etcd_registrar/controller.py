@@ -61,11 +61,7 @@ class Outcome:
 
 
 def _ref(pod: PodView) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
-    }
+    return pod.ref
 
 
 class Controller:

@@ -15,6 +15,7 @@ from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
 from etcd_registrar.kube import REQUEST_TIMEOUT, load_config
 from etcd_registrar.registry import owner_keys
+from etcd_registrar.source import Defaults
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_FIX = (
@@ -48,6 +49,8 @@ IN_SCOPE = [
     Right("watch", GROUP, PLURAL),
     Right("patch", GROUP, PLURAL, "status"),
 ]
+# The readiness gate's condition on gated pods (gates.py), unless --no-readiness-gate.
+GATE = Right("patch", "", "pods", "status")
 # kopf's observers (kopf/_core/reactor/observation.py): CRDs in every mode, to notice
 # resources appear and go; namespaces only when it watches a list of them (--namespace),
 # to notice those being created or deleted. Cluster-wide it never lists namespaces.
@@ -61,10 +64,11 @@ NAMESPACES = [
 ]
 
 
-def needed(namespaces: Sequence[str]) -> list[tuple[Right, str]]:
-    """Every right the operator needs with these --namespace values, and where ("" = all
-    namespaces, or cluster-scoped)."""
-    scoped = [(right, ns) for ns in namespaces or [""] for right in IN_SCOPE]
+def needed(namespaces: Sequence[str], readiness_gate: bool = True) -> list[tuple[Right, str]]:
+    """Every right the operator needs with these --namespace values and --readiness-gate,
+    and where ("" = all namespaces, or cluster-scoped)."""
+    in_scope = IN_SCOPE + ([GATE] if readiness_gate else [])
+    scoped = [(right, ns) for ns in namespaces or [""] for right in in_scope]
     cluster = CRDS + (NAMESPACES if namespaces else [])
     return scoped + [(right, "") for right in cluster]
 
@@ -144,7 +148,7 @@ def _api_checks(report: Report, settings: Settings) -> None:
     )
     report.check("CRD installed", lambda: crd_served(api), CRD_FIX)
     auth = kubernetes.client.AuthorizationV1Api(api)
-    for right, ns in needed(settings.namespace):
+    for right, ns in needed(settings.namespace, settings.readiness_gate):
 
         def ask(right: Right = right, ns: str = ns) -> str:
             attributes = kubernetes.client.V1ResourceAttributes(
@@ -200,10 +204,31 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
         await etcd.revoke(lease)
         return "granted a lease, wrote and removed a probe key"
 
+    def may_write(prefix: str) -> Callable[[], Awaitable[str]]:
+        async def probe() -> str:
+            try:
+                await etcd.may_write(prefix + "etcd-registrar-doctor-probe")
+            except EtcdUnavailable:
+                raise
+            except EtcdError as exc:
+                fix = (
+                    f"grant the operator's etcd role readwrite on the prefix {prefix}: etcdctl "
+                    f"role grant-permission ROLE --prefix=true readwrite {prefix}"
+                )
+                raise Problem(str(exc), fix) from None
+            return "allowed (nothing written)"
+
+        return probe
+
+    prefixes = _registry_prefixes(settings)
     try:
         reached = await _outcome(reachable)
         # Unreachable: the write would only fail the same way, after another timeout.
         wrote = reached if isinstance(reached, Exception) else await _outcome(write)
+        permitted = {
+            p: reached if isinstance(reached, Exception) else await _outcome(may_write(p))
+            for p in prefixes
+        }
     finally:
         await etcd.close()
 
@@ -223,8 +248,18 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
     report.check(
         "etcd lease and write",
         show(wrote),
-        "give the etcd user read/write on the registry prefixes and /etcd-registrar/",
+        f"give the etcd user readwrite on the prefix {owner} (see docs/secure-etcd.md)",
     )
+    for prefix, result in permitted.items():
+        report.check(f"etcd read/write under {prefix}", show(result), "see docs/secure-etcd.md")
+
+
+def _registry_prefixes(settings: Settings) -> list[str]:
+    """Where the keys go: the allowed prefixes, else the default layout's."""
+    if settings.allowed_prefix:
+        return [p.rstrip("/") + "/" for p in settings.allowed_prefix]
+    prefix = Defaults(settings.default_ttl, settings.default_format, settings.default_prefix)
+    return [prefix.layout.prefix + "/"] if prefix.layout.prefix else []
 
 
 def run_checks(settings: Settings) -> int:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from etcd_registrar import metrics
-from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream
+from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream, LeaseNotFound
 from etcd_registrar.registry import owner_keys
 from etcd_registrar.supervisor import Backoff
 
@@ -70,7 +70,7 @@ class Election:
                     self._lease = await self.etcd.grant(self.ttl)
                     self._acked = time.monotonic()
                 await self._term(self._lease)
-            except _LeaseLost as exc:
+            except (_LeaseLost, LeaseNotFound) as exc:
                 self.step_down(str(exc))
                 self._lease = None
             except EtcdError as exc:
@@ -84,7 +84,7 @@ class Election:
 
     async def _term(self, lease: int) -> None:
         """Keep `lease` alive on one stream; campaign on it, or lead, until the stream breaks."""
-        stream = self.etcd.keepalive_stream()
+        stream = await self.etcd.keepalive_stream()
         reader = asyncio.create_task(self._read_acks(stream, lease))
         try:
             while not reader.done():
@@ -119,7 +119,8 @@ class Election:
             return
         value = json.dumps({"id": self.identity, **self.scope}, sort_keys=True)
         won, holder = await self.etcd.campaign(self.key, value, lease)
-        if won and holder is not None:
+        # A campaign whose answer was lost after etcd applied it finds our own key: ours.
+        if holder is not None and (won or holder.lease == lease):
             self.fence, self.leader, self.misconfigured = (
                 Fence(self.key, holder.create_revision),
                 self.identity,
@@ -132,6 +133,10 @@ class Election:
             return
         if holder is None:
             return  # the leader just went: campaign again at once next round
+        if holder.value == value:  # our own key, on the lease we stepped down from
+            logger.info("removing our leader key of a lease we gave up; campaigning again")
+            await self.etcd.resign(Fence(self.key, holder.create_revision))
+            return
         self._observe(holder.value)
 
     def _observe(self, value: str) -> None:

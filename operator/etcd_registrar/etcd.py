@@ -7,12 +7,14 @@ the token expires, one long-lived LeaseKeepAlive stream, and fast reconnects aft
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
+import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,49 @@ from etcd_registrar import metrics
 logger = logging.getLogger(__name__)
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+_WATCH_RETRY_DELAY = 0.5  # between re-creations of a broken watch (etcd may be refusing)
+
+# Fail over between members as etcd's Go client does: a connection to every member, calls
+# spread round-robin, and a read a member refuses as UNAVAILABLE (down, or "no leader")
+# tried again at once, which puts it on the next member. Writes (Txn, LeaseGrant) are not
+# retried here: their UNAVAILABLE may come after etcd applied them, and a campaign or a put
+# guarded on absence would then find its own key; the caller retries, and round-robin sends
+# that call elsewhere too. "hasleader" metadata makes a member without a leader refuse at
+# once instead of letting calls hang until their deadline, and makes it cancel our
+# keepalive and watch streams when it loses its leader, so they move too.
+_REQUIRE_LEADER = (("hasleader", "true"),)
+_RETRIED = {
+    "KV": ("Range",),
+    "Lease": ("LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive"),
+    "Watch": ("Watch",),
+    "Maintenance": ("Status",),
+}
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [
+                {"service": f"etcdserverpb.{service}", "method": method}
+                for service, methods in _RETRIED.items()
+                for method in methods
+            ],
+            "retryPolicy": {
+                # ~10, 30, 90, 270 ms apart: the next member is tried almost at once, and
+                # a lone member gets ~0.4 s to elect a leader
+                "maxAttempts": 5,
+                "initialBackoff": "0.01s",
+                "maxBackoff": "0.3s",
+                "backoffMultiplier": 3,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
 
 # Reconnect within ~1 s after an outage (default gRPC backoff took 19 s after a 30 s outage)
 # and detect a dead connection by HTTP/2 pings.
 _CHANNEL_OPTIONS = (
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -76,6 +117,10 @@ class Fence:
         )
 
 
+class WatchCompacted(EtcdError):
+    """etcd compacted away the history a watch was to start from: re-read, then watch anew."""
+
+
 @dataclass(frozen=True, slots=True)
 class EtcdConfig:
     endpoints: Sequence[str] = ("http://127.0.0.1:2379",)
@@ -84,7 +129,25 @@ class EtcdConfig:
     key: Path | None = None
     username: str | None = None
     password: str | None = None
+    password_file: Path | None = None  # read at each login: a rotated password is picked up
     timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_tls(self.endpoints, self.ca, self.cert, self.key)
+
+
+def check_tls(
+    endpoints: Sequence[str], ca: Path | None, cert: Path | None, key: Path | None
+) -> None:
+    """Refuse a client certificate that would go unused: TLS is on for https:// endpoints
+    or a CA, and without either the connection would silently be plaintext."""
+    plaintext = all(e.startswith("http://") or "://" not in e for e in endpoints)
+    if (cert or key) and plaintext and not ca:
+        raise ValueError(
+            "--etcd-cert/--etcd-key are set but the etcd endpoints are http:// and no "
+            "--etcd-ca is given, so the connection would be plaintext: use https:// "
+            "endpoints (and --etcd-ca unless the system CAs sign etcd's certificate)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +213,8 @@ class LeaseInfo:
 def grpc_target(endpoints: Sequence[str]) -> tuple[str, bool]:
     """gRPC target for the endpoint URLs, and whether they use TLS.
 
-    Several IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``), which
-    gRPC fails over between; a host name is resolved by gRPC's DNS resolver.
+    Several IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``) that
+    gRPC balances over; a host name is resolved by gRPC's DNS resolver.
     """
     urls = [urlsplit(e if "://" in e else f"http://{e}") for e in endpoints]
     if not urls:
@@ -213,10 +276,12 @@ class Etcd:
     def __init__(self, config: EtcdConfig) -> None:
         self.config = config
         self._channel: grpc.aio.Channel | None = None
+        self._tls_files: tuple[float, ...] = ()
         self._metadata: tuple[tuple[str, str], ...] = ()
 
     async def connect(self) -> None:
         target, secure = grpc_target(self.config.endpoints)
+        self._tls_files = self._tls_stamp()
         if secure or self.config.ca:
             creds = grpc.ssl_channel_credentials(
                 _read(self.config.ca), _read(self.config.key), _read(self.config.cert)
@@ -235,11 +300,30 @@ class Etcd:
             await self._channel.close()
             self._channel = None
 
+    def _tls_stamp(self) -> tuple[float, ...]:
+        """When the TLS files last changed: a rotated certificate shows here."""
+        files = (self.config.ca, self.config.cert, self.config.key)
+        return tuple(path.stat().st_mtime if path and path.exists() else 0.0 for path in files)
+
+    async def _reconnect_if_rotated(self) -> bool:
+        """Reconnect with the TLS files on disk if they changed since we connected (a
+        certificate rotated, the server no longer takes the old one); True if we did."""
+        if self._channel is None or self._tls_stamp() == self._tls_files:
+            return False
+        logger.info("etcd TLS files changed on disk; reconnecting with them")
+        old = self._channel
+        await self.connect()
+        await old.close()
+        return True
+
     async def _authenticate(self) -> None:
         if self.config.username is None:
             return
+        password = self.config.password or ""
+        if self.config.password_file is not None:
+            password = self.config.password_file.read_text().strip()
         response = await self.auth.Authenticate(
-            rpc.AuthenticateRequest(name=self.config.username, password=self.config.password or ""),
+            rpc.AuthenticateRequest(name=self.config.username, password=password),
             timeout=self.config.timeout,
         )
         self._metadata = (("token", response.token),)
@@ -258,11 +342,17 @@ class Etcd:
         for attempt in (1, 2):
             started = time.monotonic()
             try:
-                return await method(request, timeout=self.config.timeout, metadata=self._metadata)
+                return await method(
+                    request, timeout=self.config.timeout, metadata=_REQUIRE_LEADER + self._metadata
+                )
             except grpc.aio.AioRpcError as exc:
                 metrics.etcd_errors.labels(operation, exc.code().name).inc()
                 if _token_stale(exc) and self.config.username and attempt == 1:
                     await self._guarded(self._authenticate)
+                    continue
+                unavailable = exc.code() == grpc.StatusCode.UNAVAILABLE
+                if unavailable and attempt == 1 and await self._reconnect_if_rotated():
+                    method = getattr(getattr(self, stub), name)
                     continue
                 raise _map_error(exc) from None
             finally:
@@ -372,34 +462,72 @@ class Etcd:
             int(response.TTL), int(response.grantedTTL), [_text(k) for k in response.keys]
         )
 
-    def keepalive_stream(self) -> KeepAliveStream:
+    async def keepalive_stream(self) -> KeepAliveStream:
+        """A new keepalive stream, logged in: a stream opened with a token etcd no longer
+        takes (expired, or the password changed) is refused, and the leases would lapse."""
         if self._channel is None:
             raise EtcdUnavailable("not connected")
-        return KeepAliveStream(self.lease.LeaseKeepAlive(metadata=self._metadata))
+        if self.config.username and not self._metadata:
+            await self._guarded(self._authenticate)
+        call = self.lease.LeaseKeepAlive(metadata=_REQUIRE_LEADER + self._metadata)
+        return KeepAliveStream(call, self._forget_token)
+
+    def _forget_token(self) -> None:
+        self._metadata = ()
 
     # --- watch and status -----------------------------------------------------------------
 
     async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        """Stream PUT/DELETE events under `prefix` from `start_revision` on."""
+        """Stream PUT/DELETE events under `prefix` from `start_revision` on.
+
+        A watch broken by a disconnect (or moved off a member that lost its leader) resumes
+        from the revision after the last event; raises WatchCompacted once etcd no longer
+        holds the history it would resume from."""
         if self._channel is None:
             await self.connect()
         start = prefix.encode()
-        create = rpc.WatchCreateRequest(
-            key=start, range_end=_prefix_end(start), start_revision=start_revision
+        while True:
+            create = rpc.WatchCreateRequest(
+                key=start, range_end=_prefix_end(start), start_revision=start_revision
+            )
+            # wait_for_ready: after a disconnect, wait for the channel instead of failing
+            call = self.watcher.Watch(
+                metadata=_REQUIRE_LEADER + self._metadata, wait_for_ready=True
+            )
+            try:
+                await call.write(rpc.WatchRequest(create_request=create))
+                async for response in call:
+                    if response.compact_revision:
+                        raise WatchCompacted(
+                            f"etcd compacted its history up to revision "
+                            f"{response.compact_revision}, so the watch of {prefix!r} from "
+                            f"revision {start_revision} missed events: read it again"
+                        )
+                    if response.canceled:
+                        raise EtcdError(f"etcd cancelled the watch: {response.cancel_reason}")
+                    for event in response.events:
+                        kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
+                        kv = event.kv
+                        yield WatchEvent(kind, _text(kv.key), _text(kv.value), kv.mod_revision)
+                        start_revision = kv.mod_revision + 1
+            except grpc.aio.AioRpcError as exc:
+                error = _map_error(exc)
+                if not error.retryable:
+                    raise error from None
+                logger.warning("watch broke (%s); resuming at revision %d", error, start_revision)
+                await asyncio.sleep(_WATCH_RETRY_DELAY)
+            finally:
+                call.cancel()
+
+    async def may_write(self, key: str) -> None:
+        """Ask etcd whether we may read and write `key`, writing nothing: etcd checks the
+        permissions of both branches of a transaction before its compare, and this compare
+        (version < 0) never holds. Raises EtcdError ("permission denied") if not."""
+        never = rpc.Compare(
+            key=key.encode(), target=rpc.Compare.VERSION, result=rpc.Compare.LESS, version=0
         )
-        call = self.watcher.Watch(metadata=self._metadata)
-        await call.write(rpc.WatchRequest(create_request=create))
-        try:
-            async for response in call:
-                for event in response.events:
-                    kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
-                    yield WatchEvent(
-                        kind, _text(event.kv.key), _text(event.kv.value), event.kv.mod_revision
-                    )
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
-        finally:
-            call.cancel()
+        probe = rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=b""))
+        await self._call("kv.Txn", rpc.TxnRequest(compare=[never], success=[probe]), "probe")
 
     async def ping(self, key: str) -> None:
         """Read `key` (count only), linearizably: succeeds iff etcd serves requests (it has a
@@ -415,21 +543,26 @@ class Etcd:
 class KeepAliveStream:
     """One LeaseKeepAlive bidi stream shared by every lease (not one stream per refresh)."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
+    def __init__(self, call: Any, token_refused: Callable[[], None]) -> None:
+        self._call, self._token_refused = call, token_refused
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> EtcdError:
+        if _token_stale(exc):
+            self._token_refused()  # the next stream logs in again
+        return _map_error(exc)
 
     async def send(self, lease: int) -> None:
         try:
             await self._call.write(rpc.LeaseKeepAliveRequest(ID=lease))
         except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
+            raise self._error(exc) from None
 
     async def receive(self) -> tuple[int, int]:
         """(lease id, remaining TTL); TTL <= 0 means etcd no longer has the lease."""
         try:
             response = await self._call.read()
         except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
+            raise self._error(exc) from None
         if response is grpc.aio.EOF:
             raise EtcdUnavailable("keepalive stream closed")
         return int(response.ID), int(response.TTL)

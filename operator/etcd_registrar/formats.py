@@ -37,7 +37,6 @@ PLACEHOLDERS = frozenset(
 # Extra values only the presets use: metadata never goes into keys or user text.
 PRESET_PLACEHOLDERS = PLACEHOLDERS | {
     "metadata",
-    "metadata_or_null",
     "node_metadata",
     "version",
     "ttl",
@@ -173,7 +172,11 @@ PRESETS: dict[Format, Preset] = {
     "etcd-naming": Preset(
         "/services",
         "{prefix}/{service}/{address}",
-        {"Op": 0, "Addr": "{address}", "Metadata": "{metadata_or_null}"},
+        # Metadata stays null: the etcd 3.5 resolver hands it to grpc-go as
+        # resolver.Address.Metadata, and an object there panics grpc-go 1.71's round_robin
+        # ("comparing uncomparable type", etcd-io/etcd#19700); a string that changes drops
+        # the backend. Metadata goes in the json/kratos/go-micro formats.
+        {"Op": 0, "Addr": "{address}", "Metadata": None},
     ),
     # kratos watchers drop instances whose `name` differs from the key segment.
     "kratos": Preset("/microservices", "{prefix}/{service}/{pod}", _KRATOS_VALUE),
@@ -249,7 +252,6 @@ class Layout:
             "scheme": self.scheme,
             "address": _address(endpoint["ip"], endpoint["port"]),
             "metadata": metadata,
-            "metadata_or_null": metadata or None,
             "node_metadata": {**metadata, "protocol": self.scheme},
             "version": metadata.get("version", ""),
             "ttl": self.ttl,

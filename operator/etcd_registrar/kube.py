@@ -7,8 +7,10 @@ rare (a pod UID list per sweep, debounced status patches, rate-limited Events).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,6 +128,29 @@ class Kube:
             {"status": status},
             _request_timeout=self.timeout,
         )
+
+    async def patch_pod_condition(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        condition: dict[str, Any],
+        threads: Executor | None = None,
+    ) -> None:
+        """Set one condition of a pod through pods/status, leaving the others alone (a
+        strategic merge keyed on the type); the UID is a precondition, so a new pod of the
+        same name is never patched (409). Runs on `threads` (None: the default pool)."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        body: Any = {"metadata": {"uid": uid}, "status": {"conditions": [condition]}}
+        patch = functools.partial(
+            core.patch_namespaced_pod_status,
+            name,
+            namespace,
+            body,
+            _content_type="application/strategic-merge-patch+json",
+            _request_timeout=self.timeout,
+        )
+        await asyncio.get_running_loop().run_in_executor(threads, patch)
 
     async def post_event(
         self, involved: Mapping[str, Any], type: str, reason: str, message: str

@@ -94,6 +94,16 @@ writes_refused = Counter(
     "another writer holds the key (reason=taken). Each is reported on its pod.",
     ["reason"],
 )
+gate_patches = Counter(
+    f"{_NS}_readiness_gate_patches_total",
+    "Patches of gated pods' etcd-registrar.io/registered condition, by result: True, False, "
+    "gone (the pod was deleted or replaced), error (retried).",
+    ["result"],
+)
+gates_waiting = Gauge(
+    f"{_NS}_readiness_gates_waiting",
+    "Gated pods whose etcd-registrar.io/registered condition is not True (counted every 5 s).",
+)
 
 leader = Gauge(f"{_NS}_leader", "1 while this replica leads (writes to etcd), else 0.")
 leadership_changes = Counter(

@@ -94,7 +94,8 @@ def check_strings(data: Any, path: str) -> None:
             raise ValueError(str(exc)) from None
     elif isinstance(data, dict):
         for key, value in data.items():
-            where = f"{path}.{key}" if path else str(key)
+            name = str(key).encode("unicode_escape").decode()  # the message itself must be safe
+            where = f"{path}.{name}" if path else name
             check_strings(key, f"{where} (the name)")
             check_strings(value, where)
     elif isinstance(data, list):
@@ -287,8 +288,11 @@ def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:
     lines = []
     for error in exc.errors(include_url=False):
         loc = [str(p) for p in error["loc"] if not str(p).startswith(("int", "str", "constrained"))]
-        field = ".".join(loc) or "value"
-        head = (names or {}).get(loc[0], field) if loc else field
+        message = error["msg"].removeprefix("Value error, ")
+        if not loc:  # a check of the whole object: its message names the field
+            lines.append(message)
+            continue
+        head = (names or {}).get(loc[0], loc[0])
         shown = head if not loc[1:] else f"{head}.{'.'.join(loc[1:])}"
-        lines.append(f"{shown}: {error['msg']} (got {error.get('input')!r})")
+        lines.append(f"{shown}: {message} (got {error.get('input')!r})")
     return "; ".join(dict.fromkeys(lines))

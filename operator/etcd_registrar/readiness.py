@@ -4,15 +4,20 @@
 unless terminating endpoints are included; ``podToEndpoint`` then computes
 ``ready = publishNotReadyAddresses || (serving && !terminating)`` with ``serving`` = the
 pod's Ready condition. A registry key exists exactly while ``ready`` would be true.
+
+A pod that declares the readiness gate ``GATE`` cannot wait for Ready, since Ready waits for
+the gate: it is serving once the kubelet's Ready rule holds with the gate taken as True
+(``ContainersReady`` and every other gate True), as the AWS Load Balancer Controller does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_FINISHED = frozenset({"Succeeded", "Failed"})
+GATE = "etcd-registrar.io/registered"  # the pod condition type a gated pod declares
+FINISHED = frozenset({"Succeeded", "Failed"})  # pod phases that never run again
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +28,42 @@ class PodState:
     phase: str | None
     ready: bool
     terminating: bool
+    containers_ready: bool = False
+    gated: bool = False  # declares GATE in spec.readinessGates
+    other_gates: bool = True  # every other declared gate's condition is True
+    gate: tuple[str, str] | None = None  # GATE's condition as the pod has it: (status, reason)
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any], terminating: bool) -> PodState:
-        conditions = status.get("conditions") or []
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-        return cls(status.get("podIP") or None, status.get("phase"), ready, terminating)
+    def from_status(
+        cls, status: Mapping[str, Any], terminating: bool, gates: Iterable[str] = ()
+    ) -> PodState:
+        conditions = {
+            c.get("type"): (c.get("status"), c.get("reason") or "")
+            for c in status.get("conditions") or []
+        }
+        gates = set(gates)
+        gate = conditions.get(GATE)
+        return cls(
+            status.get("podIP") or None,
+            status.get("phase"),
+            conditions.get("Ready", ("",))[0] == "True",
+            terminating,
+            containers_ready=conditions.get("ContainersReady", ("",))[0] == "True",
+            gated=GATE in gates,
+            other_gates=all(conditions.get(g, ("",))[0] == "True" for g in gates - {GATE}),
+            gate=(str(gate[0]), str(gate[1])) if gate else None,
+        )
 
 
 def should_register(pod: PodState, *, publish_not_ready: bool = False) -> bool:
-    """True iff the pod's endpoint would be `ready` in its EndpointSlice."""
-    if pod.ip is None or pod.phase in _FINISHED:
+    """True iff the pod's endpoint would be `ready` in its EndpointSlice (for a gated pod:
+    would be, once the gate is True)."""
+    if pod.ip is None or pod.phase in FINISHED:
         return False
     if publish_not_ready:
         return True  # Kubernetes also keeps terminating pods ready in this mode
-    return pod.ready and not pod.terminating
+    if pod.terminating:
+        return False
+    if pod.gated:
+        return pod.containers_ready and pod.other_gates
+    return pod.ready

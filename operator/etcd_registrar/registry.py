@@ -200,7 +200,8 @@ class Registry:
             if record.lease not in self._leases:
                 self._leases[record.lease] = Lease(record.lease, pool, next_refresh=0.0)
         for lease_id in self._leases.keys() - recorded:  # revoked or expired meanwhile
-            del self._leases[lease_id]
+            if self._leases.pop(lease_id).keys:  # keys on it: not retired empty, but lost
+                metrics.lease_regrants.inc()
         metrics.leases.set(len(self._leases))
 
     async def _adopt(self) -> None:
@@ -533,7 +534,7 @@ class Registry:
             stream: KeepAliveStream | None = None
             reader: asyncio.Task[None] | None = None
             try:
-                stream = self.etcd.keepalive_stream()
+                stream = await self.etcd.keepalive_stream()
                 for lease in self._leases.values():
                     lease.unanswered_since = None
                 reader = asyncio.create_task(self._read_acks(stream))

@@ -57,7 +57,11 @@ class PodView:
             "node": spec.get("nodeName") or "",
             "created": meta.get("creationTimestamp") or "",
             "labels": dict(meta.get("labels") or {}),
-            "state": PodState.from_status(status, bool(meta.get("deletionTimestamp"))),
+            "state": PodState.from_status(
+                status,
+                bool(meta.get("deletionTimestamp")),
+                (g.get("conditionType") for g in spec.get("readinessGates") or []),
+            ),
             "ports": ports,
         }
         annotations = meta.get("annotations") or {}
@@ -68,6 +72,15 @@ class PodView:
         if opt_in is None:
             return cls(**base)
         return cls(**base, service=opt_in.service, port=opt_in.port, metadata=opt_in.metadata)
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """The pod as an Event's involvedObject."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
+        }
 
     @property
     def rank(self) -> tuple[str, str, str]:

@@ -153,6 +153,23 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
         assert failover[how]["change_ms"]["count"] == failover[how]["elected_ms"]["count"] == 1
     assert failover["ready_keys_deleted"] == 0
     assert failover["standby_idle"]["rss_mib"] > 0
+    gated = doc["gated"]["churn"]["containers_ready_to_ready"]
+    assert gated["missed"] == 0 and gated["latency_ms"]["count"] > 0
+
+
+def test_the_gate_is_timed_from_containers_ready_to_ready() -> None:
+    """A pod readied at 1.0 (response 1.1, watchers see C at 1.05, R at 1.3), taken down at
+    2.0, readied again at 3.0 but never Ready before the end: one latency, one missed."""
+    pods: Any = FakeStream({"p-0": [(1.05, "C"), (1.3, "R"), (2.02, "U"), (3.02, "C")]})
+    transitions = [
+        stats.Transition("p-0", "P", "R", 1.0, 1.1),
+        stats.Transition("p-0", "D", "U", 2.0, 2.1),
+        stats.Transition("p-0", "P", "R", 3.0, 3.1),
+    ]
+    samples = stats.gate_samples(transitions, pods)
+    found, missed = stats.timed_latencies(samples, pods)
+    assert [round(seconds, 3) for _, seconds in found] == [0.25] and missed == 1
+    assert [round(s, 3) for s in stats.watched_gate_latencies(samples, pods)] == [0.25]
 
 
 def test_slowest_lists_the_worst_in_time_order() -> None:

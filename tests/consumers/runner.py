@@ -29,11 +29,11 @@ BUILD_SCRIPT = "hack/build-consumers.sh"
 
 def source_hash() -> str:
     """The same hash as hack/build-consumers.sh: sha256 over sha256sum's lines
-    ("<hex>  ./<path>") of the sorted .go, go.mod and go.sum files, first 16 hex digits."""
+    ("<hex>  ./<path>") of the sorted .go, .mod and .sum files, first 16 hex digits."""
     paths = sorted(
         "./" + p.relative_to(CONSUMERS_DIR).as_posix()
         for p in CONSUMERS_DIR.rglob("*")
-        if p.is_file() and (p.suffix == ".go" or p.name in ("go.mod", "go.sum"))
+        if p.is_file() and p.suffix in (".go", ".mod", ".sum")
     )
     lines = "".join(
         f"{hashlib.sha256((CONSUMERS_DIR / p).read_bytes()).hexdigest()}  {p}\n" for p in paths
@@ -41,10 +41,11 @@ def source_hash() -> str:
     return hashlib.sha256(lines.encode()).hexdigest()[:16]
 
 
-def binary(name: str) -> str:
-    """The built consumer program `name`; ToolchainMissing (naming `make tools`) if absent."""
+def binary(name: str, build: str | None = None) -> str:
+    """The built consumer program `name` (from `build`, e.g. "grpc171", if given);
+    ToolchainMissing (naming `make tools`) if absent."""
     built = cache_dir() / f"consumers-{source_hash()}"
-    for module in ("libs", "coredns"):
+    for module in (build,) if build else ("libs", "coredns"):
         path = built / module / name
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
@@ -68,9 +69,9 @@ class Observation:
 class ConsumerProcess:
     """One consumer program; a thread reads its JSON lines as they come."""
 
-    def __init__(self, name: str, *args: str) -> None:
+    def __init__(self, name: str, *args: str, build: str | None = None) -> None:
         self.name = name
-        self.argv = [binary(name), *args]
+        self.argv = [binary(name, build), *args]
         self.log = Path(tempfile.mkstemp(prefix=f"consumer-{name}-", suffix=".log")[1])
         self._lock = threading.Lock()
         self._observations: list[Observation] = []

@@ -6,6 +6,7 @@ import pytest
 
 from tests.harness import Cluster
 from tests.operator_process import CRD_FILE
+from tests.realnode import RealNode
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +16,15 @@ def crd(cluster: Cluster) -> None:
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/serviceregistrations.etcd-registrar.io"
     )
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> RealNode:
+    """The real node beside kwok's (hack/realnode-up.sh): containerd, runc and a kubelet."""
+    if cluster.external:
+        pytest.fail(
+            "the realnode tests need the local cluster's real node (hack/realnode-up.sh); "
+            "deselect them with -m 'not realnode' on an external cluster",
+            pytrace=False,
+        )
+    return RealNode.ensure_up()

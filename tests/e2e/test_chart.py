@@ -29,6 +29,7 @@ import yaml
 from etcd_registrar.cli import build_parser, load_settings, service_prefix
 from etcd_registrar.config import Settings
 from etcd_registrar.formats import FORMATS, Format
+from etcd_registrar.readiness import GATE
 from tests.harness import (
     REPO_ROOT,
     Cluster,
@@ -546,13 +547,14 @@ ALLOWED = [
     ("list", "serviceregistrations.etcd-registrar.io"),
     ("watch", "serviceregistrations.etcd-registrar.io"),
     ("patch", "serviceregistrations.etcd-registrar.io/status"),
+    ("patch", "pods/status"),  # the readiness gate's condition (readinessGate.enabled)
 ]
 DENIED = [
     ("patch", "pods"),
     ("update", "pods"),
     ("delete", "pods"),
     ("create", "pods"),
-    ("patch", "pods/status"),
+    ("update", "pods/status"),
     ("get", "secrets"),
     ("list", "secrets"),
     ("patch", "serviceregistrations.etcd-registrar.io"),
@@ -580,6 +582,15 @@ def test_rbac_cluster_wide_is_least_privilege(
     assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can_i(cluster, user, "patch", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can_i(cluster, user, "list", "namespaces")  # kopf does not need it cluster-wide
+
+
+def test_rbac_without_the_readiness_gate_cannot_patch_pod_status(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    sa = installed_rbac({"readinessGate": {"enabled": False}}, tmp_path)
+    user = f"system:serviceaccount:{namespace}:{sa}"
+    wait_for(lambda: can_i(cluster, user, "list", "pods"), 10, message="RBAC visible")
+    assert not can_i(cluster, user, "patch", "pods/status", "--all-namespaces")
 
 
 def test_rbac_namespaced_mode_stays_in_its_namespaces(
@@ -630,8 +641,47 @@ def test_operator_runs_with_exactly_the_charts_rbac(
             )
 
         wait_for(warning_event, 30, message="Warning Event about the bad port annotation")
+        gated = deployment_manifest("gated", 1, annotations={"etcd-registrar.io/service": "gated"})
+        gated["spec"]["template"]["spec"]["readinessGates"] = [{"conditionType": GATE}]
+        cluster.create_deployment(namespace, gated)
+        cluster.wait_deployment_serving(namespace, "gated", 1)  # Ready: the gate is True
         log = operator.tail(400)
         for marker in ("Forbidden", "forbidden", "Not enough permissions"):
+            assert marker not in log, f"{marker!r} in the operator log:\n{log}"
+    finally:
+        operator.stop()
+
+
+def test_a_disabled_gate_is_a_warning_not_a_hang(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    """readinessGate.enabled=false: no pods/status permission, and a gated pod is told why it
+    never turns Ready instead of waiting silently."""
+    values = {"watchNamespaces": [namespace], "readinessGate": {"enabled": False}}
+    sa = installed_rbac(values, tmp_path)
+    kubeconfig = cluster.write_service_account_kubeconfig(namespace, sa, tmp_path / "sa.kubeconfig")
+    as_sa = dataclasses.replace(cluster, kubeconfig=kubeconfig)
+    prefix = f"/chart-nogate-{namespace}"
+    operator = OperatorProcess(
+        as_sa, namespace, "--no-readiness-gate", "--resync", "2s", "--default-prefix", prefix
+    )
+    operator.start()
+    try:
+        gated = deployment_manifest("gated", 1, annotations={"etcd-registrar.io/service": "gated"})
+        gated["spec"]["template"]["spec"]["readinessGates"] = [{"conditionType": GATE}]
+        cluster.create_deployment(namespace, gated)
+
+        def disabled_event() -> dict[str, Any] | None:
+            events = cluster.get_json("events", "-n", namespace)["items"]
+            return next((e for e in events if e["reason"] == "ReadinessGateDisabled"), None)
+
+        event = wait_for(disabled_event, 30, message="ReadinessGateDisabled Warning Event")
+        assert event["type"] == "Warning"
+        assert "disabled in this installation" in event["message"]
+        (pod,) = cluster.pods_of_deployment(namespace, "gated")
+        assert not pod.ready
+        log = operator.tail(400)
+        for marker in ("Forbidden", "forbidden"):
             assert marker not in log, f"{marker!r} in the operator log:\n{log}"
     finally:
         operator.stop()

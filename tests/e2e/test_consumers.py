@@ -98,14 +98,14 @@ CONSUMERS = [
         lambda etcd, svc, _: [
             ["etcd-naming", "-etcd", etcd, "-target", f"etcd:////services/{svc}"]
         ],
-        lambda source, svc, pod: {"metadata": METADATA},
+        lambda source, svc, pod: {"metadata": None},  # never carried: it panics grpc-go 1.71
     ),
     Consumer(  # keys without a leading slash, for the "etcd:///<service>" targets of etcd's docs
         "etcd-naming-no-slash",
         "etcd-naming",
         ("resolver", "manager"),
         lambda etcd, svc, _: [["etcd-naming", "-etcd", etcd, "-target", f"etcd:///{svc}"]],
-        lambda source, svc, pod: {"metadata": METADATA},
+        lambda source, svc, pod: {"metadata": None},
         spec={"prefix": "", "key": "{service}/{address}"},
     ),
     Consumer(

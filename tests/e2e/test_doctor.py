@@ -52,7 +52,8 @@ def test_doctor_names_the_unreachable_etcd_and_the_fix(cluster: Cluster, crd: No
     assert result.returncode == 1
     assert f"FAIL  etcd reachable at {dead}" in result.stdout
     assert "fix: check --etcd-endpoints" in result.stdout
-    assert result.stdout.splitlines()[-1] == "2 checks failed"
+    # reachability, the lease write and the registry prefix's permissions: each says so
+    assert result.stdout.splitlines()[-1] == "3 checks failed"
 
 
 def test_a_missing_crd_is_one_line_with_the_command_that_installs_it(
@@ -90,6 +91,7 @@ def test_doctor_lists_each_missing_right_in_one_line(
     for right in (
         f"can list pods in {namespace}",
         f"can patch serviceregistrations.etcd-registrar.io/status in {namespace}",
+        f"can patch pods/status in {namespace}",  # the readiness gate
         "can watch customresourcedefinitions.apiextensions.k8s.io in the cluster",
         "can list namespaces in the cluster",
         "can watch namespaces in the cluster",
@@ -129,14 +131,8 @@ def etcd_with_auth() -> Iterator[EtcdServer]:
         ctl("user", "add", "root", "--new-user-password=root-secret")
         ctl("user", "grant-role", "root", "root")
         ctl("role", "add", "registrar")
-        ctl(
-            "role",
-            "grant-permission",
-            "registrar",
-            "--prefix=true",
-            "readwrite",
-            "/etcd-registrar/",
-        )
+        for prefix in ("/etcd-registrar/", "/services/"):  # its bookkeeping and its keys
+            ctl("role", "grant-permission", "registrar", "--prefix=true", "readwrite", prefix)
         ctl("user", "add", "registrar", f"--new-user-password={PASSWORD}")
         ctl("user", "grant-role", "registrar", "registrar")
         ctl("auth", "enable")
@@ -146,15 +142,15 @@ def etcd_with_auth() -> Iterator[EtcdServer]:
 def test_doctor_passes_for_a_least_privilege_etcd_user(
     cluster: Cluster, crd: None, etcd_with_auth: EtcdServer, tmp_path: Path
 ) -> None:
-    """Reachability is the read /readyz makes, not Status (root only on etcd 3.6 with auth):
-    a user with just the operator's rights passes, and the version is left out."""
+    """Reachability is the read /readyz makes, not Status (root only on some etcd releases
+    with auth, e.g. 3.6.4; 3.6.16 answers it): a user with just the operator's rights
+    passes, with the version when etcd shows it."""
     password = tmp_path / "password"
     password.write_text(PASSWORD)
     args = ["--etcd-endpoints", etcd_with_auth.endpoint, "--etcd-username", "registrar"]
     result = doctor(cluster, *args, "--etcd-password-file", str(password))
     assert result.returncode == 0, result.stdout + result.stderr
-    reached = f"ok    etcd reachable at {etcd_with_auth.endpoint}: answers (server version"
-    assert reached in result.stdout and "PERMISSION_DENIED" in result.stdout
+    assert f"ok    etcd reachable at {etcd_with_auth.endpoint}: " in result.stdout
     assert "ok    etcd lease and write" in result.stdout
 
     wrong = tmp_path / "wrong"

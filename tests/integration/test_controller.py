@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,22 +11,12 @@ from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
-from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
 from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
-    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="c")
-    await registry.start()
-    # The sweep and status loops are not started: they are the only users of the API client.
-    yield Controller(registry, Kube(api=None), Defaults())
-    await registry.close()
 
 
 async def test_a_changed_value_under_the_same_key_is_rewritten(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +40,6 @@ def errors(operation: str) -> dict[str, float]:
         for s in family.samples
         if s.name == ERRORS and s.labels["operation"] == operation
     }
-
-
-@pytest.fixture
-async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
-    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
-    yield client
-    await client.close()
 
 
 async def test_every_etcd_request_is_timed_and_failures_counted_by_operation(

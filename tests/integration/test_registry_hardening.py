@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -17,26 +16,10 @@ from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.registry import Registry, Write, lease_records
 from tests.aio import eventually
 from tests.harness import EtcdServer
+from tests.integration.conftest import OWNER
 from tests.integration.test_registry import endpoints
 
 pytestmark = pytest.mark.integration
-
-OWNER = "h"
-
-
-@pytest.fixture
-async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
-    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
-    reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner=OWNER)
-    await reg.start()
-    yield reg
-    await reg.close()
 
 
 async def values(reader: Etcd) -> dict[str, str]:

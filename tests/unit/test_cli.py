@@ -59,8 +59,8 @@ def settings(*argv: str) -> Settings:
         ),
         (["--namespace", "a", "--namespace", "b,c"], "namespace", ["a", "b", "c"]),
         (["--etcd-ca", "/ca.pem"], "etcd_ca", "/ca.pem"),
-        (["--etcd-cert", "/c.pem"], "etcd_cert", "/c.pem"),
-        (["--etcd-key", "/k.pem"], "etcd_key", "/k.pem"),
+        (["--etcd-cert", "/c.pem", "--etcd-ca", "/ca.pem"], "etcd_cert", "/c.pem"),
+        (["--etcd-key", "/k.pem", "--etcd-ca", "/ca.pem"], "etcd_key", "/k.pem"),
         (["--etcd-username", "u"], "etcd_username", "u"),
         (["--etcd-password-file", "/pw"], "etcd_password_file", "/pw"),
         (["--pod-selector", "app=goods"], "pod_selector", "app=goods"),
@@ -90,6 +90,7 @@ def test_run_flags(argv: list[str], field: str, expected: object) -> None:
         (["--default-format", "consul"], "--default-format"),
         (["--resync", "soon"], "--resync"),
         (["--etcd-endpoints", "http://a:1,https://b:1"], "--etcd-endpoints"),
+        (["--etcd-cert", "/c.pem"], "--etcd-cert"),  # plaintext endpoints: it would go unused
     ],
     ids=lambda v: v[0].lstrip("-") if isinstance(v, list) else None,
 )

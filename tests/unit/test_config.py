@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from etcd_registrar.config import Settings, parse_duration
-from etcd_registrar.etcd import grpc_target
+from etcd_registrar.etcd import EtcdConfig, grpc_target
 from etcd_registrar.formats import FORMATS, Format
 from etcd_registrar.source import Defaults
 
@@ -149,6 +149,33 @@ def test_grpc_target_refused(endpoints: list[str], message: str) -> None:
         grpc_target(endpoints)
 
 
+@pytest.mark.parametrize(
+    ("endpoints", "tls"),
+    [
+        (("http://10.0.0.1:2379",), {"cert": Path("c.pem"), "key": Path("k.pem")}),
+        (("10.0.0.1:2379", "10.0.0.2:2379"), {"cert": Path("c.pem")}),
+        (("http://10.0.0.1:2379",), {"key": Path("k.pem")}),
+    ],
+    ids=["http", "no-scheme", "key-only"],
+)
+def test_client_certificate_over_plaintext_is_refused(
+    endpoints: tuple[str, ...], tls: dict[str, Path]
+) -> None:
+    with pytest.raises(ValueError, match="would be plaintext: use https:// endpoints"):
+        EtcdConfig(endpoints=endpoints, **tls)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "ca"),
+    [(("https://10.0.0.1:2379",), None), (("http://10.0.0.1:2379",), Path("ca.pem"))],
+    ids=["https", "http-with-ca"],  # a CA turns TLS on (Etcd.connect)
+)
+def test_client_certificate_with_tls_is_accepted(
+    endpoints: tuple[str, ...], ca: Path | None
+) -> None:
+    EtcdConfig(endpoints=endpoints, ca=ca, cert=Path("c.pem"), key=Path("k.pem"))
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_accepted_default_prefix_builds_defaults(fmt: Format) -> None:
     """Settings the operator accepts must not crash it at startup (app.App.start)."""
@@ -159,10 +186,11 @@ def test_accepted_default_prefix_builds_defaults(fmt: Format) -> None:
     Defaults(settings.default_ttl, settings.default_format, settings.default_prefix)
 
 
-def test_etcd_config_reads_password_file(tmp_path: Path) -> None:
+def test_etcd_config_keeps_the_password_file_to_read_at_each_login(tmp_path: Path) -> None:
+    """The file, not its content: a rotated password is read at the next login (the secured
+    etcd integration test logs in with it)."""
     secret = tmp_path / "password"
-    secret.write_text("s3cret\n")
     settings = Settings(etcd_username="registrar", etcd_password_file=secret, etcd_timeout=2.5)
     config = settings.etcd()
-    assert (config.username, config.password, config.timeout) == ("registrar", "s3cret", 2.5)
+    assert (config.username, config.password_file, config.timeout) == ("registrar", secret, 2.5)
     assert tuple(config.endpoints) == ("http://127.0.0.1:2379",)

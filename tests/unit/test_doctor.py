@@ -59,7 +59,13 @@ IN_SCOPE = [
 def test_needed_rights_are_what_the_operator_and_kopf_use(
     namespaces: list[str], expected: list[str]
 ) -> None:
-    assert [right.label(ns) for right, ns in needed(namespaces)] == expected
+    assert [right.label(ns) for right, ns in needed(namespaces, False)] == expected
+
+
+def test_the_readiness_gate_needs_pods_status_patch() -> None:
+    gate = "can patch pods/status in shop"
+    assert gate in [right.label(ns) for right, ns in needed(["shop"])]
+    assert gate not in [right.label(ns) for right, ns in needed(["shop"], readiness_gate=False)]
 
 
 def api_exception(status: int, reason: str, body: object) -> kubernetes.client.ApiException:

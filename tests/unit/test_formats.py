@@ -71,7 +71,7 @@ PRESET_CASES: dict[str, tuple[str, object]] = {
     ),
     "etcd-naming": (
         f"/services/goods/{ADDR}",
-        {"Op": 0, "Addr": ADDR, "Metadata": {"version": "v1"}},
+        {"Op": 0, "Addr": ADDR, "Metadata": None},
     ),
     "kratos": (
         "/microservices/goods/goods-abc",
@@ -125,8 +125,8 @@ def test_preset_renders_exact_layout(fmt: Format, key: str, value: object) -> No
     [
         pytest.param(
             {"version": "v1"},
-            '{"Op":0,"Addr":"10.0.0.5:8080","Metadata":{"version":"v1"}}',
-            id="metadata",
+            '{"Op":0,"Addr":"10.0.0.5:8080","Metadata":null}',
+            id="metadata-never-carried",
         ),
         pytest.param({}, '{"Op":0,"Addr":"10.0.0.5:8080","Metadata":null}', id="no-metadata"),
     ],
@@ -215,7 +215,7 @@ def test_ipv6(fmt: Format, key: str, value: object) -> None:
         pytest.param(  # the etcd naming resolver reads "etcd:///goods" from goods/...
             {"fmt": "etcd-naming", "prefix": "", "key": "{service}/{address}"},
             f"goods/{ADDR}",
-            f'{{"Op":0,"Addr":"{ADDR}","Metadata":{{"version":"v1"}}}}',
+            f'{{"Op":0,"Addr":"{ADDR}","Metadata":null}}',
             id="etcd-naming-without-leading-slash",
         ),
         pytest.param(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from etcd_registrar.readiness import PodState, should_register
+from etcd_registrar.readiness import GATE, PodState, should_register
 
 IP = "10.0.0.5"
 
@@ -72,3 +72,53 @@ def test_pod_state_from_status(status: dict[str, Any], ip: str | None, ready: bo
 def test_pod_state_keeps_phase_and_terminating() -> None:
     state = PodState.from_status({"podIP": IP, "phase": "Succeeded"}, terminating=True)
     assert (state.phase, state.terminating) == ("Succeeded", True)
+
+
+# The readiness gate (DESIGN 2.4): a gated pod is registered on the kubelet's Ready rule with
+# our own gate taken as True, i.e. ContainersReady and every other gate; publishNotReady wins.
+@pytest.mark.parametrize(
+    ("ip", "phase", "terminating", "containers", "others", "ready", "default", "pnr"),
+    [
+        (IP, "Running", False, True, True, False, True, True),  # waits for us, not for Ready
+        (IP, "Running", False, True, True, True, True, True),
+        (IP, "Running", False, False, True, False, False, True),  # containers not ready
+        (IP, "Running", False, False, True, True, False, True),  # a stale Ready does not count
+        (IP, "Running", False, True, False, False, False, True),  # another gate is False
+        (IP, "Running", True, True, True, True, False, True),  # terminating
+        (IP, "Succeeded", False, True, True, False, False, False),  # finished
+        (None, "Pending", False, True, True, False, False, False),  # no IP
+    ],
+)
+def test_should_register_gated(
+    ip: str | None,
+    phase: str,
+    terminating: bool,
+    containers: bool,
+    others: bool,
+    ready: bool,
+    default: bool,
+    pnr: bool,
+) -> None:
+    state = PodState(ip, phase, ready, terminating, containers, gated=True, other_gates=others)
+    assert should_register(state) is default
+    assert should_register(state, publish_not_ready=True) is pnr
+
+
+def test_gate_facts_from_status() -> None:
+    status = {
+        "podIP": IP,
+        "conditions": [
+            {"type": "Ready", "status": "False"},
+            {"type": "ContainersReady", "status": "True"},
+            {"type": "example.com/lb", "status": "True"},
+            {"type": GATE, "status": "False", "reason": "NotReady"},
+        ],
+    }
+    state = PodState.from_status(status, False, [GATE, "example.com/lb"])
+    assert (state.gated, state.containers_ready, state.other_gates) == (True, True, True)
+    assert state.gate == ("False", "NotReady")
+    assert should_register(state)
+    missing = PodState.from_status(status, False, [GATE, "example.com/missing"])
+    assert not missing.other_gates  # a gate without its condition counts as False
+    ungated = PodState.from_status(status, False)
+    assert not ungated.gated and not should_register(ungated)

@@ -88,10 +88,17 @@ app.kubernetes.io/component: etcd
 
 {{/* Rules the operator needs in each watched namespace (or cluster-wide). */}}
 {{- define "etcd-registrar.namespacedRules" -}}
-# Pods: the registry follows their readiness. Read only: the operator never writes pods.
+# Pods: the registry follows their readiness. Read only: the operator never writes pods...
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+{{- if .Values.readinessGate.enabled }}
+# ... except the one condition, etcd-registrar.io/registered, of a pod that declares it as a
+# readiness gate (DESIGN guarantee 7's exception).
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
+{{- end }}
 # Events about bad annotations, conflicts and registrations (core/v1 Events).
 - apiGroups: [""]
   resources: ["events"]

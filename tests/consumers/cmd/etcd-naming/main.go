@@ -17,27 +17,19 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
-	etcdresolver "go.etcd.io/etcd/client/v3/naming/resolver"
 	"google.golang.org/grpc/resolver"
 
 	"etcd-registrar.io/tests/consumers/emit"
+	"etcd-registrar.io/tests/consumers/internal/etcdnaming"
 	"etcd-registrar.io/tests/consumers/internal/grpcprobe"
 )
 
 func main() {
 	etcd, target := emit.Args("target", `gRPC target, e.g. "etcd:////services/goods"`)
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd, DialTimeout: 5 * time.Second})
-	if err != nil {
-		emit.Fatalf("etcd client: %v", err)
-	}
+	cli, builder := etcdnaming.Resolver(etcd)
 	defer cli.Close()
-	builder, err := etcdresolver.NewBuilder(cli)
-	if err != nil {
-		emit.Fatalf("resolver builder: %v", err)
-	}
 	manager, err := endpoints.NewManager(cli, managerTarget(target))
 	if err != nil {
 		emit.Fatalf("endpoints manager: %v", err)

@@ -1,0 +1,62 @@
+"""Fixtures of the integration tests: etcd clients, etcd servers and clusters of both
+versions (Debian's 3.4 and the 3.6 most users run), and a controller on a real registry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from etcd_registrar.controller import Controller
+from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.kube import Kube
+from etcd_registrar.registry import Registry
+from etcd_registrar.source import Defaults
+from tests.harness import EtcdCluster, EtcdServer, built_etcd_path
+
+OWNER = "t"  # the owner id of the registries under test
+
+
+@pytest.fixture(params=["debian-3.4", "built-3.6"])
+def etcd_bin(request: pytest.FixtureRequest) -> str | None:
+    """The etcd server binary (None: Debian's on PATH)."""
+    if request.param == "debian-3.4":
+        return None
+    binary = built_etcd_path()
+    if binary is None:
+        pytest.fail("etcd 3.6 is not built: run `make tools`", pytrace=False)
+    return binary
+
+
+@pytest.fixture
+def etcd_cluster(etcd_bin: str | None) -> Iterator[EtcdCluster]:
+    """Three members on loopback, whose network a test can partition."""
+    with EtcdCluster(etcd_bin=etcd_bin) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
+    """A started registry on `etcd_server`, closed (not revoked) afterwards."""
+    reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner=OWNER)
+    await reg.start()
+    yield reg
+    await reg.close()
+
+
+@pytest.fixture
+async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
+    """A separate client that reads etcd the way a consumer would."""
+    client = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
+    """A controller on a running registry of a private etcd."""
+    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="c")
+    await registry.start()
+    # The sweep and status loops are not started: they are the only users of the API client.
+    yield Controller(registry, Kube(api=None), Defaults())
+    await registry.close()
