@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from tests.harness import free_port
 
@@ -83,7 +84,7 @@ class Managed:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
-    def start(self) -> Managed:
+    def start(self) -> Self:
         with self.log.open("ab") as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(
@@ -115,6 +116,14 @@ class Managed:
                 raise TimeoutError(f"{self.name}: no {marker!r} after {limit}s ({self.log})")
             await asyncio.sleep(0.05)
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -129,27 +138,51 @@ class Managed:
 
 
 class Operator(Managed):
-    """`etcd-registrar run` on one namespace, with its metrics on a free port."""
+    """`etcd-registrar run` on one namespace, with its metrics and probes on free ports;
+    replicas of one owner id (high availability) each have a name of their own."""
 
-    def __init__(self, namespace: str, owner: str, log_dir: Path, env: Mapping[str, str]) -> None:
-        self.metrics_port = free_port()
+    def __init__(
+        self,
+        namespace: str,
+        owner: str,
+        log_dir: Path,
+        env: Mapping[str, str],
+        name: str = "operator",
+    ) -> None:
+        self.metrics_port, self.health_port = free_port(), free_port()
         flags = {
             "namespace": namespace,
             "owner-id": owner,  # its own: the benchmark cleans up exactly this owner's leases
             "metrics-port": self.metrics_port,  # the sweep counter says when a sweep is done
-            "health-port": free_port(),
+            "health-port": self.health_port,
         }
         args = [sys.executable, "-m", "etcd_registrar", "run"]
         args += [arg for flag, value in flags.items() for arg in (f"--{flag}", str(value))]
-        super().__init__("operator", args, log_dir, env)
+        super().__init__(name, args, log_dir, env)
 
-    def sweeps(self) -> float:
-        """Sweeps completed so far (0 while the metrics endpoint is not up yet)."""
+    def metric(self, name: str) -> float:
+        """One unlabelled sample (0 while the metrics endpoint is not up yet)."""
         try:
             metrics = scrape(f"http://127.0.0.1:{self.metrics_port}/metrics")
         except OSError:
             return 0.0
-        return metrics.get("etcd_registrar_sweeps_total", 0.0)
+        return metrics.get(name, 0.0)
+
+    def sweeps(self) -> float:
+        """Sweeps completed so far."""
+        return self.metric("etcd_registrar_sweeps_total")
+
+    def leading(self) -> bool:
+        return self.metric("etcd_registrar_leader") == 1
+
+    def ready(self) -> bool:
+        """/readyz: started, etcd reachable, the initial pod view complete."""
+        url = f"http://127.0.0.1:{self.health_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:  # refused while starting; HTTPError (503) while not ready
+            return False
 
 
 def floor(

@@ -75,6 +75,24 @@ def one_line(r: Doc) -> str:
     )
 
 
+def _seconds(summary: Any, keys: Sequence[str] = ("p50", "p99", "max")) -> str:
+    """A summary in ms, shown in seconds."""
+    if not summary or not summary.get("count"):
+        return "-"
+    return " / ".join(f"{summary[k] / 1000:.2f}" for k in keys)
+
+
+def failover_line(f: Doc) -> str:
+    """A progress line for the failover scenario."""
+    return (
+        f"kill -9 p50/max {_seconds(_get(f, 'kill', 'change_ms'), ('p50', 'max'))} s, "
+        f"SIGTERM {_seconds(_get(f, 'sigterm', 'change_ms'), ('p50', 'max'))} s, "
+        f"ready keys deleted {f.get('ready_keys_deleted')}, "
+        f"standby CPU {_get(f, 'standby_idle', 'cpu_percent')} %, "
+        f"+{f.get('standby_etcd_requests_per_s')} etcd req/s"
+    )
+
+
 CHURN: list[Column] = [
     ("N", lambda r: _num(r["n"])),
     ("controller", lambda r: r["who"]),
@@ -167,6 +185,81 @@ COLD: list[Column] = [
     ("idle CPU %", lambda r: _num(_get(r, "idle", "cpu_percent"))),
     ("etcd req/s idle", lambda r: _num(_get(r, "idle", "etcd_requests_per_s"))),
 ]
+
+
+def _stopped(how: str, label: str) -> list[Column]:
+    """Columns for the leader stopped one way: the change in etcd, the next leader."""
+    return [
+        (
+            f"{label}: change in etcd after, p50 / p99 / max s (runs, missed)",
+            lambda f: (
+                f"{_seconds(_get(f, how, 'change_ms'))} ({_num(_get(f, how, 'count'))}, "
+                f"{_num(_get(f, how, 'missed'))})"
+            ),
+        ),
+        (
+            f"{label}: next leader elected after, p50 / max s",
+            lambda f: _seconds(_get(f, how, "elected_ms"), ("p50", "max")),
+        ),
+    ]
+
+
+FAILOVER: list[Column] = [
+    ("N", lambda f: _num(f["n"])),
+    *_stopped("kill", "kill -9"),
+    *_stopped("sigterm", "SIGTERM"),
+    *_stopped("rollout", "SIGTERM as the standby turns ready"),
+    ("ready pods' keys deleted", lambda f: _num(f.get("ready_keys_deleted"))),
+]
+
+STANDBY: list[Column] = [
+    ("N", lambda f: _num(f["n"])),
+    ("standby CPU %", lambda f: _num(_get(f, "standby_idle", "cpu_percent"))),
+    ("standby RSS MiB", lambda f: _num(_get(f, "standby_idle", "rss_mib"))),
+    (
+        "leader CPU % alone / with a standby",
+        lambda f: _pair(f.get("one_replica_idle"), f.get("leader_idle"), "cpu_percent"),
+    ),
+    (
+        "etcd req/s one replica / two",
+        lambda f: _pair(f.get("one_replica_idle"), f.get("leader_idle"), "etcd_requests_per_s"),
+    ),
+    ("etcd req/s the standby adds", lambda f: _num(f.get("standby_etcd_requests_per_s"))),
+    (
+        "etcd CPU % one replica / two",
+        lambda f: _pair(f.get("one_replica_idle"), f.get("leader_idle"), "etcd_cpu_percent"),
+    ),
+]
+
+
+def _failover(sizes: list[Doc]) -> list[str]:
+    rows = [{"n": s["pods"], **s["failover"]} for s in sizes if s.get("failover")]
+    if not rows:
+        return []
+    by_method = rows[0].get("standby_etcd_requests_by_method") or {}
+    return [
+        "## Failover (high availability, issue #13)",
+        "",
+        "Two replicas of one owner id over N ready pods. The leader is stopped (kill -9, or "
+        "SIGTERM: a handover), one pod's Ready flips through the status subresource right "
+        "after (alternately to false and back; after a SIGTERM, once the leader deleted its "
+        "key, since until then it still writes what it sees), and the time runs from the "
+        "signal to the registry etcd's watch event for that change, which only the next "
+        "leader can write. The leader is stopped 2 s after the fresh standby turned ready "
+        "(settled), or for SIGTERM also the moment it turned ready, as a rolling upgrade "
+        "does (its start-up work is then still under way). "
+        "A fresh replica replaces each stopped one, so two always run. Ready pods' keys "
+        "deleted = every DELETE a consumer's watch on the prefix saw over the whole scenario "
+        "except the flips' own (must be 0). With few samples p99 is the maximum. The same "
+        "two shared cores run the cluster, both replicas and the benchmark.",
+        "",
+        *_table(FAILOVER, rows),
+        "Idle, the same pods: a standby's own CPU and memory, and etcd's request rate "
+        "(every client's) with one replica and with two. What the standby adds, by gRPC "
+        f"method: {', '.join(f'{m} {v}/s' for m, v in by_method.items()) or '-'}.",
+        "",
+        *_table(STANDBY, rows),
+    ]
 
 
 def _pair(op: Any, sr: Any, key: str) -> str:
@@ -370,6 +463,7 @@ def markdown(doc: Doc) -> str:
         "instances each with its own lease, client and KeepAlive (`bench/selfreg`).",
         "",
         *_table(SELFREG, sizes),
+        *_failover(sizes),
         *_profile(sizes),
         *gated(doc),
         f"![latency distribution]({plot.FILE})",

@@ -1,7 +1,7 @@
 """Benchmark (issue #6): how fast pod readiness reaches etcd, what it costs, and how that
 compares with a minimal Go controller (the floor) and with self-registration.
 
-    python -m bench.run                  # N = 100, 1000, 5000, 10000 (~14 min on 2 cores)
+    python -m bench.run                  # N = 100, 1000, 5000, 10000 (~15 min on 2 cores)
     python -m bench.run --profile        # and py-spy the operator's churn at 1000 (+1 min)
     python -m bench.run --quick          # one small N, ~1 min: checks the harness works
     python -m bench.run --sizes 5000 --results /tmp/x   # a look at one N; docs/ untouched
@@ -9,8 +9,9 @@ compares with a minimal Go controller (the floor) and with self-registration.
 For each N: N pods bound to a node no kubelet or kwok manages, made Running and Ready
 through the status subresource; then, for the operator and then the floor, on the same
 pods and the same seeded transitions: cold start, idle costs, steady churn, bursts down
-and up; then N self-registering instances. Writes bench/results/<date>.json and (full
-runs into bench/results, or --docs) docs/benchmarks.md and docs/benchmark-latency.png.
+and up; then N self-registering instances; at one N, two replicas of the operator: their
+idle costs and failover times (bench/failover.py). Writes bench/results/<date>.json and
+(full runs into bench/results, or --docs) docs/benchmarks.md and docs/benchmark-latency.png.
 `make bench` = `python -m bench.run --profile`.
 """
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine, report, schedule
+from bench.failover import failover
 from bench.kubeapi import KubeApi
 from bench.population import NodeKeeper, Population
 from bench.procs import Managed, Operator, floor
@@ -116,7 +118,21 @@ async def measure(setup: Setup, env: Env, namespace: str) -> dict[str, Any]:
         print(f"   {subject.name}: {report.one_line(result[subject.name])} ({took:.0f}s)")
     selfreg = await self_registration(env, setup.binaries["selfreg"], n, args.idle_seconds)
     print(f"   selfreg: {selfreg['keepalives_per_s']} keepalives/s, {selfreg['leases']} leases")
-    return result | {"selfreg": selfreg}
+    result["selfreg"] = selfreg
+    if n == args.failover:
+        t0 = time.monotonic()
+        result["failover"] = await failover(
+            env,
+            namespace,
+            f"{namespace}-ha",
+            setup.cluster.env(),
+            kills=args.kills,
+            handovers=args.handovers,
+            idle=args.idle_seconds,
+        )
+        took = time.monotonic() - t0
+        print(f"   failover: {report.failover_line(result['failover'])} ({took:.0f}s)")
+    return result
 
 
 @contextlib.asynccontextmanager
@@ -232,6 +248,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "idle_seconds": args.idle_seconds,
             "concurrency": args.concurrency,
             "profiled_size": args.profile,
+            "failover_size": args.failover,
+            "failover_kills": args.kills,
+            "failover_handovers": args.handovers,
         },
         "machine": info,
         "sizes": sizes,
@@ -279,15 +298,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="py-spy the operator's churn at N pods (default: 1000, else the first size)",
     )
+    parser.add_argument(
+        "--failover",
+        type=int,
+        metavar="N",
+        help="two replicas, leader stopped, at N pods (default: 1000, else the first size)",
+    )
+    parser.add_argument("--kills", type=int, help="kill -9 of the leader (default 10, quick 1)")
+    parser.add_argument(
+        "--handovers",
+        type=int,
+        help="SIGTERM of the leader, settled and in a rollout (each: default 3, quick 1)",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.sizes = args.sizes or ([200] if quick else [100, 1000, 5000, 10000])
     args.churn_seconds = args.churn_seconds or (10.0 if quick else 30.0)
     args.idle_seconds = args.idle_seconds or 10.0
+    usual = 1000 if 1000 in args.sizes else args.sizes[0]
     if args.gated is None:
         args.gated = args.sizes[0] if quick else 1000
     if args.profile == -1:
-        args.profile = 1000 if 1000 in args.sizes else args.sizes[0]
+        args.profile = usual
+    args.failover = args.failover or usual
+    args.kills = (1 if quick else 10) if args.kills is None else args.kills
+    args.handovers = (1 if quick else 3) if args.handovers is None else args.handovers
     args.started_at = datetime.now(UTC)
     args.stamp = args.started_at.strftime("%Y-%m-%dT%H%M") + ("-quick" if quick else "")
     return args

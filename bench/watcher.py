@@ -115,6 +115,17 @@ class ProbeStream:
             ]
         return min(firsts, default=None)
 
+    def names_since(self, kind: str, since: float) -> list[str]:
+        """Names (without the prefix) with an event of `kind` at or after `since`, once per
+        event."""
+        with self._lock:
+            return [
+                name.removeprefix(self.prefix)
+                for name, e in self._events.items()
+                for t, k in zip(e.times, e.kinds, strict=True)
+                if k == kind and t >= since
+            ]
+
     async def wait_count(self, n: int, limit: float) -> float:
         """Wait up to `limit` s until exactly `n` names are present; return when the last
         change arrived. Raises TimeoutError with the count seen."""

@@ -1,5 +1,5 @@
 """The benchmark harness itself: its pure parts (schedule, statistics, report, profile
-summary) as unit tests, and one tiny end-to-end pass (e2e, ~40 s) that checks every
+summary) as unit tests, and one tiny end-to-end pass (e2e, ~70 s) that checks every
 scenario produces complete, matched results on a real cluster. Not a performance test:
 no number is asserted beyond "measured" and "nothing missed"."""
 
@@ -114,7 +114,13 @@ def test_report_renders_targets_and_ratios() -> None:
         | dict.fromkeys(["kube_apiserver", "registry_etcd", "go", "load_average_start"], "x"),
         "sizes": [{"pods": 1000, "operator": _result(10.0), "floor": _result(2.0)}],
     }
+    stopped = {"count": 10, "missed": 0, "change_ms": {"count": 10, "p50": 5000.0, "p99": 5500.0}}
+    stopped["change_ms"]["max"] = 5600.0
+    stopped["elected_ms"] = {"count": 10, "p50": 4900.0, "max": 5400.0}
+    doc["sizes"][0]["failover"] = {"kill": stopped, "ready_keys_deleted": 0}
     text = report.markdown(doc)
+    row = "| 1,000 | 5.00 / 5.50 / 5.60 (10, 0) | 4.90 / 5.40 | - (-, -) | - | - (-, -) | - | 0 |"
+    assert row in text
     assert "| churn at 1,000 pods, register: p50 ≤ 15 ms | 10.0 ms | yes |" in text
     assert "| within 2x of the Go floor at p50 (churn, 1,000) | 5.0x | **no** |" in text
     assert "| 1,000 | 5.0x / 5.0x / 5.0x / 5.0x |" in text
@@ -125,6 +131,7 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     if shutil.which("go") is None:
         pytest.skip("bench/build.sh needs Go")
     tiny = ["--sizes", "20", "--churn-seconds", "3", "--idle-seconds", "1"]
+    tiny += ["--kills", "1", "--handovers", "1"]
     args = parse_args(["--quick", *tiny, "--results", str(tmp_path)])
     doc = asyncio.run(main_async(args))
     assert json.loads(next(tmp_path.glob("*.json")).read_text()) == doc
@@ -140,6 +147,12 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
             assert result[burst]["latency_ms"]["count"] == 20
     assert "first_sweep_s" in size["operator"]["cold_start"]
     assert size["selfreg"]["leases"] == 20
+    failover = size["failover"]
+    for how in ("kill", "sigterm", "rollout"):
+        assert failover[how]["missed"] == 0
+        assert failover[how]["change_ms"]["count"] == failover[how]["elected_ms"]["count"] == 1
+    assert failover["ready_keys_deleted"] == 0
+    assert failover["standby_idle"]["rss_mib"] > 0
     gated = doc["gated"]["churn"]["containers_ready_to_ready"]
     assert gated["missed"] == 0 and gated["latency_ms"]["count"] > 0
 
