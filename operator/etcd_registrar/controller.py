@@ -15,10 +15,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from etcd_registrar import metrics
+from etcd_registrar import kube, metrics
 from etcd_registrar.kube import Kube
 from etcd_registrar.plan import Conflict, plan
 from etcd_registrar.registry import Registry, Write
@@ -660,7 +659,7 @@ class Controller:
         self, ident: tuple[str, str], wanted: list[tuple[str, bool, str, str]], generation: int
     ) -> list[dict[str, Any]]:
         previous = {c["type"]: c for c in self._status_sent.get(ident, {}).get("conditions") or []}
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = kube.now()
         out = []
         for ctype, value, reason, message in wanted:
             status = "True" if value else "False"

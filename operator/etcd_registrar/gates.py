@@ -29,12 +29,11 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from etcd_registrar import metrics
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.events import TokenBucket
-from etcd_registrar.kube import Kube
+from etcd_registrar.kube import Kube, now
 from etcd_registrar.readiness import FINISHED, GATE
 from etcd_registrar.source import PodView
 from etcd_registrar.supervisor import Backoff
@@ -251,7 +250,7 @@ class Gates:
         status, reason = wanted.condition
         condition = {"type": GATE, "status": status, "reason": reason, "message": wanted.message}
         if pod.state.gate is None or pod.state.gate[0] != status:
-            condition["lastTransitionTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            condition["lastTransitionTime"] = now()
         if self.dry_run:
             logger.info(
                 "dry-run: would set %s of pod %s/%s: %s", GATE, pod.namespace, pod.name, condition

@@ -32,6 +32,11 @@ _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=
 REQUEST_TIMEOUT = (5.0, 15.0)
 
 
+def now() -> str:
+    """The time now, as Kubernetes writes timestamps (RFC 3339, seconds, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def load_config() -> kubernetes.client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
     try:
@@ -157,7 +162,7 @@ class Kube:
     ) -> None:
         """Post a core/v1 Event about `involved` (apiVersion, kind and metadata)."""
         meta = involved["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = now()
         event: Any = {  # a dict body: the client sends it as it is
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
@@ -172,8 +177,8 @@ class Kube:
             "message": message[:MESSAGE_LIMIT],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
             "count": 1,
         }
         core = kubernetes.client.CoreV1Api(self.api)
