@@ -130,20 +130,26 @@ def secure_etcd(pki: Pki) -> Iterator[SecureEtcd]:
 
 
 @pytest.fixture
-def config(pki: Pki, secure_etcd: SecureEtcd, tmp_path: Path) -> EtcdConfig:
+def settings(pki: Pki, secure_etcd: SecureEtcd, tmp_path: Path) -> Settings:
+    """The operator's etcd settings, as its flags give them."""
     pki.issue("client", "registrar")
     password = tmp_path / "password"
     password.write_text("pw-1\n")
-    d = pki.dir
-    return EtcdConfig(
-        endpoints=(secure_etcd.endpoint,),
-        ca=pki.ca,
-        cert=d / "client.crt",
-        key=d / "client.key",
-        username="registrar",
-        password_file=password,
-        timeout=2,
+    return Settings(
+        etcd_endpoints=[secure_etcd.endpoint],
+        etcd_ca=pki.ca,
+        etcd_cert=pki.dir / "client.crt",
+        etcd_key=pki.dir / "client.key",
+        etcd_username="registrar",
+        etcd_password_file=password,
+        etcd_timeout=2,
+        owner_id=OWNER,
     )
+
+
+@pytest.fixture
+def config(settings: Settings) -> EtcdConfig:
+    return settings.etcd()
 
 
 @pytest.fixture
@@ -229,21 +235,12 @@ async def test_rotated_password_and_certificate_are_picked_up(
 
 
 async def test_doctor_names_the_missing_permission(
-    config: EtcdConfig, capsys: pytest.CaptureFixture[str]
+    settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert config.password_file is not None and config.cert is not None
-    settings = Settings(
-        etcd_endpoints=list(config.endpoints),
-        etcd_ca=config.ca,
-        etcd_cert=config.cert,
-        etcd_key=config.key,
-        etcd_username=config.username,
-        etcd_password_file=config.password_file,
-        owner_id=OWNER,
-        allowed_prefix=["/services", "/forbidden"],
-    )
     report = Report()
-    await _etcd_checks(report, settings)
+    await _etcd_checks(
+        report, settings.model_copy(update={"allowed_prefix": ["/services", "/forbidden"]})
+    )
     out = capsys.readouterr().out
     assert "ok    etcd read/write under /services/" in out
     assert "FAIL  etcd read/write under /forbidden/: " in out and "permission denied" in out
