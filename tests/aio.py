@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
-Predicate = Callable[[], T | None] | Callable[[], Awaitable[T | None]]
+Predicate = Callable[[], object] | Callable[[], Awaitable[object]]
 
 
-async def _poll(predicate: Predicate[Any], seconds: float, interval: float, until: bool) -> Any:
+async def _poll(predicate: Predicate, seconds: float, interval: float, until: bool) -> Any:
     """Poll until the predicate's truth is `until` (return its value) or time is up (raise
     TimeoutError carrying the last value)."""
     loop = asyncio.get_running_loop()
@@ -30,17 +30,23 @@ async def _poll(predicate: Predicate[Any], seconds: float, interval: float, unti
         await asyncio.sleep(interval)
 
 
-async def eventually(predicate: Predicate[T], within: float, message: str) -> T:
+@overload
+async def eventually(  # a coroutine function: its awaited value, not the coroutine
+    predicate: Callable[[], Awaitable[T | None]], within: float, message: str
+) -> T: ...
+@overload
+async def eventually(predicate: Callable[[], T | None], within: float, message: str) -> T: ...
+async def eventually(predicate: Predicate, within: float, message: str) -> Any:
     """Poll `predicate` until it returns something truthy; fail naming the last value seen."""
     try:
-        return await _poll(predicate, within, 0.05, until=True)  # type: ignore[no-any-return]
+        return await _poll(predicate, within, 0.05, until=True)
     except TimeoutError as last:
         raise AssertionError(
             f"{message} (after {within:g}s; last seen: {last.args[0]!r})"
         ) from None
 
 
-async def holds(predicate: Predicate[Any], duration: float, message: str) -> None:
+async def holds(predicate: Predicate, duration: float, message: str) -> None:
     """Assert `predicate` stays truthy for the whole `duration`."""
     try:
         value = await _poll(predicate, duration, 0.05, until=False)

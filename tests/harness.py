@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import yaml
 
@@ -248,7 +248,7 @@ class EtcdServer:
         """True while the process exists (also while paused)."""
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 30.0) -> EtcdServer:
+    def start(self, timeout: float = 30.0) -> Self:
         """Start etcd (a no-op when running) and wait until it answers /health."""
         if not self.running:
             self.launch()
@@ -379,7 +379,7 @@ class EtcdServer:
         if self._owns_base_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> EtcdServer:
+    def __enter__(self) -> Self:
         return self.start() if not self.running else self
 
     def __exit__(self, *exc: object) -> None:

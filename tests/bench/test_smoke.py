@@ -103,7 +103,7 @@ def _result(p50: float) -> dict[str, Any]:
 
 
 def test_report_renders_targets_and_ratios() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "when": "2026-01-01T00:00:00+00:00",
         "quick": False,
         "duration_s": 1,
@@ -114,7 +114,11 @@ def test_report_renders_targets_and_ratios() -> None:
         | dict.fromkeys(["kube_apiserver", "registry_etcd", "go", "load_average_start"], "x"),
         "sizes": [{"pods": 1000, "operator": _result(10.0), "floor": _result(2.0)}],
     }
-    stopped = {"count": 10, "missed": 0, "change_ms": {"count": 10, "p50": 5000.0, "p99": 5500.0}}
+    stopped: dict[str, Any] = {
+        "count": 10,
+        "missed": 0,
+        "change_ms": {"count": 10, "p50": 5000.0, "p99": 5500.0},
+    }
     stopped["change_ms"]["max"] = 5600.0
     stopped["elected_ms"] = {"count": 10, "p50": 4900.0, "max": 5400.0}
     doc["sizes"][0]["failover"] = {"kill": stopped, "ready_keys_deleted": 0}

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -411,7 +411,9 @@ async def test_a_sweep_stuck_on_a_hung_api_server_fails_liveness(
         await holds(lambda: app.health.live() == (True, "ok"), 3, "live while sweeps run")
         proxy.flowing.clear()
         verdict = await eventually(
-            lambda: (answer := app.health.live()) != (True, "ok") and answer, 10, "not live"
+            lambda: ((answer := app.health.live()) != (True, "ok") and answer) or None,
+            10,
+            "not live",
         )
         assert verdict[0] is False and verdict[1].startswith("sweep loop stuck"), verdict
         assert app.health.ready() == (True, "ok")  # nothing a consumer of readiness should see
@@ -437,7 +439,7 @@ async def test_kubernetes_calls_give_up_on_a_hung_api_server(
         assert await kube.list_pod_uids() == set()  # flowing: answers
         await kube.patch_registration_status(namespace, "goods", {"endpoints": 0})
         proxy.flowing.clear()
-        calls = {
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
             "pod list": kube.list_pod_uids,
             "status patch": lambda: kube.patch_registration_status(
                 namespace, "goods", {"endpoints": 1}

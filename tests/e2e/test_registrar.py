@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -38,7 +39,9 @@ def expected_keys(pods: list[PodInfo], prefix: str, service: str, port: int) -> 
     return {f"{prefix}/{service}/{p.name}": f"{p.ip}:{port}" for p in pods if p.serving}
 
 
-def wait_registry(cluster: Cluster, namespace: str, prefix: str, timeout: float = 30) -> dict:
+def wait_registry(
+    cluster: Cluster, namespace: str, prefix: str, timeout: float = 30
+) -> dict[str, str]:
     """Poll until etcd holds exactly the keys of the deployment's serving pods."""
 
     def matches() -> dict[str, str] | None:
@@ -94,8 +97,10 @@ def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProc
     keys = wait_registry(cluster, namespace, PREFIX)
     assert len(keys) == 3 and all(v.endswith(":80") for v in keys.values())
 
-    def status() -> dict[str, object]:
-        return cluster.get_json("sreg", "goods", "-n", namespace).get("status", {})
+    def status() -> dict[str, Any]:
+        found: dict[str, Any] = cluster.get_json("sreg", "goods", "-n", namespace)
+        status: dict[str, Any] = found.get("status", {})
+        return status
 
     wait_for(lambda: status().get("endpoints") == 3, 15, message="status.endpoints == 3")
     assert_pods_untouched(cluster, namespace)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
@@ -30,7 +30,7 @@ async def etcd(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
     await client.close()
 
 
-def candidate(etcd: Etcd, name: str, scope: dict[str, object] = SCOPE) -> Election:
+def candidate(etcd: Etcd, name: str, scope: Mapping[str, object] = SCOPE) -> Election:
     return Election(etcd, "ha", name, dict(scope), ttl=2)
 
 

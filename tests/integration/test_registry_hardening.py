@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.etcd import Etcd, EtcdConfig, LeaseInfo
 from etcd_registrar.registry import Registry, Write, lease_records
 from tests.aio import eventually
 from tests.harness import EtcdServer
@@ -122,7 +122,7 @@ async def test_a_live_lease_with_under_a_second_left_is_alive(reader: Etcd) -> N
     assert not gone.alive
 
 
-async def _ttl_reads(reader: Etcd, lease: int, ttl: int) -> object:
+async def _ttl_reads(reader: Etcd, lease: int, ttl: int) -> LeaseInfo | None:
     info = await reader.time_to_live(lease)
     return info if info.ttl == ttl else None
 

@@ -14,7 +14,7 @@ import asyncio
 import json
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import pytest
 
 from etcd_registrar.config import Settings
 from etcd_registrar.doctor import Report, _etcd_checks
-from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.etcd import Etcd, EtcdConfig, Fence, Op, TxnResult
 from etcd_registrar.registry import Registry, owner_keys
 from tests.aio import eventually
 from tests.harness import EtcdServer, built_etcd_path
@@ -192,10 +192,10 @@ async def test_a_write_outside_the_role_is_refused_once_and_reported(
     calls = 0  # transactions that carried the forbidden key
     real_txn = registry.etcd.txn
 
-    async def counting(ops: Any, *args: Any) -> Any:
+    async def counting(ops: Sequence[Op], fence: Fence | None = None) -> TxnResult:
         nonlocal calls
         calls += any(op.key == "/forbidden/goods/pod-1" for op in ops)
-        return await real_txn(ops, *args)
+        return await real_txn(ops, fence)
 
     registry.etcd.txn = counting  # type: ignore[method-assign]
     ok, outside = endpoints(2)

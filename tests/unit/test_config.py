@@ -159,7 +159,7 @@ def test_grpc_target_refused(endpoints: list[str], message: str) -> None:
     ids=["http", "no-scheme", "key-only"],
 )
 def test_client_certificate_over_plaintext_is_refused(
-    endpoints: tuple[str, ...], tls: dict[str, Path]
+    endpoints: tuple[str, ...], tls: dict[str, Any]
 ) -> None:
     with pytest.raises(ValueError, match="would be plaintext: use https:// endpoints"):
         EtcdConfig(endpoints=endpoints, **tls)

@@ -34,7 +34,7 @@ metadata_text = st.one_of(
     st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),
     st.dictionaries(text, text, max_size=4).map(lambda d: json.dumps(d, ensure_ascii=True)),
 )
-annotations = st.fixed_dictionaries(
+pod_annotation_sets = st.fixed_dictionaries(
     {},
     optional={
         ANNOTATION_SERVICE: st.one_of(names, text),
@@ -63,7 +63,7 @@ specs = st.fixed_dictionaries(
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pod_annotations=annotations, spec=specs, pod_name=text)
+@given(pod_annotations=pod_annotation_sets, spec=specs, pod_name=text)
 def test_hostile_input_never_escapes_validation(
     pod_annotations: dict[str, str], spec: dict[str, Any], pod_name: str
 ) -> None:

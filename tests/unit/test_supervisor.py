@@ -14,6 +14,10 @@ from tests.aio import eventually
 from tests.harness import free_port
 
 
+async def _pong() -> None:
+    """An etcd that always answers."""
+
+
 async def test_a_crashing_loop_is_restarted_and_then_reported() -> None:
     runs = 0
 
@@ -23,7 +27,7 @@ async def test_a_crashing_loop_is_restarted_and_then_reported() -> None:
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
 
     loop = Loop("etcd-writer", crash, Backoff(base=0.001, cap=0.001)).start()
-    health = Health(EtcdCheck(asyncio.sleep, timeout=1), lambda: True, lambda: 0.0, 1e9)
+    health = Health(EtcdCheck(_pong, timeout=1), lambda: True, lambda: 0.0, 1e9)
     health.loops, health.started = [loop], True
     try:
         await eventually(lambda: loop.failing is not None, 5, "the loop reported failing")
@@ -53,7 +57,7 @@ async def test_a_loop_that_recovers_is_healthy() -> None:
 
 
 def test_liveness_fails_when_startup_overruns_its_deadline() -> None:
-    health = Health(EtcdCheck(asyncio.sleep, timeout=1), lambda: False, lambda: 0.0, 1e9)
+    health = Health(EtcdCheck(_pong, timeout=1), lambda: False, lambda: 0.0, 1e9)
     assert health.live() == (True, "starting")
     health.startup_deadline = 0.0
     ok, reason = health.live()
@@ -63,7 +67,7 @@ def test_liveness_fails_when_startup_overruns_its_deadline() -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 async def test_probes_answer_on_ipv4_and_ipv6(host: str) -> None:
     """The kubelet probes the pod IP, which is IPv6 on IPv6-only clusters."""
-    health = Health(EtcdCheck(asyncio.sleep, timeout=1), lambda: True, lambda: 0.0, 1e9)
+    health = Health(EtcdCheck(_pong, timeout=1), lambda: True, lambda: 0.0, 1e9)
     port = free_port()
     runner = await serve(port, probe_routes(health))
     try:
