@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 
 from bench import stats
 from bench.procs import Operator
-from bench.scenarios import Env, Window
+from bench.scenarios import Env, Window, settled
 from bench.watcher import ProbeStream, key_watcher
 
 T = TypeVar("T")
 PREFIX = "/services/bench/"
-SETTLE = 2.0  # a fresh replica's start-up work done (before an idle window, a settled stop)
+SETTLE = 2.0  # a replica's start-up work done before a settled stop
 CHANGE_LIMIT = 60.0  # a change not in etcd by then counts as missed
 
 
@@ -90,7 +90,8 @@ class Replicas:
 
 async def _idle(env: Env, procs: list[Operator], seconds: float) -> list[dict[str, Any]]:
     """Each process' costs over one idle window (etcd's request rate is everyone's)."""
-    await asyncio.sleep(SETTLE)
+    for proc in procs:
+        await settled(proc)
     windows = [Window(env, p) for p in procs]
     await asyncio.sleep(seconds)
     return [

@@ -66,6 +66,19 @@ class Subject:
     launch: Callable[[], Managed]
 
 
+async def settled(subject: Managed, *, below: float = 0.05, limit: float = 15.0) -> bool:
+    """Wait until the subject's start-up work is over: its CPU use over half a second falls
+    below `below` of a core. False if it never did within `limit` seconds (the idle figures
+    then include start-up work, and the result says so)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = subject.usage().cpu
+        await asyncio.sleep(0.5)
+        if subject.usage().cpu - before < below * 0.5:
+            return True
+    return False
+
+
 class Window:
     """Costs over a time window: CPU of the subject, the registry etcd and the API server;
     etcd requests by method; how busy the whole machine was (the noise in every number)."""
@@ -255,10 +268,10 @@ async def run_subject(
                     await asyncio.sleep(0.05)
                 cold["first_sweep_s"] = round(time.monotonic() - proc.started, 2)
             result["cold_start"] = cold
-            await asyncio.sleep(2)  # let start-up work finish before measuring idle costs
+            was_settled = await settled(proc)
             quiet = Window(env, proc)
             await asyncio.sleep(idle)
-            result["idle"] = quiet.close() | {"leases": env.leases()}
+            result["idle"] = quiet.close() | {"leases": env.leases(), "settled": was_settled}
             result["churn"] = await churn(env, proc, watcher, steps)
             if profile is not None:
                 await env.pop.reset()
@@ -293,10 +306,11 @@ async def self_registration(env: Env, binary: str, n: int, window: float) -> dic
     proc = selfreg(binary, n, env.etcd, env.log_dir).start()
     try:
         line = await proc.wait_output("registered", limit=max(60, n / 50))
-        await asyncio.sleep(2)
+        was_settled = await settled(proc)
         costs = Window(env, proc)
         await asyncio.sleep(window)
         out = costs.close() | {"leases": env.leases(), "register_s": float(line.split()[2])}
+        out["settled"] = was_settled
         out["memory_mib"] = round(proc.usage().rss_mib, 1)
         etcd = env.pids.get("etcd")
         out["etcd_rss_mib"] = round(usage(etcd).rss_mib, 1) if etcd else None
