@@ -18,6 +18,12 @@ def crd(cluster: Cluster) -> None:
     )
 
 
+@pytest.fixture
+def prefix(namespace: str) -> str:
+    """The key prefix of one test: another test's leftovers can neither slow nor fool it."""
+    return f"/sd-{namespace}"
+
+
 @pytest.fixture(scope="session")
 def real_node(cluster: Cluster) -> RealNode:
     """The real node beside kwok's (hack/realnode-up.sh): containerd, runc and a kubelet."""

@@ -29,7 +29,7 @@ from etcd_registrar.config import Settings
 from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodHandler, PodWatcher
 from tests.aio import eventually, holds
-from tests.e2e.test_registrar import PREFIX, goods, registration, wait_registry
+from tests.e2e.test_registrar import goods, registration, wait_registry
 from tests.harness import (
     REPO_ROOT,
     Cluster,
@@ -114,13 +114,15 @@ def held(cluster: Cluster, owner: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- metrics
 
 
-def test_metrics_follow_what_the_operator_does(cluster: Cluster, namespace: str, crd: None) -> None:
+def test_metrics_follow_what_the_operator_does(
+    cluster: Cluster, namespace: str, prefix: str, crd: None
+) -> None:
     port = free_port()
     with running(cluster, namespace, "--resync", "1s", "--metrics-port", str(port)) as op:
         m = Scraper(port)
         assert any(name == "etcd_registrar_build_info" for name, _ in m.samples())
-        pods = goods(cluster, namespace, replicas=3)
-        keys = wait_registry(cluster, namespace, PREFIX)
+        pods = goods(cluster, namespace, prefix, replicas=3)
+        keys = wait_registry(cluster, namespace, prefix)
         held = {"namespace": namespace, "service": "goods"}
         wait_for(lambda: m("etcd_registrar_endpoints", **held) == 3, 15, message="3 endpoints")
         assert m("etcd_registrar_pod_transitions_total", change="register") >= 3
@@ -192,7 +194,7 @@ def test_metrics_follow_what_the_operator_does(cluster: Cluster, namespace: str,
         )
         assert m("etcd_registrar_endpoints", namespace=namespace, service=bad) == 0
 
-        cluster.apply(registration("solo", prefix=PREFIX, key="{prefix}/{service}"), namespace)
+        cluster.apply(registration("solo", prefix=prefix, key="{prefix}/{service}"), namespace)
         cluster.create_deployment(
             namespace,
             deployment_manifest("solo", 2, annotations={"etcd-registrar.io/service": "solo"}),
@@ -205,16 +207,16 @@ def test_metrics_follow_what_the_operator_does(cluster: Cluster, namespace: str,
 
 
 def test_readiness_follows_etcd_and_liveness_ignores_its_outages(
-    cluster: Cluster, namespace: str, crd: None, etcd_server: EtcdServer
+    cluster: Cluster, namespace: str, prefix: str, crd: None, etcd_server: EtcdServer
 ) -> None:
     port = free_port()
     args = ("--etcd-endpoints", etcd_server.endpoint, "--etcd-timeout", "1")
     with running(cluster, namespace, *args, "--metrics-port", str(port)) as op:
         m = Scraper(port)
-        goods(cluster, namespace, replicas=2)
+        goods(cluster, namespace, prefix, replicas=2)
 
         def registered() -> bool:
-            return len(registry_keys(etcd_server.endpoint, f"{PREFIX}/goods/")) == 2
+            return len(registry_keys(etcd_server.endpoint, f"{prefix}/goods/")) == 2
 
         wait_for(registered, 20, message="keys in the private etcd")
         assert probe(op.health_port, "/readyz") == (200, "ok\n")
@@ -426,7 +428,7 @@ async def test_a_sweep_stuck_on_a_hung_api_server_fails_liveness(
 
 
 async def test_kubernetes_calls_give_up_on_a_hung_api_server(
-    cluster: Cluster, namespace: str, crd: None, tmp_path: Path
+    cluster: Cluster, namespace: str, prefix: str, crd: None, tmp_path: Path
 ) -> None:
     """Every call the operator makes itself has a request timeout: on a hung API server the
     pod list and the status patch fail after it (the sweep carries on, exit is not held up
@@ -434,7 +436,7 @@ async def test_kubernetes_calls_give_up_on_a_hung_api_server(
     timeout (kube.REQUEST_TIMEOUT) to keep the wait short."""
     proxy, api = await proxied_api(cluster, tmp_path)
     kube = Kube(api, [namespace], timeout=(1.0, 2.0))
-    cluster.apply(registration("goods", prefix=PREFIX), namespace)
+    cluster.apply(registration("goods", prefix=prefix), namespace)
     try:
         assert await kube.list_pod_uids() == set()  # flowing: answers
         await kube.patch_registration_status(namespace, "goods", {"endpoints": 0})
@@ -460,13 +462,13 @@ async def test_kubernetes_calls_give_up_on_a_hung_api_server(
 
 
 def test_json_logs_name_pod_namespace_service_and_key(
-    cluster: Cluster, namespace: str, crd: None
+    cluster: Cluster, namespace: str, prefix: str, crd: None
 ) -> None:
     with running(cluster, namespace, "--log-format", "json") as op:
-        pods = goods(cluster, namespace, replicas=2)
-        keys = wait_registry(cluster, namespace, PREFIX)
+        pods = goods(cluster, namespace, prefix, replicas=2)
+        keys = wait_registry(cluster, namespace, prefix)
         gone = pods[0]
-        key = f"{PREFIX}/goods/{gone.name}"
+        key = f"{prefix}/goods/{gone.name}"
         cluster.set_pod_ready(namespace, gone.name, False)
         wait_for(
             lambda: any(r["message"].startswith(f"delete {key} ") for r in json_records(op)),
@@ -493,12 +495,12 @@ def test_json_logs_name_pod_namespace_service_and_key(
 
 
 def test_dry_run_logs_every_write_and_writes_nothing(
-    cluster: Cluster, namespace: str, crd: None
+    cluster: Cluster, namespace: str, prefix: str, crd: None
 ) -> None:
     args = ("--dry-run", "--log-format", "json", "--resync", "1s")
     with running(cluster, namespace, *args) as op:
-        pods = goods(cluster, namespace, replicas=3)
-        want = {f"{PREFIX}/goods/{p.name}" for p in pods}
+        pods = goods(cluster, namespace, prefix, replicas=3)
+        want = {f"{prefix}/goods/{p.name}" for p in pods}
 
         def would(verb: str) -> Counter[str]:
             return Counter(
@@ -507,8 +509,8 @@ def test_dry_run_logs_every_write_and_writes_nothing(
                 if r.get("dry_run") and r["message"].startswith(f"dry-run: would {verb} ")
             )
 
-        def written() -> set[str]:  # the prefix is shared with other tests' namespaces
-            keys = set(registry_keys(cluster.etcd_endpoints, f"{PREFIX}/goods/")) & want
+        def written() -> set[str]:
+            keys = set(registry_keys(cluster.etcd_endpoints, f"{prefix}/"))
             owner = registry_keys(cluster.etcd_endpoints, f"/etcd-registrar/{namespace}/")
             return keys | set(owner)
 
@@ -516,7 +518,7 @@ def test_dry_run_logs_every_write_and_writes_nothing(
         # nothing in etcd: no key, no lease record, across several sweeps (resync 1 s)
         assert_stays(lambda: not written(), 3.5, message="nothing written to etcd")
         assert would("put") == dict.fromkeys(want, 1)  # each logged once, not every sweep
-        gone = f"{PREFIX}/goods/{pods[0].name}"
+        gone = f"{prefix}/goods/{pods[0].name}"
         cluster.set_pod_ready(namespace, pods[0].name, False)
         wait_for(lambda: would("delete") == {gone: 1}, 10, message="the delete logged")
         assert not written()
@@ -526,20 +528,20 @@ def test_dry_run_logs_every_write_and_writes_nothing(
 
 
 def test_sigterm_exits_promptly_and_a_successor_keeps_every_key(
-    cluster: Cluster, namespace: str, crd: None
+    cluster: Cluster, namespace: str, prefix: str, crd: None
 ) -> None:
     """Keys stay on their leases over a restart (no flap in a Recreate rollout): the
     successor adopts the leases. Without a successor they go with their TTL."""
     values = yaml.safe_load((REPO_ROOT / "charts/etcd-registrar/values.yaml").read_text())
     assert values["terminationGracePeriodSeconds"] > SHUTDOWN_BOUND
     ttl = 10  # the default: long enough for a successor to start within it
-    cluster.apply(registration("goods", prefix=PREFIX, ttl=ttl), namespace)
+    cluster.apply(registration("goods", prefix=prefix, ttl=ttl), namespace)
     annotations = {"etcd-registrar.io/service": "goods"}
     cluster.create_deployment(namespace, deployment_manifest("goods", 2, annotations=annotations))
     cluster.wait_deployment_serving(namespace, "goods", 2)
 
     first = OperatorProcess(cluster, namespace).start()
-    keys = wait_registry(cluster, namespace, PREFIX)
+    keys = wait_registry(cluster, namespace, prefix)
     leases = held(cluster, namespace)
     assert leases.keys() == keys.keys()
     assert first.proc is not None
@@ -553,7 +555,7 @@ def test_sigterm_exits_promptly_and_a_successor_keeps_every_key(
     assert held(cluster, namespace) == leases  # not revoked
 
     successor = OperatorProcess(cluster, namespace).start()
-    wait_registry(cluster, namespace, PREFIX)
+    wait_registry(cluster, namespace, prefix)
     # the same lease ids: adopted and renewed, so the keys never expired in between
     assert held(cluster, namespace) == leases
     successor.stop()
@@ -563,7 +565,7 @@ def test_sigterm_exits_promptly_and_a_successor_keeps_every_key(
 
 
 def test_sigterm_during_an_etcd_outage_still_exits_in_time(
-    cluster: Cluster, namespace: str, crd: None, etcd_server: EtcdServer
+    cluster: Cluster, namespace: str, prefix: str, crd: None, etcd_server: EtcdServer
 ) -> None:
     args = ("--etcd-endpoints", etcd_server.endpoint, "--etcd-timeout", "1", "--log-format", "json")
     op = OperatorProcess(cluster, namespace, *args).start()
@@ -572,9 +574,9 @@ def test_sigterm_during_an_etcd_outage_still_exits_in_time(
         return any(text in r["message"] for r in json_records(op))
 
     try:
-        pods = goods(cluster, namespace, replicas=2)
+        pods = goods(cluster, namespace, prefix, replicas=2)
         wait_for(
-            lambda: len(registry_keys(etcd_server.endpoint, f"{PREFIX}/goods/")) == 2,
+            lambda: len(registry_keys(etcd_server.endpoint, f"{prefix}/goods/")) == 2,
             20,
             message="keys in the private etcd",
         )

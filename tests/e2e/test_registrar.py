@@ -15,7 +15,6 @@ from tests.operator_process import OperatorProcess, delete_key, registry_keys
 
 pytestmark = pytest.mark.e2e
 
-PREFIX = "/service_registry_discovery"
 TTL = 3
 
 
@@ -53,8 +52,8 @@ def wait_registry(
     return wait_for(matches, timeout, message=f"registry under {prefix} matches serving pods")
 
 
-def goods(cluster: Cluster, namespace: str, replicas: int = 3) -> list[PodInfo]:
-    cluster.apply(registration("goods", prefix=PREFIX, ttl=TTL, format="address"), namespace)
+def goods(cluster: Cluster, namespace: str, prefix: str, replicas: int = 3) -> list[PodInfo]:
+    cluster.apply(registration("goods", prefix=prefix, ttl=TTL, format="address"), namespace)
     annotations = {"etcd-registrar.io/service": "goods"}
     cluster.create_deployment(
         namespace, deployment_manifest("goods", replicas, annotations=annotations)
@@ -92,9 +91,11 @@ def assert_pods_untouched(cluster: Cluster, namespace: str) -> None:
         assert "kopf" not in raw.get("status", {}), raw["status"]
 
 
-def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
-    goods(cluster, namespace)
-    keys = wait_registry(cluster, namespace, PREFIX)
+def test_goods_scenario(
+    cluster: Cluster, namespace: str, prefix: str, operator: OperatorProcess
+) -> None:
+    goods(cluster, namespace, prefix)
+    keys = wait_registry(cluster, namespace, prefix)
     assert len(keys) == 3 and all(v.endswith(":80") for v in keys.values())
 
     def status() -> dict[str, Any]:
@@ -110,33 +111,33 @@ def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProc
     for replicas in (4, 3):
         cluster.scale(namespace, "goods", replicas)
         cluster.wait_deployment_serving(namespace, "goods", replicas)
-        assert len(wait_registry(cluster, namespace, PREFIX)) == replicas
+        assert len(wait_registry(cluster, namespace, prefix)) == replicas
 
     pod = cluster.pods_of_deployment(namespace, "goods")[0]
-    key = f"{PREFIX}/goods/{pod.name}"
+    key = f"{prefix}/goods/{pod.name}"
     cluster.set_pod_ready(namespace, pod.name, False)
     wait_for(
-        lambda: key not in registry_keys(cluster.etcd_endpoints, PREFIX),
+        lambda: key not in registry_keys(cluster.etcd_endpoints, prefix),
         10,
         message="unready pod's key removed",
     )
     cluster.set_pod_ready(namespace, pod.name, True)
     wait_for(
-        lambda: key in registry_keys(cluster.etcd_endpoints, PREFIX),
+        lambda: key in registry_keys(cluster.etcd_endpoints, prefix),
         10,
         message="ready-again pod's key back",
     )
 
     cluster.kubectl("delete", "pod", pod.name, "-n", namespace, "--wait=false")
     wait_for(
-        lambda: key not in registry_keys(cluster.etcd_endpoints, PREFIX),
+        lambda: key not in registry_keys(cluster.etcd_endpoints, prefix),
         10,
         message="deleted pod's key removed",
     )
     cluster.wait_deployment_serving(namespace, "goods", 3)
-    wait_registry(cluster, namespace, PREFIX)
+    wait_registry(cluster, namespace, prefix)
 
-    moved = "/moved"
+    moved = f"{prefix}-moved"
     cluster.kubectl(
         "patch",
         "sreg",
@@ -149,46 +150,46 @@ def test_goods_scenario(cluster: Cluster, namespace: str, operator: OperatorProc
     )
     wait_registry(cluster, namespace, moved)
     wait_for(
-        lambda: not registry_keys(cluster.etcd_endpoints, f"{PREFIX}/"),
+        lambda: not registry_keys(cluster.etcd_endpoints, f"{prefix}/"),
         10,
         message="old prefix emptied",
     )
 
 
 def test_operator_crash_and_restart(
-    cluster: Cluster, namespace: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, prefix: str, operator: OperatorProcess
 ) -> None:
-    goods(cluster, namespace)
-    wait_registry(cluster, namespace, PREFIX)
+    goods(cluster, namespace, prefix)
+    wait_registry(cluster, namespace, prefix)
     operator.kill()
     wait_for(
-        lambda: not registry_keys(cluster.etcd_endpoints, f"{PREFIX}/"),
+        lambda: not registry_keys(cluster.etcd_endpoints, f"{prefix}/"),
         3 * TTL + 5,
         message="keys expire with the lease once the operator is gone",
     )
     operator.start()
-    wait_registry(cluster, namespace, PREFIX)
+    wait_registry(cluster, namespace, prefix)
 
 
 def test_sweep_restores_keys_deleted_behind_its_back(
-    cluster: Cluster, namespace: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, prefix: str, operator: OperatorProcess
 ) -> None:
-    goods(cluster, namespace)
-    keys = wait_registry(cluster, namespace, PREFIX)
+    goods(cluster, namespace, prefix)
+    keys = wait_registry(cluster, namespace, prefix)
     victim = sorted(keys)[0]
     delete_key(cluster.etcd_endpoints, victim)
     wait_for(
-        lambda: registry_keys(cluster.etcd_endpoints, PREFIX).get(victim) == keys[victim],
+        lambda: registry_keys(cluster.etcd_endpoints, prefix).get(victim) == keys[victim],
         15,
         message="sweep restored the deleted key",
     )
 
 
 def test_bad_annotations_warn_and_spare_other_pods(
-    cluster: Cluster, namespace: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, prefix: str, operator: OperatorProcess
 ) -> None:
-    goods(cluster, namespace, replicas=2)
-    wait_registry(cluster, namespace, PREFIX)
+    goods(cluster, namespace, prefix, replicas=2)
+    wait_registry(cluster, namespace, prefix)
     bad = {"etcd-registrar.io/service": "Bad/Name", "etcd-registrar.io/port": "70000"}
     cluster.create_deployment(namespace, deployment_manifest("broken", 1, annotations=bad))
 
@@ -199,7 +200,7 @@ def test_bad_annotations_warn_and_spare_other_pods(
 
     message = wait_for(warning, 20, message="a Warning Event on the broken pod")
     assert "etcd-registrar.io/service" in message
-    assert len(wait_registry(cluster, namespace, PREFIX)) == 2
+    assert len(wait_registry(cluster, namespace, prefix)) == 2
 
 
 def test_api_server_rejects_bad_templates(cluster: Cluster, namespace: str, crd: None) -> None:
@@ -238,14 +239,14 @@ def test_api_server_and_operator_agree_on_ports(
 
 
 def test_conflicting_keys_keep_the_oldest_pod(
-    cluster: Cluster, namespace: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, prefix: str, operator: OperatorProcess
 ) -> None:
     """Two pods rendering one key: the oldest keeps it, the registration reports Conflict."""
-    cluster.apply(registration("goods", prefix=PREFIX, key="{prefix}/{service}"), namespace)
+    cluster.apply(registration("goods", prefix=prefix, key="{prefix}/{service}"), namespace)
     annotations = {"etcd-registrar.io/service": "goods"}
     cluster.create_deployment(namespace, deployment_manifest("goods", 1, annotations=annotations))
     (first,) = cluster.wait_deployment_serving(namespace, "goods", 1)
-    key = f"{PREFIX}/goods"
+    key = f"{prefix}/goods"
     wait_for(
         lambda: registry_keys(cluster.etcd_endpoints, key) == {key: f"{first.ip}:80"},
         15,
