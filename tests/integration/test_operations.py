@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
+from etcd_registrar.dryrun import DryRunEtcd
 from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, PutOp
 from etcd_registrar.registry import Registry
 from tests.aio import eventually
@@ -77,7 +78,7 @@ async def test_every_etcd_request_is_timed_and_failures_counted_by_operation(
 async def test_dry_run_writes_nothing_and_logs_each_write_once(
     etcd_server: EtcdServer, reader: Etcd, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), dry_run=True)
+    registry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))))
     await registry.start()
     wanted = [endpoint(f"/services/goods/goods-{i}", pod=f"goods-{i}") for i in range(3)]
     try:
@@ -111,9 +112,7 @@ async def test_dry_run_never_keeps_a_live_operators_leases_alive(
     live = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared")
     await live.start()
     await live.submit([endpoint("/services/goods/goods-a", ttl=ttl)], [])
-    dry = Registry(
-        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared", dry_run=True
-    )
+    dry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared")
     await dry.start()
     try:
         assert set(dry.held) == {"/services/goods/goods-a"}  # adopted
