@@ -173,3 +173,28 @@ async def test_liveness_fails_when_an_operator_loop_stops(
         assert app.health.ready() == (False, "initial pod view incomplete")
     finally:
         await app.stop()
+
+
+async def test_a_dry_run_operator_leads_alone_and_only_records_its_writes(
+    etcd_server: EtcdServer, reader: Etcd, unreachable_api: Any
+) -> None:
+    """The dry run campaigns for nothing (it must not depose a leader), yet its registry
+    leads: every write goes to the recording adapter and is held in the simulated view."""
+    settings = Settings(
+        etcd_endpoints=[etcd_server.endpoint],
+        owner_id="dry",
+        health_port=0,
+        metrics_port=0,
+        dry_run=True,
+    )
+    app = App.create(settings, unreachable_api)
+    await app.start()
+    try:
+        await eventually(lambda: app.registry.leading, 5, "the dry run's registry leads")
+        wanted = endpoint("/services/goods/goods-a")
+        await asyncio.wait_for(app.registry.submit([wanted], []), 5)
+        assert app.registry.held.keys() == {wanted.key}
+        assert (await reader.get_prefix("/"))[0] == []  # no key, no lease record, no leader key
+    finally:
+        await app.stop()
+    assert app.registry.idle
