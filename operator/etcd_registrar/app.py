@@ -8,7 +8,6 @@ import gc
 import logging
 import os
 import socket
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from etcd_registrar import metrics
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller
+from etcd_registrar.dryrun import DryRunEtcd
 from etcd_registrar.election import Election
 from etcd_registrar.etcd import Etcd, EtcdError, Fence
 from etcd_registrar.events import EventPoster
@@ -63,7 +63,8 @@ class App:
     def create(cls, config: Settings, api: kubernetes.client.ApiClient | None = None) -> App:
         """Build the pipeline (Kubernetes client: `api`, else from the environment); nothing
         is connected or started yet."""
-        registry = Registry(Etcd(config.etcd()), owner=config.owner_id, dry_run=config.dry_run)
+        etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
+        registry = Registry(etcd, owner=config.owner_id)
         kube = Kube(api or load_config(), config.namespace, config.pod_selector)
         defaults = Defaults(
             config.default_ttl,
@@ -163,8 +164,7 @@ class App:
 
     async def _promote(self, fence: Fence | None) -> None:
         try:
-            if fence is not None:
-                await self.registry.promote(fence)
+            await self.registry.promote(fence)  # None: a dry run, leading alone
             self.claims.lead(fence)
             self.controller.promote()
         except Exception as exc:  # e.g. etcd gone mid-way: lead another time
@@ -211,9 +211,8 @@ class App:
         their TTL. Revoking here would empty the registry on every upgrade.
         """
         await self.controller.stop()
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while not self.registry.idle and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)  # the registry has no idle event; once, at shutdown
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.registry.writes.drained.wait(), DRAIN_TIMEOUT)
         if not self.registry.idle:
             logger.warning("shutting down with etcd writes still queued (etcd unreachable?)")
         for loop in self.loops:  # no new campaign after resigning

@@ -13,8 +13,8 @@ import logging
 import re
 
 from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, Fence, Fenced, PutOp
+from etcd_registrar.leases import owner_keys
 from etcd_registrar.model import DNS_LABEL_PATTERN
-from etcd_registrar.registry import owner_keys
 from etcd_registrar.supervisor import Backoff
 
 logger = logging.getLogger(__name__)

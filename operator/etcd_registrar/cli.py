@@ -18,8 +18,8 @@ from etcd_registrar import crd, logs
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError
 from etcd_registrar.formats import FORMATS, Format
+from etcd_registrar.leases import lease_records, read_record
 from etcd_registrar.model import describe
-from etcd_registrar.registry import lease_records, read_record
 from etcd_registrar.source import Defaults
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from etcd_registrar import kube, metrics
 from etcd_registrar.kube import Kube
 from etcd_registrar.plan import Conflict, plan
-from etcd_registrar.registry import Registry, Write
+from etcd_registrar.registry import Registry
 from etcd_registrar.source import (
     Defaults,
     Endpoint,
@@ -32,6 +32,7 @@ from etcd_registrar.source import (
 )
 from etcd_registrar.supervisor import Loop
 from etcd_registrar.tenancy import RELEASE_GRACE, Claims, Member
+from etcd_registrar.writer import Write
 
 logger = logging.getLogger(__name__)
 

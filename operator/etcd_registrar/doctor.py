@@ -14,7 +14,7 @@ from etcd_registrar import GROUP, PLURAL, VERSION
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
 from etcd_registrar.kube import REQUEST_TIMEOUT, load_config
-from etcd_registrar.registry import owner_keys
+from etcd_registrar.leases import owner_keys
 from etcd_registrar.source import Defaults
 
 CRD_NAME = f"{PLURAL}.{GROUP}"

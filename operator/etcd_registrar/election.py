@@ -26,7 +26,7 @@ from typing import Any
 
 from etcd_registrar import metrics
 from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream, LeaseNotFound
-from etcd_registrar.registry import owner_keys
+from etcd_registrar.leases import owner_keys
 from etcd_registrar.supervisor import Backoff
 
 logger = logging.getLogger(__name__)

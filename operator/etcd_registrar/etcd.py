@@ -193,10 +193,11 @@ Op = PutOp | DeleteOp
 @dataclass(frozen=True, slots=True)
 class TxnResult:
     """The revision a transaction got, and its guarded ops whose guard did not hold: op index
-    -> what etcd holds at that key now (None: nothing)."""
+    -> what etcd holds at that key now (None: nothing). `dry_run`: recorded, not applied."""
 
     revision: int
     refused: dict[int, KV | None]
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from etcd_registrar.source import Endpoint
 
-Pool = tuple[str, str, int]  # (namespace, service, ttl): the lease pool a key belongs to
+
+class Pool(NamedTuple):
+    """The lease pool a key belongs to: the keys of one service with one TTL share leases."""
+
+    namespace: str
+    service: str
+    ttl: int
 
 
 def pool_of(endpoint: Endpoint) -> Pool:
-    return (endpoint.namespace, endpoint.service, endpoint.ttl)
+    return Pool(endpoint.namespace, endpoint.service, endpoint.ttl)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
+from etcd_registrar.dryrun import DryRunEtcd
 from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, PutOp
 from etcd_registrar.registry import Registry
 from tests.aio import eventually
@@ -77,7 +78,7 @@ async def test_every_etcd_request_is_timed_and_failures_counted_by_operation(
 async def test_dry_run_writes_nothing_and_logs_each_write_once(
     etcd_server: EtcdServer, reader: Etcd, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), dry_run=True)
+    registry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))))
     await registry.start()
     wanted = [endpoint(f"/services/goods/goods-{i}", pod=f"goods-{i}") for i in range(3)]
     try:
@@ -111,9 +112,7 @@ async def test_dry_run_never_keeps_a_live_operators_leases_alive(
     live = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared")
     await live.start()
     await live.submit([endpoint("/services/goods/goods-a", ttl=ttl)], [])
-    dry = Registry(
-        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared", dry_run=True
-    )
+    dry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared")
     await dry.start()
     try:
         assert set(dry.held) == {"/services/goods/goods-a"}  # adopted
@@ -174,3 +173,28 @@ async def test_liveness_fails_when_an_operator_loop_stops(
         assert app.health.ready() == (False, "initial pod view incomplete")
     finally:
         await app.stop()
+
+
+async def test_a_dry_run_operator_leads_alone_and_only_records_its_writes(
+    etcd_server: EtcdServer, reader: Etcd, unreachable_api: Any
+) -> None:
+    """The dry run campaigns for nothing (it must not depose a leader), yet its registry
+    leads: every write goes to the recording adapter and is held in the simulated view."""
+    settings = Settings(
+        etcd_endpoints=[etcd_server.endpoint],
+        owner_id="dry",
+        health_port=0,
+        metrics_port=0,
+        dry_run=True,
+    )
+    app = App.create(settings, unreachable_api)
+    await app.start()
+    try:
+        await eventually(lambda: app.registry.leading, 5, "the dry run's registry leads")
+        wanted = endpoint("/services/goods/goods-a")
+        await asyncio.wait_for(app.registry.submit([wanted], []), 5)
+        assert app.registry.held.keys() == {wanted.key}
+        assert (await reader.get_prefix("/"))[0] == []  # no key, no lease record, no leader key
+    finally:
+        await app.stop()
+    assert app.registry.idle

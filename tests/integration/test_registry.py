@@ -112,7 +112,7 @@ async def test_transactions_hold_at_most_127_guarded_ops(registry: Registry, rea
         return await real_txn(ops, fence)
 
     def registry_ops() -> int:  # leaves out the lease records under /etcd-registrar/
-        return sum(sizes) - len(registry._leases)
+        return sum(sizes) - len(registry.leases.by_id)
 
     registry.etcd.txn = counting_txn  # type: ignore[method-assign]
     wanted = endpoints(1000)

@@ -13,7 +13,9 @@ from dataclasses import replace
 import pytest
 
 from etcd_registrar.etcd import Etcd, EtcdConfig, LeaseInfo
-from etcd_registrar.registry import Registry, Write, lease_records
+from etcd_registrar.leases import lease_records
+from etcd_registrar.registry import Registry
+from etcd_registrar.writer import Write
 from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.integration.conftest import OWNER
@@ -106,7 +108,7 @@ async def test_adoption_trusts_no_record(
     await asyncio.wait_for(successor.start(), 10)
     try:
         assert set(successor.held) == {e.key for e in wanted}
-        assert {lease.pool for lease in successor._leases.values()} == {("shop", "goods", 2)}
+        assert {lease.pool for lease in successor.leases.by_id.values()} == {("shop", "goods", 2)}
     finally:
         await successor.close()
 

@@ -24,7 +24,8 @@ import pytest
 from etcd_registrar.config import Settings
 from etcd_registrar.doctor import Report, _etcd_checks
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence, Op, TxnResult
-from etcd_registrar.registry import Registry, owner_keys
+from etcd_registrar.leases import owner_keys
+from etcd_registrar.registry import Registry
 from tests.aio import eventually
 from tests.harness import EtcdServer, built_etcd_path
 from tests.integration.test_registry import endpoints

@@ -1,0 +1,291 @@
+"""The lease pool: the leases the operator's keys live on, their records, and keepalives.
+
+- Leases are pooled per (namespace, service, TTL), at most `keys_per_lease` keys each, all kept
+  alive over one stream at TTL/3. A lost lease is dropped and reported; the registry re-writes
+  its keys.
+- Every lease is recorded under ``/etcd-registrar/<owner>/leases/<id>``, attached to the lease
+  itself, so a restarted operator (or a standby) finds its predecessor's leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from etcd_registrar import metrics
+from etcd_registrar.etcd import KV, Etcd, EtcdError, EtcdUnavailable, Fence, KeepAliveStream
+from etcd_registrar.formats import RESERVED_PREFIX
+from etcd_registrar.model import TTL_MAX, TTL_MIN
+from etcd_registrar.plan import Pool
+from etcd_registrar.supervisor import Backoff
+
+logger = logging.getLogger(__name__)
+
+EMPTY_LEASE_GRACE = 60.0  # keep an empty lease this long: a flapping pod must not churn leases
+
+
+@dataclass(slots=True)
+class Lease:
+    id: int
+    pool: Pool
+    keys: set[str] = field(default_factory=set)  # held, or reserved by a write in flight
+    next_refresh: float = 0.0
+    empty_since: float | None = None
+    unanswered_since: float | None = None  # a keepalive sent on this stream, not yet answered
+
+
+def owner_keys(owner: str) -> str:
+    """The bookkeeping of the operators of `owner`, under the reserved prefix."""
+    return f"{RESERVED_PREFIX}/{owner}/"
+
+
+def lease_records(owner: str) -> str:
+    """Where an operator of `owner` records its leases."""
+    return f"{owner_keys(owner)}leases/"
+
+
+def read_record(kv: KV, owner_prefix: str) -> Pool:
+    """The pool a lease record names; ValueError if the record is not one we wrote.
+
+    Records live under a prefix a tenant could once write to: trust nothing in them."""
+    if kv.lease <= 0 or kv.key != f"{owner_prefix}{kv.lease:x}":
+        raise ValueError(f"record {kv.key!r} is not attached to the lease its name gives")
+    try:
+        data = json.loads(kv.value) if len(kv.value) < 1024 else None
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or set(data) != {"namespace", "service", "ttl"}:
+        raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}}")
+    namespace, service, ttl = data["namespace"], data["service"], data["ttl"]
+    if not (isinstance(namespace, str) and isinstance(service, str)):
+        raise ValueError(f"record {kv.key!r}: namespace and service must be strings")
+    if type(ttl) is not int or not TTL_MIN <= ttl <= TTL_MAX:
+        raise ValueError(f"record {kv.key!r}: ttl {ttl!r} is not {TTL_MIN}-{TTL_MAX}")
+    return Pool(namespace, service, ttl)
+
+
+def _record(pool: Pool) -> str:
+    return json.dumps({"namespace": pool.namespace, "service": pool.service, "ttl": pool.ttl})
+
+
+class LeasePool:
+    """The leases of one owner. Leadership is the registry's: `fence` gives the fence a write
+    goes with (raising Fenced when this replica does not lead), `leading` whether it leads;
+    `on_lost` hears of each lease etcd no longer has."""
+
+    def __init__(
+        self,
+        etcd: Etcd,
+        owner: str,
+        *,
+        keys_per_lease: int,
+        fence: Callable[[], Fence | None],
+        leading: Callable[[], bool],
+        on_lost: Callable[[Lease], None],
+    ) -> None:
+        self.etcd = etcd
+        self.prefix = lease_records(owner)
+        self.keys_per_lease = keys_per_lease
+        self.fence, self.leading, self.on_lost = fence, leading, on_lost
+        self.by_id: dict[int, Lease] = {}
+        self._revokes: set[asyncio.Task[None]] = set()
+
+    def owned(self) -> set[str]:
+        return {k for lease in self.by_id.values() for k in lease.keys}
+
+    # --- finding and granting ----------------------------------------------------------------
+
+    async def with_room(self, pool: Pool, key: str) -> int:
+        """A lease of `pool` for `key`; the key takes its slot now so a batch cannot overfill."""
+        candidates = [lease for lease in self.by_id.values() if lease.pool == pool]
+        for lease in candidates:
+            if key in lease.keys:
+                return lease.id
+        for lease in candidates:
+            if len(lease.keys) < self.keys_per_lease:
+                lease.keys.add(key)
+                lease.empty_since = None
+                return lease.id
+        lease_id = await self._grant(pool)
+        self.by_id[lease_id].keys.add(key)
+        return lease_id
+
+    async def _grant(self, pool: Pool) -> int:
+        lease_id = await self.etcd.grant(pool.ttl)
+        await self.etcd.put(f"{self.prefix}{lease_id:x}", _record(pool), lease_id, self.fence())
+        self.by_id[lease_id] = Lease(lease_id, pool, set(), time.monotonic() + pool.ttl / 3)
+        metrics.leases.set(len(self.by_id))
+        logger.info(
+            "granted lease %x (ttl %ds) for %s/%s", lease_id, pool.ttl, pool.namespace, pool.service
+        )
+        return lease_id
+
+    # --- which key is on which lease ---------------------------------------------------------
+
+    def take(self, lease_id: int, key: str) -> bool:
+        """`key` is on lease `lease_id` now; False if we no longer have that lease."""
+        lease = self.by_id.get(lease_id)
+        if lease is None:
+            return False
+        lease.keys.add(key)
+        lease.empty_since = None
+        return True
+
+    def free(self, lease_id: int, key: str) -> None:
+        """`key` left lease `lease_id`: its slot is free again, and the lease may go empty."""
+        lease = self.by_id.get(lease_id)
+        if lease is not None:
+            lease.keys.discard(key)
+            if not lease.keys:
+                lease.empty_since = time.monotonic()
+
+    def unreserve(self, key: str, held_on: int | None) -> None:
+        """A write of `key` left flight: give up the slots it reserved on leases other than
+        the one it is held on."""
+        for lease in self.by_id.values():
+            if key in lease.keys and lease.id != held_on:
+                lease.keys.discard(key)
+
+    # --- reading the records -----------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        """Take over the live leases a previous run of this owner recorded, with the keys
+        etcd has on them (the registry then keeps those it holds: `keep`)."""
+        records, _ = await self.etcd.get_prefix(self.prefix)
+        now = time.monotonic()
+        for record in records:
+            try:
+                pool = read_record(record, self.prefix)
+            except Exception as exc:  # RecursionError from deep JSON included
+                logger.warning("lease record %s skipped: %s", record.key, exc)
+                continue
+            info = await self.etcd.time_to_live(record.lease)
+            if not info.alive:
+                continue
+            if info.granted != pool.ttl:
+                logger.warning(
+                    "lease record %s skipped: it says ttl %d, the lease was granted %d",
+                    *(record.key, pool.ttl, info.granted),
+                )
+                continue
+            keys = [k for k in info.keys if k != record.key]
+            self.by_id[record.lease] = Lease(record.lease, pool, set(keys), now)
+        metrics.leases.set(len(self.by_id))
+
+    def keep(self, held: Iterable[str]) -> None:
+        """Only `held` keys are on our leases; one left without any may be retired."""
+        now, held = time.monotonic(), set(held)
+        for lease in self.by_id.values():
+            lease.keys &= held
+            lease.empty_since = None if lease.keys else now
+
+    async def follow(self) -> None:
+        """Standby: keep alive every lease the leader recorded (keepalives are idempotent),
+        so no key lapses while any replica lives."""
+        records, _ = await self.etcd.get_prefix(self.prefix)
+        recorded: set[int] = set()
+        for record in records:
+            try:
+                pool = read_record(record, self.prefix)
+            except Exception:  # noqa: S112 - the leader logged it when it adopted
+                continue
+            recorded.add(record.lease)
+            if record.lease not in self.by_id:
+                self.by_id[record.lease] = Lease(record.lease, pool, next_refresh=0.0)
+        for lease_id in self.by_id.keys() - recorded:  # revoked or expired meanwhile
+            if self.by_id.pop(lease_id).keys:  # keys on it: not retired empty, but lost
+                metrics.lease_regrants.inc()
+        metrics.leases.set(len(self.by_id))
+
+    # --- losing and retiring -----------------------------------------------------------------
+
+    async def drop_dead(self) -> None:
+        try:
+            for lease in list(self.by_id.values()):
+                if not (await self.etcd.time_to_live(lease.id)).alive:
+                    self.lost(lease.id)
+        except EtcdError as exc:  # the next write tells again
+            logger.warning("could not check leases: %s", exc)
+
+    def lost(self, lease_id: int) -> None:
+        lease = self.by_id.pop(lease_id, None)
+        if lease is None:
+            return
+        metrics.lease_regrants.inc()
+        metrics.leases.set(len(self.by_id))
+        self.on_lost(lease)
+
+    def _retire(self, lease: Lease) -> None:
+        if lease.keys:
+            lease.empty_since = None
+            return
+        self.by_id.pop(lease.id, None)
+        metrics.leases.set(len(self.by_id))
+        revoke = asyncio.create_task(self._revoke(lease.id))  # off the keepalive loop: a raft write
+        self._revokes.add(revoke)
+        revoke.add_done_callback(self._revokes.discard)
+
+    async def _revoke(self, lease_id: int) -> None:
+        try:
+            await self.etcd.revoke(lease_id)
+        except EtcdError as exc:  # it expires by itself
+            logger.info("revoking empty lease %x failed: %s", lease_id, exc)
+
+    # --- keepalives --------------------------------------------------------------------------
+
+    async def keepalive_loop(self) -> None:
+        # Reconnect fast: after an etcd restart, leases are re-armed with just their TTL.
+        backoff = Backoff(base=0.05, cap=1.0)
+        while True:
+            stream: KeepAliveStream | None = None
+            reader: asyncio.Task[None] | None = None
+            try:
+                stream = await self.etcd.keepalive_stream()
+                for lease in self.by_id.values():
+                    lease.unanswered_since = None
+                reader = asyncio.create_task(self._read_acks(stream))
+                await self._send_refreshes(stream, reader, backoff)
+            except (EtcdError, asyncio.InvalidStateError) as exc:  # the stream ended under us
+                metrics.keepalive_failures.inc()
+                logger.warning("lease keepalive stream broke: %s", exc)
+                await backoff.sleep()
+            finally:
+                if reader is not None:
+                    reader.cancel()
+                if stream is not None:
+                    stream.close()
+
+    async def _send_refreshes(
+        self, stream: KeepAliveStream, reader: asyncio.Task[None], backoff: Backoff
+    ) -> None:
+        while not reader.done():
+            now = time.monotonic()
+            for lease in list(self.by_id.values()):
+                if (
+                    lease.empty_since is not None
+                    and now - lease.empty_since > EMPTY_LEASE_GRACE
+                    and self.leading()
+                ):
+                    self._retire(lease)
+                elif lease.next_refresh <= now:
+                    # A stream that looks healthy but answers nothing: a new one, not expiry.
+                    if lease.unanswered_since is not None:
+                        raise EtcdUnavailable(f"no keepalive answer for lease {lease.id:x}")
+                    await stream.send(lease.id)
+                    lease.unanswered_since = now
+                    lease.next_refresh = now + lease.pool.ttl / 3
+            await asyncio.wait({reader}, timeout=0.2)
+            backoff.reset()
+        reader.result()  # re-raise what broke the stream
+
+    async def _read_acks(self, stream: KeepAliveStream) -> None:
+        while True:
+            lease_id, ttl = await stream.receive()
+            if ttl <= 0:  # a keepalive of a lease etcd no longer has answers TTL 0
+                self.lost(lease_id)
+            elif (lease := self.by_id.get(lease_id)) is not None:
+                lease.unanswered_since = None
