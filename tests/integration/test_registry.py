@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -107,7 +107,7 @@ async def test_transactions_hold_at_most_127_guarded_ops(registry: Registry, rea
     sizes: list[int] = []
     real_txn = registry.etcd.txn
 
-    async def counting_txn(ops: list[Op], fence: Fence | None = None) -> TxnResult:
+    async def counting_txn(ops: Sequence[Op], fence: Fence | None = None) -> TxnResult:
         sizes.append(len(ops))
         return await real_txn(ops, fence)
 

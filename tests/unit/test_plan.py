@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from etcd_registrar.plan import Conflict, Current, Plan, plan, pool_of
+from etcd_registrar.plan import Conflict, Current, Plan, Pool, plan, pool_of
 from etcd_registrar.source import Endpoint
 from tests.unit.builders import endpoint
 
 K = "/services/goods/a"
-OURS = ("shop", "goods", 10)
+OURS = Pool("shop", "goods", 10)
 OLD = "2024-01-01T00:00:00Z"
 NEW = "2024-02-01T00:00:00Z"
 A = endpoint(K, pod="goods-a")
