@@ -28,7 +28,6 @@ from etcd_registrar.source import (
     Problem,
     Registration,
     desired_for_pod,
-    interests,
 )
 from etcd_registrar.supervisor import Loop
 from etcd_registrar.tenancy import RELEASE_GRACE, Claims, Member
@@ -176,11 +175,11 @@ class Controller:
     ) -> tuple[list[Endpoint], list[Problem]]:
         """The keys `pod` may hold now: what it wants, in the ranges its namespace may write
         to, within the namespace's quota; and why it gets no more."""
+        endpoints, problems, interests = desired_for_pod(pod, regs, self.defaults)
         self._present(
             Member(pod.namespace, pod.uid, pod.created),
-            {i: (pod.namespace, s) for i, s in interests(pod, regs, self.defaults).items()},
+            {i: (pod.namespace, s) for i, s in interests.items()},
         )
-        endpoints, problems = desired_for_pod(pod, regs, self.defaults)
         return self._within_quota(pod, *self._admitted(pod.namespace, endpoints, problems))
 
     def _present(self, member: Member, wanted: dict[str, ServiceId]) -> None:
