@@ -263,6 +263,6 @@ class App:
     def endpoint_counts(self) -> dict[tuple[str, str], int]:
         """Keys held per (namespace, service); 0 for a registration that holds none."""
         counts = Counter(held.pool[:2] for held in self.registry.held.values())
-        for reg in self.controller.registrations.values():
+        for reg in self.controller.state.registrations.values():
             counts.setdefault((reg.namespace, reg.service), 0)
         return counts
