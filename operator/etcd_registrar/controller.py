@@ -52,6 +52,8 @@ class Outcome:
 
 
 class Controller:
+    """Plans what the desired state wants against the registry; sweeps; leads or stands by."""
+
     def __init__(
         self,
         registry: Registry,
