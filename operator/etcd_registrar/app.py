@@ -29,7 +29,7 @@ from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, pr
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
-from etcd_registrar.source import Defaults
+from etcd_registrar.source import Defaults, ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
 
 logger = logging.getLogger(__name__)
@@ -259,9 +259,9 @@ class App:
             self.events.outcome(outcome)
         self.gates.outcome(body["metadata"]["uid"], outcome.committed)
 
-    def endpoint_counts(self) -> dict[tuple[str, str], int]:
-        """Keys held per (namespace, service); 0 for a registration that holds none."""
-        counts = Counter(held.pool[:2] for held in self.registry.held.values())
-        for reg in self.controller.registrations.values():
-            counts.setdefault((reg.namespace, reg.service), 0)
+    def endpoint_counts(self) -> dict[ServiceId, int]:
+        """Keys held per service; 0 for a registration that holds none."""
+        counts = Counter(held.pool.service_id for held in self.registry.held.values())
+        for reg in self.controller.state.registrations.values():
+            counts.setdefault(reg.service_id, 0)
         return counts

@@ -77,12 +77,12 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
     state = pod.state
     if state.terminating:
         return Verdict(False, "Terminating", "the pod is terminating: its key is deleted")
-    keys = controller.keys_by_pod.get(pod.uid, set())
+    keys = controller.state.keys_by_pod.get(pod.uid, set())
     if keys and all(_committed(controller, pod.uid, key) for key in keys):
         return Verdict(True, "Registered", f"in etcd: {', '.join(sorted(keys))}")
-    problems = "; ".join(controller.problems.get(pod.uid, ()))
-    interest = controller.interest.get(pod.uid, {})
-    if any(not controller.tenancy.admits(i, pod.namespace) for i in interest):
+    problems = "; ".join(controller.state.problems.get(pod.uid, ()))
+    interest = controller.state.interest.get(pod.uid, {})
+    if any(not controller.state.tenancy.admits(i, pod.namespace) for i in interest):
         return Verdict(False, "Conflict", problems)  # says which namespace owns the keys
     for key in sorted(keys):
         if message := controller.warned.get(key, {}).get(pod.uid):
@@ -101,7 +101,7 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
         return Verdict(False, "EtcdUnavailable", "etcd is unreachable: the key is not written")
     invalid = [
         f"ServiceRegistration {r.name}: {r.error}"
-        for r in controller.effective.values()
+        for r in controller.state.effective.values()
         if r.namespace == pod.namespace and r.error and (r.service == pod.service or r.selects(pod))
     ]
     if invalid:
@@ -117,7 +117,7 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
 def _committed(controller: Controller, uid: str, key: str) -> bool:
     """etcd holds `key` with the value pod `uid` wants there."""
     held = controller.registry.held.get(key)
-    mine = controller.claims.get(key, {}).get(uid)
+    mine = controller.state.claims.get(key, {}).get(uid)
     conflict = controller.conflicts.get(key)
     lost = conflict is not None and conflict.winner.pod_uid != uid
     return held is not None and mine is not None and held.value == mine.value and not lost
@@ -161,7 +161,7 @@ class Gates:
             committed.add_done_callback(lambda _: self.examine(uid))
 
     def examine(self, uid: str, *, trust_sent: bool = True) -> None:
-        pod = self.controller.pods.get(uid)
+        pod = self.controller.state.pods.get(uid)
         if pod is None or not pod.state.gated:
             self._forget(uid)
             return
@@ -191,7 +191,7 @@ class Gates:
     def recheck(self) -> None:
         """Examine every gated pod again, believing only the pods' own conditions; forget
         the pods the sweep found gone."""
-        pods = self.controller.pods
+        pods = self.controller.state.pods
         for uid in {*self.sent, *self.warned}.union(*self.queues) - pods.keys():
             self._forget(uid)
         waiting = 0
@@ -241,7 +241,7 @@ class Gates:
     async def _patch(self, uid: str) -> bool:
         """Patch `GATE` of pod `uid` as it should be now (a standby queued from a view that
         may be stale by the time it leads); False if it should be retried."""
-        pod = self.controller.pods.get(uid)
+        pod = self.controller.state.pods.get(uid)
         if pod is None:
             return True
         wanted = verdict(self.controller, pod, self.etcd_reachable())

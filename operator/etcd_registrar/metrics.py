@@ -17,6 +17,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from etcd_registrar.source import ServiceId
+
 _NS = "etcd_registrar"
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
@@ -120,7 +122,7 @@ scope_mismatch = Gauge(
     "(misconfiguration: /readyz fails), else 0.",
 )
 
-EndpointCounts = Callable[[], Mapping[tuple[str, str], int]]
+EndpointCounts = Callable[[], Mapping[ServiceId, int]]
 
 
 class _State(Collector):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from etcd_registrar.source import Endpoint
+from etcd_registrar.source import Endpoint, ServiceId
 
 
 class Pool(NamedTuple):
@@ -21,6 +21,10 @@ class Pool(NamedTuple):
     namespace: str
     service: str
     ttl: int
+
+    @property
+    def service_id(self) -> ServiceId:
+        return ServiceId(self.namespace, self.service)
 
 
 def pool_of(endpoint: Endpoint) -> Pool:

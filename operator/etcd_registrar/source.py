@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -22,6 +22,20 @@ from etcd_registrar.readiness import PodState, should_register
 from etcd_registrar.tenancy import within
 
 PortList = tuple[tuple[str | None, int], ...]
+
+
+class ServiceId(NamedTuple):
+    """A service of a namespace: what a registration governs and its keys are counted by."""
+
+    namespace: str
+    service: str
+
+
+class RegistrationId(NamedTuple):
+    """A ServiceRegistration object, by namespace and object name."""
+
+    namespace: str
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +174,14 @@ class Registration:
         )
 
     @property
+    def id(self) -> RegistrationId:
+        return RegistrationId(self.namespace, self.name)
+
+    @property
+    def service_id(self) -> ServiceId:
+        return ServiceId(self.namespace, self.service)
+
+    @property
     def identity(self) -> str | None:
         """The key range this registration's service renders into (None: invalid spec)."""
         return self.layout.service_range(self.service, self.namespace) if self.layout else None
@@ -210,6 +232,10 @@ class Endpoint:
     rank: tuple[str, str, str]
     identity: str = ""  # the service's key range (tenancy)
 
+    @property
+    def service_id(self) -> ServiceId:
+        return ServiceId(self.namespace, self.service)
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -238,23 +264,34 @@ def resolve_port(requested: Port | None, ports: PortList) -> int:
     )
 
 
+class Desired(NamedTuple):
+    """What a pod should hold now: its keys, the problems that stop any of them, and the
+    key ranges it wants keys in, ready or not (tenancy counts it present there):
+    identity -> service."""
+
+    endpoints: list[Endpoint]
+    problems: list[Problem]
+    interests: dict[str, str]
+
+
 def desired_for_pod(
     pod: PodView, registrations: Iterable[Registration], defaults: Defaults
-) -> tuple[list[Endpoint], list[Problem]]:
-    """The keys `pod` should hold now, and the problems that stop any of them.
+) -> Desired:
+    """The keys `pod` should hold now, the problems that stop any of them, its interests.
 
     `registrations` are those of the pod's namespace. The annotation's service is governed by
     the registration of the same service if one exists, else by `defaults`; every registration
     whose selector matches adds its service too (once per service).
     """
-    problems: list[Problem] = []
+    result = Desired([], [], {})
     if pod.annotation_error:
-        problems.append(Problem(None, pod.annotation_error))
-    endpoints: list[Endpoint] = []
+        result.problems.append(Problem(None, pod.annotation_error))
     for service, governing in _wanted(pod, registrations).items():
         layout = defaults.layout if governing is None else governing.layout
         if layout is None:  # the governing registration is invalid: it reports why
             continue
+        identity = layout.service_range(service, pod.namespace)
+        result.interests[identity] = service
         publish_not_ready = governing is not None and governing.publish_not_ready
         if not should_register(pod.state, publish_not_ready=publish_not_ready):
             continue
@@ -283,10 +320,9 @@ def desired_for_pod(
                     f"limit of {defaults.max_value_bytes} (--max-value-bytes): shrink the metadata"
                 )
         except ValueError as exc:  # TemplateError included
-            problems.append(Problem(service, str(exc)))
+            result.problems.append(Problem(service, str(exc)))
             continue
-        identity = layout.service_range(service, pod.namespace)
-        endpoints.append(
+        result.endpoints.append(
             Endpoint(
                 key,
                 value,
@@ -299,20 +335,7 @@ def desired_for_pod(
                 identity,
             )
         )
-    return endpoints, problems
-
-
-def interests(
-    pod: PodView, registrations: Iterable[Registration], defaults: Defaults
-) -> dict[str, str]:
-    """The key ranges `pod` wants keys in, ready or not (tenancy counts it as present
-    there): identity -> service."""
-    out: dict[str, str] = {}
-    for service, governing in _wanted(pod, registrations).items():
-        layout = defaults.layout if governing is None else governing.layout
-        if layout is not None:
-            out[layout.service_range(service, pod.namespace)] = service
-    return out
+    return result
 
 
 def _wanted(pod: PodView, registrations: Iterable[Registration]) -> dict[str, Registration | None]:

@@ -82,10 +82,10 @@ async def test_a_registration_deleted_while_unwatched_is_forgotten(
     ghost = registration("ghost", prefix="/ghost")
     ghost["metadata"] = {"name": "ghost", "namespace": namespace, "uid": "u", "generation": 1}
     app.controller.on_registration("ADDED", ghost)  # seen once, then deleted unseen
-    assert (namespace, "ghost") in app.controller.registrations
+    assert (namespace, "ghost") in app.controller.state.registrations
     cluster.apply(registration("real", prefix="/real"), namespace)
     await app.controller.relist_registrations()
-    assert set(app.controller.registrations) == {(namespace, "real")}
+    assert set(app.controller.state.registrations) == {(namespace, "real")}
 
 
 async def test_a_failed_startup_leaves_no_port_bound(cluster: Cluster, namespace: str) -> None:

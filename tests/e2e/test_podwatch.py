@@ -95,7 +95,7 @@ async def test_a_pod_the_controller_cannot_read_is_logged_and_skipped(
     app = App.create(settings, cluster.api_client())
     app.on_pod("ADDED", {"metadata": {"name": "odd", "namespace": "shop"}})  # no uid
     assert "pod shop/odd skipped" in caplog.text
-    assert app.controller.pods == {}
+    assert app.controller.state.pods == {}
 
 
 class FaultyWatches(Kube):

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from etcd_registrar import controller as controller_module
+from etcd_registrar import desired as desired_module
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
-from etcd_registrar.source import Defaults
+from etcd_registrar.source import Defaults, RegistrationId
 from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.unit.builders import opt_in, pod_body, registration_body
@@ -43,13 +43,13 @@ async def test_an_invalid_registration_blocks_its_service_instead_of_falling_bac
     """Pods of a service whose only registration is invalid get no keys: not the defaults'."""
     bad = registration_body({"service": "goods", "format": "go-zero", "prefix": "/x"})
     controller.on_registration("ADDED", bad)
-    assert controller.registrations["shop", "goods"].error  # the spec is refused
+    assert controller.state.registrations["shop", "goods"].error  # the spec is refused
     controller.on_pod("ADDED", pod_body(annotations=opt_in("goods")))
-    assert controller.claims == {}
-    status = controller.status_of(("shop", "goods"))
+    assert controller.state.claims == {}
+    status = controller.statuses.status_of(RegistrationId("shop", "goods"))
     assert status["conditions"][0]["status"] == "False"
     controller.on_registration("DELETED", bad)  # removing it hands the pods to the defaults
-    assert set(controller.claims) == {"/services/goods/goods-abc"}
+    assert set(controller.state.claims) == {"/services/goods/goods-abc"}
 
 
 async def test_conflict_warnings_are_posted_once_per_pod_not_per_event(
@@ -85,9 +85,9 @@ async def test_the_echo_of_a_status_patch_renders_no_pod(
     for n in range(20):
         controller.on_pod(None, pod_body(name=f"goods-{n}"))
     renders: list[str] = []
-    real = controller_module.desired_for_pod
+    real = desired_module.desired_for_pod
     monkeypatch.setattr(
-        controller_module,
+        desired_module,
         "desired_for_pod",
         lambda pod, *a: (renders.append(pod.name), real(pod, *a))[1],
     )
@@ -99,22 +99,22 @@ async def test_the_echo_of_a_status_patch_renders_no_pod(
 
 
 async def test_a_namespace_gets_at_most_its_key_quota(controller: Controller) -> None:
-    controller.max_keys_per_namespace = 5
+    controller.state.max_keys_per_namespace = 5
     outcomes = [
         controller.on_pod(None, pod_body(name=f"goods-{n}", annotations=opt_in("goods")))
         for n in range(8)
     ]
-    assert len(controller.claims) == 5
+    assert len(controller.state.claims) == 5
     refused = [o for o in outcomes if o.now]
     assert len(refused) == 3
     assert "--max-keys-per-namespace" in refused[0].now[0].message
     # another namespace is not affected
     controller.on_pod(None, pod_body(name="other", namespace="else", annotations=opt_in("x")))
-    assert "/services/x/other" in controller.claims
+    assert "/services/x/other" in controller.state.claims
     # a freed slot is used again
     controller.on_pod("DELETED", pod_body(name="goods-0", annotations=opt_in("goods")))
     controller.on_pod("MODIFIED", pod_body(name="goods-7", annotations=opt_in("goods")))
-    assert "/services/goods/goods-7" in controller.claims
+    assert "/services/goods/goods-7" in controller.state.claims
 
 
 async def test_claims_survive_a_restart_through_records_and_held_keys(
@@ -136,8 +136,8 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
 
     successor = Controller(controller.registry, Kube(api=None), Defaults())
     successor.resume({"/services/other/": "team-c"}, [])
-    assert successor.tenancy.owner("/services/other/") == "team-c"
-    assert successor.tenancy.owner("/services/pay/") == "team-b"  # derived from the held key
+    assert successor.state.tenancy.owner("/services/other/") == "team-c"
+    assert successor.state.tenancy.owner("/services/pay/") == "team-b"  # derived from the held key
     intruder = pod_body(name="x", namespace="team-a", annotations=opt_in("pay"))
     assert "belong to namespace team-b" in successor.on_pod(None, intruder).now[0].message
 

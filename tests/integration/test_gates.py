@@ -31,14 +31,14 @@ def gated(gate: tuple[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
 
 
 def said(controller: Controller, body: dict[str, Any], reachable: bool = True) -> Verdict | None:
-    return verdict(controller, controller.pods[body["metadata"]["uid"]], reachable)
+    return verdict(controller, controller.state.pods[body["metadata"]["uid"]], reachable)
 
 
 async def test_true_only_once_the_key_is_committed(controller: Controller) -> None:
     body = gated()
     outcome = controller.on_pod("ADDED", body)
     assert outcome.committed is not None
-    assert controller.keys_by_pod  # registered on ContainersReady, not on Ready
+    assert controller.state.keys_by_pod  # registered on ContainersReady, not on Ready
     assert said(controller, body) is None  # being written: no patch yet
     bad = said(controller, body, reachable=False)
     assert bad is not None and bad.condition == ("False", "EtcdUnavailable")

@@ -72,7 +72,7 @@ def test_hostile_input_never_escapes_validation(
         pod_body(name=pod_name or "p", annotations=pod_annotations, labels={"app": "goods"})
     )
     registration = Registration.from_body(registration_body(spec), defaults)
-    endpoints, _ = desired_for_pod(pod, [registration], defaults)
+    endpoints = desired_for_pod(pod, [registration], defaults).endpoints
     for endpoint in endpoints:
         ours = endpoint.service == registration.service and registration.layout is not None
         governing = registration.layout if ours else defaults.layout

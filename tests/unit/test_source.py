@@ -39,7 +39,8 @@ def reg(
 def desired(
     view: PodView, *registrations: Registration, defaults: Defaults = DEFAULTS
 ) -> tuple[list[Endpoint], list[Problem]]:
-    return desired_for_pod(view, registrations, defaults)
+    endpoints, problems, _ = desired_for_pod(view, registrations, defaults)
+    return endpoints, problems
 
 
 def keys(
@@ -239,6 +240,32 @@ def test_port_annotation_wins_for_selected_pod() -> None:
 def test_invalid_governing_registration_writes_nothing() -> None:
     broken = Registration.from_body(registration_body({"key": "{prefix}/{foo}"}), DEFAULTS)
     assert desired(pod(annotations=opt_in()), broken) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("body", "registrations", "interests"),
+    [
+        pytest.param({}, [], {"/services/goods/": "goods"}, id="ready"),
+        pytest.param({"ready": False}, [], {"/services/goods/": "goods"}, id="not-ready"),
+        pytest.param(
+            {},
+            [{"service": "all", "prefix": "/all", "selector": {}}],
+            {"/services/goods/": "goods", "/all/all/": "all"},
+            id="annotation-and-selector",
+        ),
+        pytest.param(
+            {}, [{"service": "goods", "key": "{prefix}/{foo}"}], {}, id="invalid-governing"
+        ),
+    ],
+)
+def test_interests_are_the_ranges_wanted_ready_or_not(
+    body: dict[str, Any], registrations: list[dict[str, Any]], interests: dict[str, str]
+) -> None:
+    regs = [
+        Registration.from_body(registration_body(s, name=f"r{n}"), DEFAULTS)
+        for n, s in enumerate(registrations)
+    ]
+    assert desired_for_pod(pod(annotations=opt_in(), **body), regs, DEFAULTS).interests == interests
 
 
 @pytest.mark.parametrize(
