@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from kubernetes.client import ApiClient
 
 from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd, EtcdConfig
@@ -58,5 +59,5 @@ async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
     registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="c")
     await registry.start()
     # The sweep and status loops are not started: they are the only users of the API client.
-    yield Controller(registry, Kube(api=None), Defaults())
+    yield Controller(registry, Kube(ApiClient()), Defaults())
     await registry.close()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient
 
 from etcd_registrar import desired as desired_module
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
-from etcd_registrar.source import Defaults, RegistrationId
+from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
 from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.unit.builders import opt_in, pod_body, registration_body
@@ -43,7 +45,8 @@ async def test_an_invalid_registration_blocks_its_service_instead_of_falling_bac
     """Pods of a service whose only registration is invalid get no keys: not the defaults'."""
     bad = registration_body({"service": "goods", "format": "go-zero", "prefix": "/x"})
     controller.on_registration("ADDED", bad)
-    assert controller.state.registrations["shop", "goods"].error  # the spec is refused
+    refused = controller.state.registrations[RegistrationId("shop", "goods")]
+    assert refused.error  # the spec is refused
     controller.on_pod("ADDED", pod_body(annotations=opt_in("goods")))
     assert controller.state.claims == {}
     status = controller.statuses.status_of(RegistrationId("shop", "goods"))
@@ -85,12 +88,12 @@ async def test_the_echo_of_a_status_patch_renders_no_pod(
     for n in range(20):
         controller.on_pod(None, pod_body(name=f"goods-{n}"))
     renders: list[str] = []
-    real = desired_module.desired_for_pod
-    monkeypatch.setattr(
-        desired_module,
-        "desired_for_pod",
-        lambda pod, *a: (renders.append(pod.name), real(pod, *a))[1],
-    )
+
+    def counting(pod: PodView, *args: Any) -> Desired:
+        renders.append(pod.name)
+        return desired_for_pod(pod, *args)
+
+    monkeypatch.setattr(desired_module, "desired_for_pod", counting)
     controller.on_registration("MODIFIED", {**body, "status": {"endpoints": 20}})
     assert renders == []
     changed = registration_body({"selector": {"matchLabels": {"app": "goods"}}, "ttl": 30})
@@ -134,7 +137,7 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
     finally:
         running.cancel()
 
-    successor = Controller(controller.registry, Kube(api=None), Defaults())
+    successor = Controller(controller.registry, Kube(ApiClient()), Defaults())
     successor.resume({"/services/other/": "team-c"}, [])
     assert successor.state.tenancy.owner("/services/other/") == "team-c"
     assert successor.state.tenancy.owner("/services/pay/") == "team-b"  # derived from the held key

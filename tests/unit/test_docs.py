@@ -29,6 +29,7 @@ from etcd_registrar.model import (
     ServiceRegistrationStatus,
     parse_pod_annotations,
 )
+from etcd_registrar.source import ServiceId
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs"
@@ -190,7 +191,7 @@ def exported_metrics() -> dict[str, tuple[str, list[str]]]:
             name = family.name + ("_total" if family.type == "counter" else "")
             found[name] = (family.type, list(obj._labelnames))
     # The gauges computed at scrape time, registered with sample state to be collected.
-    metrics.watch_state(lambda: {("shop", "goods"): 1}, lambda: True)
+    metrics.watch_state(lambda: {ServiceId("shop", "goods"): 1}, lambda: True)
     for family in prometheus_client.REGISTRY.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         if name.startswith("etcd_registrar_") and name not in found:

@@ -31,7 +31,7 @@ def shop(*registrations: tuple[str, dict[str, Any]], intruder: bool = False) -> 
     return state
 
 
-GOODS = ("goods", {})
+GOODS: tuple[str, dict[str, Any]] = ("goods", {})
 CONFLICT = Conflict(KEY, endpoint(KEY, pod="goods-abc"), (endpoint(KEY, pod="goods-b"),))
 NOT_YET = "1 of 1 keys not yet written to etcd"
 
