@@ -155,10 +155,10 @@ class Controller:
         self.statuses.mark(change.dirty)
 
     def _apply(self, change: Change) -> None:
-        """Apply a change found outside a pod event (its Events are not posted)."""
+        """Apply a change found outside a pod event; its Warnings go to `notify`."""
         self._record(change)
         if change.keys:
-            self._plan_and_submit(change.keys)
+            self.notify(self._plan_and_submit(change.keys)[1])
 
     # --- planning ---------------------------------------------------------------------------
 

@@ -77,7 +77,6 @@ class DesiredState:
         """A pod was added, changed or deleted; None: it concerns no key."""
         uid = body["metadata"]["uid"]
         if event_type == "DELETED":
-            self._present(Member("", uid, ""), {})  # leaving claims nothing
             return self.forget(uid)
         pod = PodView.from_body(body)
         self.pods[uid] = pod
@@ -92,7 +91,9 @@ class DesiredState:
         return self._settle(change, endpoints, [p.message for p in problems])
 
     def forget(self, uid: str) -> PodChange | None:
-        """Pod `uid` is gone: it holds no keys any more (None: it was not known)."""
+        """Pod `uid` is gone: it holds no keys and wants no range any more (None: it was
+        not known)."""
+        self._present(Member("", uid, ""), {})  # leaving claims nothing
         pod = self.pods.pop(uid, None)
         if pod is None:
             return None

@@ -80,6 +80,20 @@ async def test_conflict_warnings_are_posted_once_per_pod_not_per_event(
     }
 
 
+async def test_a_conflict_a_registration_change_causes_is_posted(controller: Controller) -> None:
+    """The pods exist first; then a key template without a per-pod field makes them clash.
+    The Warning comes from the registration's re-plan, not from a pod event."""
+    posted: list[Notice] = []
+    controller.notify = posted.extend
+    for n in range(2):
+        pod = pod_body(name=f"goods-{n}", created=f"2024-01-01T00:0{n}:00Z", annotations=opt_in())
+        controller.on_pod(None, pod)
+    assert posted == []
+    controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
+    (warning,) = posted
+    assert (warning.reason, warning.pod["metadata"]["name"]) == ("Conflict", "goods-1")
+
+
 async def test_the_echo_of_a_status_patch_renders_no_pod(
     controller: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:

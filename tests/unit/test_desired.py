@@ -122,10 +122,18 @@ def test_a_pod_that_leaves_releases_its_keys(how: Any) -> None:
     assert state.claimed_in_ns["shop"] == 0
 
 
-def test_a_deleted_pod_leaves_its_range() -> None:
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(lambda s: s.on_pod("DELETED", pod_body(annotations=opt_in())), id="deleted"),
+        pytest.param(lambda s: s.forget("uid-goods-abc"), id="missed-by-events"),
+    ],
+)
+def test_a_pod_that_is_gone_leaves_its_range(how: Any) -> None:
+    """Else its namespace's claim on the range would never lapse."""
     state = DesiredState(DEFAULTS)
     state.on_pod(None, pod_body(annotations=opt_in()))
-    state.on_pod("DELETED", pod_body(annotations=opt_in()))
+    how(state)
     assert state.interest == {}
     assert state.tenancy.identities["/services/goods/"].members == {}
     assert state.on_pod("DELETED", pod_body(name="unknown")) is None
