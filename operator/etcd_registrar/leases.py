@@ -145,10 +145,10 @@ class LeasePool:
 
     def unreserve(self, key: str, held_on: int | None) -> None:
         """A write of `key` left flight: give up the slots it reserved on leases other than
-        the one it is held on."""
+        the one it is held on (a lease granted for a write that never landed may go empty)."""
         for lease in self.by_id.values():
             if key in lease.keys and lease.id != held_on:
-                lease.keys.discard(key)
+                self.free(lease.id, key)
 
     # --- reading the records -----------------------------------------------------------------
 

@@ -114,6 +114,8 @@ def test_a_write_leaving_flight_frees_only_the_slots_it_did_not_land_on() -> Non
     assert (held.keys, reserved.keys) == ({"a"}, set())
     pool.unreserve("a", held_on=None)
     assert held.keys == set()
+    # both are empty now: granted for a write that never landed, they must be retired too
+    assert held.empty_since is not None and reserved.empty_since is not None
 
 
 def test_a_lease_left_without_keys_starts_its_grace() -> None:
