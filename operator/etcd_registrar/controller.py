@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from etcd_registrar import metrics
 from etcd_registrar.desired import Change, DesiredState, PodChange
@@ -41,6 +41,14 @@ class Notice:
     reason: str
     message: str
     pod: Mapping[str, Any]  # apiVersion/kind/metadata of the pod the event is about
+
+
+class Submitted(NamedTuple):
+    """What planning some keys queued."""
+
+    committed: asyncio.Future[None]  # resolves once etcd has the changes
+    warnings: list[Notice]  # each posted once per change of a key's conflict state
+    changes: int  # puts and deletes queued
 
 
 @dataclass(slots=True)
@@ -115,8 +123,9 @@ class Controller:
                 Notice("Warning", "InvalidRegistration", m, ref) for m in change.problems
             ]
         self._record(change)
-        outcome.committed, notices, _ = self._plan_and_submit(change.keys, seen)
-        outcome.now += notices
+        submitted = self._plan_and_submit(change.keys, seen)
+        outcome.committed = submitted.committed
+        outcome.now += submitted.warnings
         added, removed = change.after - change.before, change.before - change.after
         if added or removed:
             metrics.transitions.labels("register" if added else "deregister").inc()
@@ -158,17 +167,14 @@ class Controller:
         """Apply a change found outside a pod event; its Warnings go to `notify`."""
         self._record(change)
         if change.keys:
-            self.notify(self._plan_and_submit(change.keys)[1])
+            self.notify(self._plan_and_submit(change.keys).warnings)
 
     # --- planning ---------------------------------------------------------------------------
 
-    def _plan_and_submit(
-        self, keys: set[str], seen: float | None = None
-    ) -> tuple[asyncio.Future[None], list[Notice], int]:
-        """Plan `keys`, queue the changes; return the commit future, new Warnings (each
-        posted once per change of a key's conflict state), and the change count."""
+    def _plan_and_submit(self, keys: set[str], seen: float | None = None) -> Submitted:
+        """Plan `keys` and queue the changes."""
         if not self.leading:
-            return _done(), [], 0
+            return Submitted(_done(), [], 0)
         result = plan(keys, self.state.claims, self.registry.current_many(keys))
         warnings: dict[str, dict[str, str]] = {}
         for key in keys:
@@ -203,7 +209,7 @@ class Controller:
         if touched:  # endpoint counts in the status change once etcd has the writes
             future.add_done_callback(lambda _: self.statuses.mark_services(touched))
         notices = self._warn_once(keys, warnings)
-        return future, notices, len(result.puts) + len(result.deletes)
+        return Submitted(future, notices, len(result.puts) + len(result.deletes))
 
     def _warn_once(self, keys: Iterable[str], warnings: dict[str, dict[str, str]]) -> list[Notice]:
         """Warnings for `keys` that differ from the ones last posted (a conflict among 1,000
@@ -221,7 +227,7 @@ class Controller:
 
     def _replan(self, keys: set[str]) -> None:
         """Re-plan `keys` from the desired state (a lease was lost, a key found taken)."""
-        self.notify(self._plan_and_submit(keys)[1])
+        self.notify(self._plan_and_submit(keys).warnings)
 
     def _refused(self, write: Write, reason: str) -> None:
         """etcd refused `write`: tell its pods and its registration, once."""
@@ -339,9 +345,9 @@ class Controller:
         for start in range(0, len(keys), SWEEP_SLICE):
             # Level-triggered, so a slice planned after pod events ran in between is still
             # right; planning 10,000 keys in one go would hold the event loop for ~50 ms.
-            _, notices, changed = self._plan_and_submit(set(keys[start : start + SWEEP_SLICE]))
-            self.notify(notices)
-            repaired += changed
+            submitted = self._plan_and_submit(set(keys[start : start + SWEEP_SLICE]))
+            self.notify(submitted.warnings)
+            repaired += submitted.changes
             await asyncio.sleep(0)
         self.mark_all_dirty()
         metrics.sweeps.inc()
