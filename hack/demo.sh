@@ -119,7 +119,8 @@ set_ready True
 wait_keys 3
 
 step "Summary"
-sleep 1.5  # let the status writer (1 s debounce) catch up for the table below
+# the status writer runs each second: wait for it to count the three keys
+k -n "$NS" wait sreg/goods --for=jsonpath='{.status.endpoints}'=3 --timeout=15s >/dev/null
 k -n "$NS" get sreg
 echo
 "$BIN/etcd-registrar" ls --owner-id demo
