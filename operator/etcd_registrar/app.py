@@ -89,7 +89,7 @@ class App:
             last_sweep=lambda: controller.last_sweep,
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
-        claims = ClaimStore(registry.etcd, config.owner_id, dry_run=config.dry_run)
+        claims = ClaimStore(registry.etcd, config.owner_id)
         scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
         replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
         election = Election(registry.etcd, config.owner_id, replica, scope)
@@ -173,7 +173,7 @@ class App:
     def _deposed(self) -> None:
         self.controller.demote()
         self.registry.demote()
-        self.claims.lead(None)
+        self.claims.demote()
 
     async def _stand_by(self) -> None:
         """Keep alive the leases the leader grants, so a failover never expires a key."""

@@ -23,8 +23,8 @@ CHUNK = 128  # ops per transaction: claims change rarely, a handful at a time
 
 
 class ClaimStore:
-    def __init__(self, etcd: Etcd, owner: str, *, dry_run: bool = False) -> None:
-        self.etcd, self.dry_run = etcd, dry_run
+    def __init__(self, etcd: Etcd, owner: str) -> None:
+        self.etcd = etcd
         self.prefix = f"{owner_keys(owner)}claims/"
         self._pending: dict[str, str | None] = {}  # identity -> owner (None: released)
         self._wakeup = asyncio.Event()
@@ -33,8 +33,13 @@ class ClaimStore:
         self.fence: Fence | None = None
 
     def lead(self, fence: Fence | None) -> None:
-        self.leading, self.fence = fence is not None or self.dry_run, fence
+        """Record claims from now on, fenced by `fence` (None: a dry run, leading alone)."""
+        self.leading, self.fence = True, fence
         self._wakeup.set()
+
+    def demote(self) -> None:
+        """Another replica leads: it records the claims."""
+        self.leading, self.fence = False, None
 
     async def load(self) -> dict[str, str]:
         """The recorded owners (identity -> namespace); a record we did not write is skipped."""
@@ -81,8 +86,7 @@ class ClaimStore:
             else DeleteOp(self.prefix + identity)
             for identity, owner in batch.items()
         ]
-        if self.dry_run:
-            logger.info("dry-run: would record %d claims", len(ops))
-            return
         for start in range(0, len(ops), CHUNK):
-            await self.etcd.txn(ops[start : start + CHUNK], self.fence)
+            chunk = ops[start : start + CHUNK]
+            if (await self.etcd.txn(chunk, self.fence)).dry_run:
+                logger.info("dry-run: would record %d claims", len(chunk))

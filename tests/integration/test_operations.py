@@ -194,7 +194,9 @@ async def test_a_dry_run_operator_leads_alone_and_only_records_its_writes(
         wanted = endpoint("/services/goods/goods-a")
         await asyncio.wait_for(app.registry.submit([wanted], []), 5)
         assert app.registry.held.keys() == {wanted.key}
-        assert (await reader.get_prefix("/"))[0] == []  # no key, no lease record, no leader key
+        app.claims.record("/services/goods/", "shop")  # the claims go through the adapter too
+        await eventually(app.claims.load, 5, "the claim recorded in the simulated view")
+        assert (await reader.get_prefix("/"))[0] == []  # no key, no lease record, no claim
     finally:
         await app.stop()
     assert app.registry.idle
