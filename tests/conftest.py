@@ -7,16 +7,31 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Cluster, EtcdServer, ToolchainMissing
+from tests.harness import (
+    Cluster,
+    EtcdServer,
+    ToolchainMissing,
+    component_running,
+    run_hack_script,
+)
+
+CLUSTER_DOWN_TIMEOUT = 180.0  # the real node too: containers get their grace period
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
-    """The local cluster (hack/cluster-up.sh), or $KUBECONFIG + $ETCD_REGISTRAR_ETCD_ENDPOINTS."""
+def cluster() -> Iterator[Cluster]:
+    """The local cluster (hack/cluster-up.sh), or $KUBECONFIG + $ETCD_REGISTRAR_ETCD_ENDPOINTS.
+    A local cluster this run started is stopped at its end (one already running is kept)."""
+    was_running = component_running("kube-apiserver")
     try:
-        return Cluster.ensure_up()
+        cluster = Cluster.ensure_up()
     except ToolchainMissing as exc:
         missing = str(exc)  # failed outside the except block: no exception chain in the report
+    else:
+        yield cluster
+        if not (was_running or cluster.external):
+            run_hack_script("cluster-down.sh", CLUSTER_DOWN_TIMEOUT)
+        return
     pytest.fail(f"e2e toolchain missing: {missing}", pytrace=False)
 
 

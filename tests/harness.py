@@ -181,6 +181,15 @@ def etcd_path() -> str:
     )
 
 
+def component_running(name: str) -> bool:
+    """Whether the local cluster's component `name` runs (by its PID file, as hack/lib.sh)."""
+    try:
+        pid = int((CLUSTER_DIR / "pids" / f"{name}.pid").read_text())
+    except (OSError, ValueError):
+        return False
+    return Path(f"/proc/{pid}").exists()
+
+
 def run_hack_script(name: str, timeout: float) -> None:
     """Run hack/<name> (no arguments); its stderr and the log directory in the error."""
     proc = subprocess.run(

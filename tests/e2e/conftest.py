@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.harness import Cluster
+from tests.harness import Cluster, component_running, run_hack_script
 from tests.operator_process import CRD_FILE
 from tests.realnode import RealNode
+
+REALNODE_DOWN_TIMEOUT = 120.0  # its pods' containers get their grace period first
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +29,16 @@ def prefix(namespace: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def real_node(cluster: Cluster) -> RealNode:
-    """The real node beside kwok's (hack/realnode-up.sh): containerd, runc and a kubelet."""
+def real_node(cluster: Cluster) -> Iterator[RealNode]:
+    """The real node beside kwok's (hack/realnode-up.sh): containerd, runc and a kubelet.
+    Stopped at the end of the run if the run started it."""
     if cluster.external:
         pytest.fail(
             "the realnode tests need the local cluster's real node (hack/realnode-up.sh); "
             "deselect them with -m 'not realnode' on an external cluster",
             pytrace=False,
         )
-    return RealNode.ensure_up()
+    was_running = component_running("kubelet")
+    yield RealNode.ensure_up()
+    if not was_running:
+        run_hack_script("realnode-down.sh", REALNODE_DOWN_TIMEOUT)

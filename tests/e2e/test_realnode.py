@@ -223,7 +223,7 @@ def test_chart_runs_the_image_on_the_real_node(
 
 
 @pytest.fixture
-def operator(cluster: Cluster, namespace: str) -> Iterator[str]:
+def operator(cluster: Cluster, namespace: str, crd: None) -> Iterator[str]:
     """The operator (on this machine, scoped to the test namespace); yields its key prefix."""
     prefix = f"/realnode-{namespace}"
     process = OperatorProcess(cluster, namespace, "--default-prefix", prefix).start()
