@@ -18,20 +18,23 @@ from tests.harness import (
 CLUSTER_DOWN_TIMEOUT = 180.0  # the real node too: containers get their grace period
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    """The local cluster (hack/cluster-up.sh), or $KUBECONFIG + $ETCD_REGISTRAR_ETCD_ENDPOINTS.
-    A local cluster this run started is stopped at its end (one already running is kept)."""
+@pytest.fixture(scope="session", autouse=True)
+def _leave_the_machine_as_found() -> Iterator[None]:
+    """A local cluster this run started (through the e2e fixtures, or bench.run in the bench
+    smoke test) is stopped at its end, with its real node; one already running is kept."""
     was_running = component_running("kube-apiserver")
+    yield
+    if not was_running and component_running("kube-apiserver"):
+        run_hack_script("cluster-down.sh", CLUSTER_DOWN_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The local cluster (hack/cluster-up.sh), or $KUBECONFIG + $ETCD_REGISTRAR_ETCD_ENDPOINTS."""
     try:
-        cluster = Cluster.ensure_up()
+        return Cluster.ensure_up()
     except ToolchainMissing as exc:
         missing = str(exc)  # failed outside the except block: no exception chain in the report
-    else:
-        yield cluster
-        if not (was_running or cluster.external):
-            run_hack_script("cluster-down.sh", CLUSTER_DOWN_TIMEOUT)
-        return
     pytest.fail(f"e2e toolchain missing: {missing}", pytrace=False)
 
 
