@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report, schedule
+from bench import claims, machine, report, schedule
 from bench.failover import failover
 from bench.kubeapi import KubeApi
 from bench.population import NodeKeeper, Population
@@ -255,6 +255,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": info,
         "sizes": sizes,
         "gated": gated,
+        "claims": claims.measure(),
     }
     out = args.results / f"{args.stamp}.json"
     out.write_text(json.dumps(document, indent=2) + "\n")

@@ -8,14 +8,23 @@ namespaces get no keys there unless the owner shares it (``spec.shareWith``). Th
 while the owner has a registration or a pod for the identity, and lapses `grace` seconds
 after its last one is gone, so a rollout or a re-created registration does not lose it.
 
+Identities are ranges, so they nest: ``/services/`` contains ``/services/goods/``, and
+CoreDNS's ``/skydns/local/goods/x/`` (``x.goods``) sits inside ``goods``'s range. A namespace
+may claim a range only if no overlapping range (one containing it, or inside it) is another
+namespace's and unshared; and a key may be written only if every claimed range that contains
+it is its namespace's or shared with it. A key contains the range of its own name too
+(CoreDNS answers ``x.goods`` from the key ``.../goods/x`` when nothing lies below it).
+
 Operator policy confines every key to the allowed prefixes, and never lets one under the
 operator's own bookkeeping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from etcd_registrar.formats import is_reserved
 
@@ -32,6 +41,16 @@ def within(key_or_prefix: str, allowed: Iterable[str]) -> bool:
     return not prefixes or any(
         key_or_prefix == p or key_or_prefix.startswith(p.rstrip("/") + "/") for p in prefixes
     )
+
+
+def as_range(key_or_range: str) -> str:
+    """The range a key or identity stands for: a key `k` is the range `k/`."""
+    return key_or_range if key_or_range.endswith("/") else f"{key_or_range}/"
+
+
+def overlap(a: str, b: str) -> bool:
+    """True if ranges `a` and `b` share a key: one is a prefix of the other."""
+    return a.startswith(b) or b.startswith(a)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,34 +70,97 @@ class Identity:
     ownerless_since: float | None = None  # owner present no more, at this time
 
 
+class Blocker(NamedTuple):
+    """A claimed range that keeps a namespace out, and the namespace that owns it."""
+
+    range: str
+    owner: str
+
+
 class Claims:
     """The owner of every identity seen, and who wants in."""
 
     def __init__(self, grace: float = RELEASE_GRACE) -> None:
         self.grace = grace
         self.identities: dict[str, Identity] = {}
+        self._claimed: list[str] = []  # the identities with an owner, sorted: ranges inside one
+        # are a contiguous run, found by bisection (a sub-linear check at 10,000 claims)
+        self._blockers: dict[tuple[str, str], Blocker | None] = {}  # cleared on every change
 
     def owner(self, identity: str) -> str | None:
         entry = self.identities.get(identity)
         return entry.owner if entry else None
 
     def admits(self, identity: str, namespace: str) -> bool:
-        entry = self.identities.get(identity)
-        return entry is None or entry.owner in (None, namespace) or namespace in entry.shared_with
+        """True if `namespace` may hold keys in the range `identity`."""
+        return self.blocker(identity, namespace) is None
+
+    def blocker(self, identity: str, namespace: str) -> Blocker | None:
+        """The claimed range overlapping `identity` (containing it, inside it, or itself) that
+        is another namespace's and not shared with `namespace`; None: admitted."""
+        asked = (identity, namespace)
+        if asked not in self._blockers:
+            found = next(self._blocking(self._overlapping(identity), namespace), None)
+            self._blockers[asked] = found
+        return self._blockers[asked]
+
+    def key_blocker(self, key: str, namespace: str) -> Blocker | None:
+        """The claimed range containing `key` that keeps `namespace` out; None: admitted."""
+        return next(self._blocking(self._containing(as_range(key)), namespace), None)
+
+    def _blocking(self, ranges: Iterable[str], namespace: str) -> Iterator[Blocker]:
+        for claimed in ranges:
+            entry = self.identities[claimed]
+            if entry.owner not in (None, namespace) and namespace not in entry.shared_with:
+                yield Blocker(claimed, entry.owner)
+
+    def _containing(self, range_: str) -> Iterator[str]:
+        """The claimed ranges that contain `range_`, itself included (one look-up a segment)."""
+        end = range_.find("/")
+        while end != -1:
+            prefix = range_[: end + 1]
+            if (entry := self.identities.get(prefix)) is not None and entry.owner is not None:
+                yield prefix
+            end = range_.find("/", end + 1)
+
+    def _overlapping(self, identity: str) -> Iterator[str]:
+        range_ = as_range(identity)
+        yield from self._containing(range_)
+        claimed = self._claimed
+        for index in range(bisect.bisect_right(claimed, range_), len(claimed)):
+            if not claimed[index].startswith(range_):
+                break
+            yield claimed[index]
+
+    def _own(self, identity: str, entry: Identity, namespace: str | None) -> None:
+        """Make `namespace` the owner of `identity` (None: nobody), keeping the index."""
+        if (entry.owner is None) != (namespace is None):
+            if namespace is None:
+                self._claimed.pop(bisect.bisect_left(self._claimed, identity))
+            else:
+                bisect.insort(self._claimed, identity)
+        entry.owner, entry.ownerless_since = namespace, None
+        self._blockers.clear()
+
+    def may_claim(self, identity: str, namespace: str) -> bool:
+        """No other namespace's unshared claim overlaps `identity` (itself aside)."""
+        blockers = self._blocking(self._overlapping(identity), namespace)
+        return all(b.range == identity for b in blockers)
 
     def restore(self, identity: str, namespace: str) -> None:
         """An owner recorded earlier (etcd, or keys already held): it stands until it lapses."""
-        self.identities.setdefault(identity, Identity()).owner = namespace
+        self._own(identity, self.identities.setdefault(identity, Identity()), namespace)
 
     def join(self, identity: str, member: Member) -> bool:
-        """`member` wants keys in `identity`; True if that made its namespace the owner."""
+        """`member` wants keys in `identity`; True if that made its namespace the owner (an
+        identity that overlaps another namespace's claim is not made anybody's)."""
         entry = self.identities.setdefault(identity, Identity())
         entry.members[member.id] = member
         if entry.owner == member.namespace:
             entry.ownerless_since = None
             return False
-        if entry.owner is None:
-            entry.owner, entry.ownerless_since = member.namespace, None
+        if entry.owner is None and self.may_claim(identity, member.namespace):
+            self._own(identity, entry, member.namespace)
             return True
         return False
 
@@ -96,11 +178,14 @@ class Claims:
         shared = frozenset(with_) - {namespace}
         changed = shared != entry.shared_with
         entry.shared_with = shared
+        if changed:
+            self._blockers.clear()
         return changed
 
     def lapse(self, now: float) -> dict[str, tuple[str | None, str | None]]:
         """Release the claims whose owner has been gone for `grace`, handing each to the
-        namespace of its oldest remaining member: identity -> (old owner, new owner)."""
+        namespace of its oldest remaining member that may own it: identity -> (old owner,
+        new owner). An identity nobody may own yet waits, and is tried again next time."""
         changes: dict[str, tuple[str | None, str | None]] = {}
         for identity, entry in list(self.identities.items()):
             present = any(m.namespace == entry.owner for m in entry.members.values())
@@ -109,10 +194,17 @@ class Claims:
             if entry.ownerless_since is None or now - entry.ownerless_since < self.grace:
                 continue
             old = entry.owner
-            heir = min(entry.members.values(), key=lambda m: (m.created, m.namespace), default=None)
-            entry.owner = heir.namespace if heir else None
-            entry.ownerless_since, entry.shared_with = None, frozenset()
-            if entry.owner is None:
-                del self.identities[identity]
-            changes[identity] = (old, entry.owner)
+            heirs = sorted(entry.members.values(), key=lambda m: (m.created, m.namespace))
+            heir = next((m.namespace for m in heirs if self.may_claim(identity, m.namespace)), None)
+            if heir is None and old is None and entry.members:
+                continue  # kept out by an overlapping claim: waits for it to lapse
+            since = entry.ownerless_since
+            self._own(identity, entry, heir)
+            entry.shared_with = frozenset()
+            if heir is None:
+                if entry.members:
+                    entry.ownerless_since = since
+                else:
+                    del self.identities[identity]
+            changes[identity] = (old, heir)
         return changes

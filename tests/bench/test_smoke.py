@@ -128,6 +128,15 @@ def test_report_renders_targets_and_ratios() -> None:
     assert "| churn at 1,000 pods, register: p50 ≤ 15 ms | 10.0 ms | yes |" in text
     assert "| within 2x of the Go floor at p50 (churn, 1,000) | 5.0x | **no** |" in text
     assert "| 1,000 | 5.0x / 5.0x / 5.0x / 5.0x |" in text
+    assert "Tenancy: the claim check" not in text  # a run without the claim check
+
+
+def test_report_renders_the_claim_check() -> None:
+    row = dict.fromkeys(
+        ["key_admitted_us", "key_refused_us", "new_range_us", "range_around_all_us"], 1.5
+    )
+    text = "\n".join(report.claim_check({"claims": [row | {"claims": 10_000, "scan_us": 900.4}]}))
+    assert "| 10,000 | 1.50 | 1.50 | 1.50 | 1.50 | 900 |" in text
 
 
 @pytest.mark.e2e
@@ -159,6 +168,7 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     assert failover["standby_idle"]["rss_mib"] > 0
     gated = doc["gated"]["churn"]["containers_ready_to_ready"]
     assert gated["missed"] == 0 and gated["latency_ms"]["count"] > 0
+    assert [row["claims"] for row in doc["claims"]] == [1_000, 10_000]
 
 
 def test_the_gate_is_timed_from_containers_ready_to_ready() -> None:

@@ -124,7 +124,8 @@ NOT_YET = "1 of 1 keys not yet written to etcd"
                     "NotOwner",
                     "goods: the keys under /services/goods/ belong to namespace team-x, so "
                     "this namespace gets none there: ask team-x to add shop to spec.shareWith "
-                    "of its ServiceRegistration, or use another service name or prefix",
+                    "of its ServiceRegistration, or use another service name, prefix or key "
+                    "template",
                 ),
             ],
             id="not-owner",

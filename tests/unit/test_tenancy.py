@@ -95,3 +95,87 @@ def test_only_the_owner_shares() -> None:
     assert not claims.share(PAYMENTS, "team-b", ["team-a"])  # no change
     assert claims.share(PAYMENTS, "team-b", [])
     assert not claims.admits(PAYMENTS, "team-a")
+
+
+@pytest.mark.parametrize(
+    ("claimed", "wanted", "admitted"),
+    [
+        pytest.param("/services/goods/", "/services/goods/", False, id="same-range"),
+        pytest.param("/services/goods/", "/services/", False, id="contains-the-claim"),
+        pytest.param("/services/", "/services/goods/", False, id="inside-the-claim"),
+        pytest.param("/services/goods/", "/services/goodsx/", True, id="whole-segments-only"),
+        pytest.param("/services/goods/", "/services/shop/goods/", True, id="a-sibling-subtree"),
+        pytest.param("/skydns/local/goods/", "/skydns/local/goods/x/", False, id="dotted-name"),
+        pytest.param("goods/", "/services/goods/", True, id="go-zero-no-prefix"),
+        pytest.param("/", "/services/goods/", False, id="the-root"),
+    ],
+)
+def test_identities_are_ranges(claimed: str, wanted: str, admitted: bool) -> None:
+    """Guarantee 9: two identities overlap when one is a prefix of the other, either way."""
+    claims = Claims()
+    assert claims.join(claimed, member("shop", "pod"))
+    assert claims.admits(wanted, "evil") is admitted
+    assert claims.join(wanted, member("evil", "pod")) is (admitted and wanted != claimed)
+    blocker = claims.blocker(wanted, "evil")
+    assert (blocker is None) is admitted
+    if blocker is not None:
+        assert blocker == (claimed, "shop")
+
+
+@pytest.mark.parametrize(
+    ("key", "admitted"),
+    [
+        ("/services/goods/p", False),
+        ("/services/goods", False),  # the range's own name: CoreDNS answers it for goods
+        ("/services/goods-2/p", True),
+        ("/services/p", True),
+    ],
+)
+def test_a_key_inside_another_namespaces_range_is_refused(key: str, admitted: bool) -> None:
+    claims = Claims()
+    claims.join("/services/goods/", member("shop", "pod"))
+    assert (claims.key_blocker(key, "evil") is None) is admitted
+    assert claims.key_blocker(key, "shop") is None
+    claims.share("/services/goods/", "shop", ["evil"])
+    assert claims.key_blocker(key, "evil") is None
+
+
+def test_sharing_a_range_admits_a_claim_around_it() -> None:
+    claims = Claims()
+    claims.join(PAYMENTS, member("team-b", "pod"))
+    assert not claims.join("/services/", member("team-a", "pod"))
+    claims.share(PAYMENTS, "team-b", ["team-a"])
+    assert claims.admits("/services/", "team-a")
+
+
+def test_a_range_kept_out_by_another_claim_is_owned_once_that_claim_lapses() -> None:
+    claims = Claims(grace=10)
+    claims.join(PAYMENTS, member("team-b", "pod"))
+    assert not claims.join("/services/", member("team-a", "pod"))
+    assert claims.owner("/services/") is None
+    assert claims.lapse(now=0) == {}
+    assert claims.lapse(now=20) == {}  # still kept out: nothing changes hands
+    claims.leave(PAYMENTS, "team-b/pod")
+    assert claims.lapse(now=30) == {}  # payments' grace starts
+    assert claims.lapse(now=40) == {PAYMENTS: ("team-b", None), "/services/": (None, "team-a")}
+    assert claims.admits("/services/", "team-a")
+
+
+def test_an_heir_kept_out_by_an_overlapping_claim_is_passed_over() -> None:
+    claims = Claims(grace=0)
+    claims.join("/services/pay/", member("team-b", "pod"))
+    claims.restore("/services/", "team-c")  # an old record overlapping team-b's claim
+    claims.join("/services/", member("team-b", "pod", created="2000-01-01T00:00:00Z"))
+    claims.join("/services/", member("team-a", "pod", created="2024-02-01T00:00:00Z"))
+    # team-b is the oldest member but its own claim inside keeps team-a's range owner-less;
+    # team-b may own both: it is the heir.
+    assert claims.lapse(now=0) == {"/services/": ("team-c", "team-b")}
+
+
+def test_overlaps_are_found_among_ten_thousand_claims() -> None:
+    claims = Claims()
+    for i in range(10_000):
+        claims.join(f"/services/svc-{i:05d}/", member(f"ns-{i}", "pod"))
+    assert claims.admits("/services/new/", "ns-x")
+    assert claims.blocker("/services/svc-05000/x/", "ns-x") == ("/services/svc-05000/", "ns-5000")
+    assert claims.blocker("/services/", "ns-x") == ("/services/svc-00000/", "ns-0")
