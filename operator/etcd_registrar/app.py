@@ -31,6 +31,7 @@ from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
+from etcd_registrar.tenancy import ClaimPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class App:
             defaults,
             resync=config.resync,
             max_keys_per_namespace=config.max_keys_per_namespace,
+            claims=ClaimPolicy(
+                max_per_namespace=config.max_claims_per_namespace,
+                assigned_only=config.claims == "assigned",
+            ),
         )
         etcd_check = EtcdCheck(
             lambda: registry.etcd.ping(registry.owner_prefix), timeout=config.etcd_timeout

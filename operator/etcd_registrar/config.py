@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     max_keys_per_namespace: int = Field(
         10_000, ge=1, description="Keys one namespace may hold; more are refused (etcd quota)."
     )
+    max_claims_per_namespace: int = Field(
+        100, ge=1, description="Service ranges one namespace may own (assigned ones aside)."
+    )
+    claims: Literal["first-come", "assigned"] = Field(
+        "first-come",
+        description="Who may own a service range: the first namespace to ask (first-come), or "
+        "only one an administrator assigned it to (assigned; Namespace annotation "
+        "etcd-registrar.io/claims).",
+    )
     max_value_bytes: int = Field(
         16_384, ge=256, le=1_048_576, description="Largest value a key may hold (etcd quota)."
     )

@@ -25,7 +25,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Endpoint, RegistrationId
 from etcd_registrar.status import Findings, StatusWriter
 from etcd_registrar.supervisor import Loop
-from etcd_registrar.tenancy import RELEASE_GRACE
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers
 from etcd_registrar.writer import Write
 
 logger = logging.getLogger(__name__)
@@ -71,13 +71,13 @@ class Controller:
         *,
         resync: float = 30.0,
         max_keys_per_namespace: int = 10_000,
-        claim_grace: float = RELEASE_GRACE,
+        claims: ClaimPolicy | None = None,
     ) -> None:
         self.registry = registry
         self.kube = kube
         self.resync = resync
         self.state = DesiredState(
-            defaults, max_keys_per_namespace=max_keys_per_namespace, claim_grace=claim_grace
+            defaults, max_keys_per_namespace=max_keys_per_namespace, claims=claims
         )
         registry.on_lease_lost = self._replan
         registry.on_taken = self._replan
@@ -155,6 +155,25 @@ class Controller:
                 metrics.invalid.labels("registration").inc()
             self.statuses.seen(ident, body.get("status"))
         self._apply(change)
+
+    def on_namespace(self, body: Mapping[str, Any]) -> None:
+        """A Namespace was seen: the claims its administrator's assignment moves change hands."""
+        handovers, errors = self.state.on_namespace(body)
+        for error in errors:
+            logger.warning(
+                "namespace %s: annotation %s: %s skipped",
+                body["metadata"]["name"],
+                ASSIGNMENT,
+                error,
+            )
+        self._hand_over(handovers)
+
+    def _hand_over(self, handovers: Handovers) -> None:
+        """Record the claims that changed hands; render whoever wants keys around them."""
+        for identity, (old, new) in handovers.items():
+            logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
+            self.on_claim(identity, new)
+            self._apply(self.state.reclaimed(identity))
 
     def _record(self, change: Change) -> None:
         """Record the claims `change` made; mark the statuses it may have changed."""
@@ -324,10 +343,7 @@ class Controller:
             await self.relist_registrations()
         except Exception as exc:
             logger.warning("registration relist failed: %s", exc)
-        for identity, (old, new) in self.state.tenancy.lapse(time.monotonic()).items():
-            logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
-            self.on_claim(identity, new)
-            self._apply(self.state.reclaimed(identity))
+        self._hand_over(self.state.tenancy.lapse(time.monotonic()))
         known = set(self.state.pods)
         try:
             live = await self.kube.list_pod_uids()
@@ -385,7 +401,8 @@ class Controller:
         """Lead: write what the warm view wants, now (a sweep, once the view is complete)."""
         self.leading = True
         for identity, entry in self.state.tenancy.identities.items():
-            self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
+            if entry.owner is not None:
+                self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
         self.mark_all_dirty()
         if self.view_complete.is_set():
             self._sweep_now.set()

@@ -21,9 +21,18 @@ from etcd_registrar.source import (
     Registration,
     RegistrationId,
     ServiceId,
+    assigned_ranges,
     desired_for_pod,
 )
-from etcd_registrar.tenancy import RELEASE_GRACE, Blocker, Claims, Member, as_range, overlap
+from etcd_registrar.tenancy import (
+    Blocker,
+    ClaimPolicy,
+    Claims,
+    Handovers,
+    Member,
+    as_range,
+    overlap,
+)
 
 
 @dataclass(slots=True)
@@ -54,12 +63,12 @@ class DesiredState:
         defaults: Defaults,
         *,
         max_keys_per_namespace: int = 10_000,
-        claim_grace: float = RELEASE_GRACE,
+        claims: ClaimPolicy | None = None,
     ) -> None:
         self.defaults = defaults
         self.max_keys_per_namespace = max_keys_per_namespace
         # Who owns each service identity (key range).
-        self.tenancy = Claims(claim_grace)
+        self.tenancy = Claims(claims)
         self.interest: dict[str, dict[str, ServiceId]] = {}  # member -> identity -> service
         self.pods: dict[str, PodView] = {}
         self.pods_by_ns: dict[str, set[str]] = {}
@@ -168,8 +177,11 @@ class DesiredState:
 
     def intrusion(self, service: str, identity: str, namespace: str) -> str | None:
         """Why `namespace` gets no keys of `service` in the range `identity` (None: it may)."""
-        blocker = self.tenancy.blocker(identity, namespace)
-        return None if blocker is None else _refusal(service, identity, namespace, blocker)
+        if (blocker := self.tenancy.blocker(identity, namespace)) is not None:
+            return _refusal(service, identity, namespace, blocker)
+        if unclaimable := self.tenancy.unclaimable(identity, namespace):
+            return f"{service}: no keys under {identity}: {unclaimable}"
+        return None
 
     def _within_quota(
         self, pod: PodView, endpoints: list[Endpoint], problems: list[Problem]
@@ -298,6 +310,13 @@ class DesiredState:
             change.keys |= self.keys_by_service.get(sid, set())
 
     # --- tenancy ----------------------------------------------------------------------------
+
+    def on_namespace(self, body: Mapping[str, Any]) -> tuple[Handovers, list[str]]:
+        """A Namespace was seen: the ranges an administrator assigned to it now stand. Returns
+        the claims that changed hands (each to be `reclaimed`), and what was wrong with its
+        annotation."""
+        ranges, errors = assigned_ranges(body, self.defaults)
+        return self.tenancy.assign(body["metadata"]["name"], ranges), errors
 
     def reclaimed(self, identity: str) -> Change:
         """The owner of `identity` changed: the heir's own registration shares it at once,

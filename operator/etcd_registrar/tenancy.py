@@ -22,6 +22,7 @@ operator's own bookkeeping.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -29,6 +30,17 @@ from typing import NamedTuple
 from etcd_registrar.formats import is_reserved
 
 RELEASE_GRACE = 60.0  # seconds a claim outlives its owner's last registration or pod
+ASSIGNMENT = "etcd-registrar.io/claims"  # the Namespace annotation an administrator sets
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPolicy:
+    """The operator's rules for claims: how long one outlives its owner, how many ranges one
+    namespace may own (assigned ones aside), and whether only assigned ranges may be owned."""
+
+    grace: float = RELEASE_GRACE
+    max_per_namespace: int = 100
+    assigned_only: bool = False
 
 
 def within(key_or_prefix: str, allowed: Iterable[str]) -> bool:
@@ -51,6 +63,9 @@ def as_range(key_or_range: str) -> str:
 def overlap(a: str, b: str) -> bool:
     """True if ranges `a` and `b` share a key: one is a prefix of the other."""
     return a.startswith(b) or b.startswith(a)
+
+
+Handovers = dict[str, tuple[str | None, str | None]]  # identity -> (old owner, new owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +93,20 @@ class Blocker(NamedTuple):
 
 
 class Claims:
-    """The owner of every identity seen, and who wants in."""
+    """The owner of every identity seen, who wants in, and what an administrator assigned.
 
-    def __init__(self, grace: float = RELEASE_GRACE) -> None:
-        self.grace = grace
+    An administrator assigns ranges to a namespace (the Namespace annotation ``ASSIGNMENT``,
+    which only cluster-scoped rights can set, as with Pod Security's namespace labels): no
+    other namespace may own a range overlapping an assigned one, and an owner squatting such a
+    range loses it at once to the assignee (or to nobody).
+    """
+
+    def __init__(self, policy: ClaimPolicy | None = None) -> None:
+        self.policy = policy or ClaimPolicy()
+        self.grace = self.policy.grace
         self.identities: dict[str, Identity] = {}
+        self.assigned: dict[str, str] = {}  # range -> the namespace it is assigned to
+        self.owned: Counter[str] = Counter()  # ranges owned per namespace (the quota)
         self._claimed: list[str] = []  # the identities with an owner, sorted: ranges inside one
         # are a contiguous run, found by bisection (a sub-linear check at 10,000 claims)
         self._blockers: dict[tuple[str, str], Blocker | None] = {}  # cleared on every change
@@ -93,7 +117,43 @@ class Claims:
 
     def admits(self, identity: str, namespace: str) -> bool:
         """True if `namespace` may hold keys in the range `identity`."""
-        return self.blocker(identity, namespace) is None
+        return self.blocker(identity, namespace) is None and not self.unclaimable(
+            identity, namespace
+        )
+
+    def unclaimable(self, identity: str, namespace: str) -> str | None:
+        """Why `namespace` may not own `identity`, which nobody owns (the policy's reasons:
+        another namespace's assignment, assigned claims only, the quota); None: it may, or
+        somebody owns it (`blocker` then says whether `namespace` is admitted)."""
+        if self.owner(identity) is not None:
+            return None  # owned: `blocker` says whether `namespace` is admitted
+        return self._policy(identity, namespace)
+
+    def _policy(self, identity: str, namespace: str, *, quota: bool = True) -> str | None:
+        range_ = as_range(identity)
+        mine = False
+        for assigned, assignee in self.assigned.items():
+            if overlap(assigned, range_):
+                if assignee != namespace:
+                    return (
+                        f"the range {assigned} is assigned to namespace {assignee} by an "
+                        f"administrator (Namespace annotation {ASSIGNMENT})"
+                    )
+                mine = mine or range_.startswith(assigned)
+        if mine:
+            return None
+        if self.policy.assigned_only:
+            return (
+                "this operator lets namespaces own only the ranges an administrator assigned "
+                f"(--claims=assigned), and none holding {identity} is assigned to {namespace}: "
+                f"ask for it in the Namespace annotation {ASSIGNMENT}"
+            )
+        if quota and self.owned[namespace] >= self.policy.max_per_namespace:
+            return (
+                f"namespace {namespace} owns {self.owned[namespace]} service ranges, the limit "
+                f"of this operator (--max-claims-per-namespace {self.policy.max_per_namespace})"
+            )
+        return None
 
     def blocker(self, identity: str, namespace: str) -> Blocker | None:
         """The claimed range overlapping `identity` (containing it, inside it, or itself) that
@@ -139,13 +199,18 @@ class Claims:
                 self._claimed.pop(bisect.bisect_left(self._claimed, identity))
             else:
                 bisect.insort(self._claimed, identity)
+        if entry.owner is not None:
+            self.owned[entry.owner] -= 1
+        if namespace is not None:
+            self.owned[namespace] += 1
         entry.owner, entry.ownerless_since = namespace, None
         self._blockers.clear()
 
     def may_claim(self, identity: str, namespace: str) -> bool:
-        """No other namespace's unshared claim overlaps `identity` (itself aside)."""
+        """No other namespace's unshared claim overlaps `identity` (itself aside), and the
+        policy lets `namespace` own it."""
         blockers = self._blocking(self._overlapping(identity), namespace)
-        return all(b.range == identity for b in blockers)
+        return all(b.range == identity for b in blockers) and not self._policy(identity, namespace)
 
     def restore(self, identity: str, namespace: str) -> None:
         """An owner recorded earlier (etcd, or keys already held): it stands until it lapses."""
@@ -182,11 +247,35 @@ class Claims:
             self._blockers.clear()
         return changed
 
-    def lapse(self, now: float) -> dict[str, tuple[str | None, str | None]]:
+    def assign(self, namespace: str, ranges: Iterable[str]) -> Handovers:
+        """An administrator assigns `ranges` to `namespace` (replacing what it had): a range
+        owned against the assignments passes at once to the oldest member that may own it,
+        or to nobody; a range nobody owned goes to such a member. Returns the identities
+        that changed hands: identity -> (old owner, new owner)."""
+        self.assigned = {r: ns for r, ns in self.assigned.items() if ns != namespace}
+        self.assigned |= {as_range(r): namespace for r in ranges}
+        self._blockers.clear()
+        changes: Handovers = {}
+        for identity, entry in list(self.identities.items()):
+            old = entry.owner
+            if old is not None and not self._policy(identity, old, quota=False):
+                continue
+            heir = self._heir(identity, entry)
+            if heir != old:
+                self._own(identity, entry, heir)
+                changes[identity] = (old, heir)
+        return changes
+
+    def _heir(self, identity: str, entry: Identity) -> str | None:
+        """The namespace of the oldest member that may own `identity`; None: none may."""
+        members = sorted(entry.members.values(), key=lambda m: (m.created, m.namespace))
+        return next((m.namespace for m in members if self.may_claim(identity, m.namespace)), None)
+
+    def lapse(self, now: float) -> Handovers:
         """Release the claims whose owner has been gone for `grace`, handing each to the
         namespace of its oldest remaining member that may own it: identity -> (old owner,
         new owner). An identity nobody may own yet waits, and is tried again next time."""
-        changes: dict[str, tuple[str | None, str | None]] = {}
+        changes: Handovers = {}
         for identity, entry in list(self.identities.items()):
             present = any(m.namespace == entry.owner for m in entry.members.values())
             if entry.ownerless_since is None and not present:
@@ -194,8 +283,7 @@ class Claims:
             if entry.ownerless_since is None or now - entry.ownerless_since < self.grace:
                 continue
             old = entry.owner
-            heirs = sorted(entry.members.values(), key=lambda m: (m.created, m.namespace))
-            heir = next((m.namespace for m in heirs if self.may_claim(identity, m.namespace)), None)
+            heir = self._heir(identity, entry)
             if heir is None and old is None and entry.members:
                 continue  # kept out by an overlapping claim: waits for it to lapse
             since = entry.ownerless_since

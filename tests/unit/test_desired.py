@@ -9,6 +9,7 @@ import pytest
 
 from etcd_registrar.desired import DesiredState
 from etcd_registrar.source import Defaults, RegistrationId, ServiceId
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 DEFAULTS = Defaults()
@@ -236,7 +237,7 @@ def test_sharing_later_admits_the_pods_refused() -> None:
 
 
 def test_a_lapsed_claim_re_renders_who_wants_the_range() -> None:
-    state = DesiredState(DEFAULTS, claim_grace=0)
+    state = DesiredState(DEFAULTS, claims=ClaimPolicy(grace=0))
     owner = pod_body(name="o", namespace="team-a", annotations=opt_in("pay"))
     state.on_pod(None, owner)
     assert state.on_pod(None, pod_body(name="g", namespace="team-b", annotations=opt_in("pay")))
@@ -360,7 +361,7 @@ def test_r2_1_the_other_way_round_a_range_inside_a_claimed_one_is_refused() -> N
 
 
 def test_r2_8_the_heir_of_a_lapsed_claim_shares_it_at_once() -> None:
-    state = DesiredState(DEFAULTS, claim_grace=0)
+    state = DesiredState(DEFAULTS, claims=ClaimPolicy(grace=0))
     old = with_created(registration_body(VALID, name="goods", namespace="team-b"), "2024-01-01")
     heir_spec = {"service": "goods", "shareWith": ["team-c"]}
     heir = with_created(registration_body(heir_spec, namespace="team-a"), "2024-02-01")
@@ -375,3 +376,21 @@ def test_r2_8_the_heir_of_a_lapsed_claim_shares_it_at_once() -> None:
     assert state.tenancy.admits("/services/goods/", "team-c")
     assert "/services/goods/g" in change.keys
     assert state.keys_by_pod["uid-g"] == {"/services/goods/g"}
+
+
+def test_an_administrators_assignment_moves_a_squatted_service_to_its_team() -> None:
+    state = DesiredState(DEFAULTS)
+    squat = pod_body(name="s", namespace="squat", annotations=opt_in("pay"), created="2000-01-01")
+    state.on_pod(None, squat)
+    state.on_pod(None, pod_body(name="p", namespace="team-b", annotations=opt_in("pay")))
+    assert set(state.claims) == {"/services/pay/s"}
+    namespace = {"metadata": {"name": "team-b", "annotations": {ASSIGNMENT: "pay, Bad!"}}}
+    handovers, errors = state.on_namespace(namespace)
+    assert handovers == {"/services/pay/": ("squat", "team-b")}
+    assert len(errors) == 1 and "'Bad!'" in errors[0]
+    change = state.reclaimed("/services/pay/")
+    assert change.keys == {"/services/pay/s", "/services/pay/p"}
+    assert set(state.claims) == {"/services/pay/p"}
+    refused = state.on_pod("MODIFIED", squat)
+    assert refused is not None
+    assert any("belong to namespace team-b" in p for p in state.problems["uid-s"])

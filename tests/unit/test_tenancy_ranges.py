@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from etcd_registrar.desired import DesiredState
 from etcd_registrar.formats import FORMATS, Format
 from etcd_registrar.source import Defaults
+from etcd_registrar.tenancy import ClaimPolicy
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 namespaces = st.sampled_from(["shop", "evil", "team-c"])
@@ -94,7 +95,7 @@ def intrusions(state: DesiredState) -> list[tuple[str, str, str, str]]:
 def test_no_key_is_admitted_inside_a_range_another_namespace_owns(
     default_format: Format, history: list[tuple[Any, ...]]
 ) -> None:
-    state = DesiredState(Defaults(format=default_format), claim_grace=1.0)
+    state = DesiredState(Defaults(format=default_format), claims=ClaimPolicy(grace=1.0))
     clock = [0.0]
     for event in history:
         apply(state, event, clock)
