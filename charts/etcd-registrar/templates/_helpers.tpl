@@ -114,11 +114,16 @@ app.kubernetes.io/component: etcd
   verbs: ["get", "patch"]
 {{- end }}
 
-{{/* Cluster-scoped reads kopf makes: CRDs (resource discovery) in every mode. */}}
-{{- define "etcd-registrar.crdRules" -}}
+{{/* Cluster-scoped reads in every mode: CRDs (kopf's resource discovery) and namespaces
+(the service ranges an administrator assigns in their etcd-registrar.io/claims annotation;
+kopf also notices watched namespaces being created or deleted). */}}
+{{- define "etcd-registrar.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
 {{- end }}
 
 {{/* Fail early on values that contradict each other (the schema checks each one alone). */}}
