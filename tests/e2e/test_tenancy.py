@@ -166,3 +166,39 @@ def test_a_namespace_cannot_nest_into_another_namespaces_range(
         assert_stays(lambda: revisions(cluster, victim) == before, 5, message="no key added")
     finally:
         operator.stop()
+
+
+def test_an_administrator_takes_a_squatted_service_back_with_an_annotation(
+    cluster: Cluster, namespace: str, intruder: str, crd: None
+) -> None:
+    """R2-6: a squatter's registration with no pods holds a name; one `kubectl annotate` of
+    the rightful team's Namespace moves it, with no etcd surgery."""
+    team, squatter, service = namespace, intruder, f"pay-{secrets.token_hex(3)}"
+    keys = f"/services/{service}/"
+    operator = OperatorProcess(cluster, team, "--namespace", squatter, "--resync", "2s").start()
+    try:
+        cluster.apply(registration("squat", service=service), squatter)
+
+        def squatted() -> bool:
+            status = cluster.get_json("sreg", "squat", "-n", squatter).get("status") or {}
+            return status.get("endpoints") == 0
+
+        wait_for(squatted, 30, message="the squatter's claim stands")
+        opt_in = {"etcd-registrar.io/service": service}
+        cluster.create_deployment(team, deployment_manifest("pay", 2, annotations=opt_in))
+        pods = cluster.wait_deployment_serving(team, "pay", 2)
+        assert_stays(lambda: revisions(cluster, keys) == {}, 3, message="the team is refused")
+
+        cluster.kubectl("annotate", "namespace", team, f"etcd-registrar.io/claims={service}")
+        wanted = {keys + p.name for p in pods}
+        wait_for(lambda: set(revisions(cluster, keys)) == wanted, 30, message="team registered")
+
+        def not_owner() -> str | None:
+            status = cluster.get_json("sreg", "squat", "-n", squatter).get("status") or {}
+            found = [c for c in status.get("conditions") or [] if c["type"] == "Conflict"]
+            ok = found and found[0]["status"] == "True" and found[0]["reason"] == "NotOwner"
+            return found[0]["message"] if ok else None
+
+        assert f"namespace {team}" in wait_for(not_owner, 30, message="the squatter refused")
+    finally:
+        operator.stop()
