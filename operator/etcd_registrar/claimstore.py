@@ -71,8 +71,9 @@ class ClaimStore:
             try:
                 await self._write(batch)
                 backoff.reset()
-            except Fenced:
+            except Fenced:  # deposed: kept for when this replica leads again
                 self.leading = False
+                self._pending = batch | self._pending  # newer records win
             except EtcdError as exc:
                 logger.warning("recording %d claims failed (%s); retrying", len(batch), exc)
                 self._pending = batch | self._pending  # newer records win

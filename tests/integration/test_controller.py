@@ -11,7 +11,7 @@ from kubernetes.client import ApiClient
 from etcd_registrar import desired as desired_module
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller, Notice
-from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.kube import Kube
 from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
 from tests.aio import eventually
@@ -168,4 +168,31 @@ async def test_a_forged_claim_record_is_skipped(etcd_server: EtcdServer) -> None
         await etcd.put(store.prefix + "/services/c/", "[" * 3000)
         assert await store.load() == {"/services/a/": "team-b"}
     finally:
+        await etcd.close()
+
+
+async def test_a_claim_batch_refused_by_the_fence_is_written_when_leading_again(
+    etcd_server: EtcdServer,
+) -> None:
+    """R2-9: a deposed leader's fenced claim writes are kept, not dropped, and land once it
+    leads again (a dropped release would come back at the next restart)."""
+    etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    store = ClaimStore(etcd, "c")
+    running = asyncio.create_task(store.run())
+    try:
+        first = await etcd.grant(10)
+        won, held = await etcd.campaign("/etcd-registrar/c/leader", "{}", first)
+        assert won and held is not None
+        store.lead(Fence("/etcd-registrar/c/leader", held.create_revision))
+        await etcd.revoke(first)  # deposed: the leader key is gone
+        store.record("/services/pay/", "team-b")
+        await eventually(lambda: not store.leading, 5, "the fenced write noticed")
+        second = await etcd.grant(10)
+        won, held = await etcd.campaign("/etcd-registrar/c/leader", "{}", second)
+        assert won and held is not None
+        store.lead(Fence("/etcd-registrar/c/leader", held.create_revision))
+        await eventually(store.load, 5, "the kept claim written")
+        assert await store.load() == {"/services/pay/": "team-b"}
+    finally:
+        running.cancel()
         await etcd.close()
