@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
 
 from etcd_registrar import desired as desired_module
-from etcd_registrar.claimstore import ClaimStore
+from etcd_registrar.claimstore import ClaimStore, claim_record
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.kube import Kube
@@ -196,3 +199,43 @@ async def test_a_claim_batch_refused_by_the_fence_is_written_when_leading_again(
     finally:
         running.cancel()
         await etcd.close()
+
+
+def test_claims_ls_lists_every_owner_id_and_release_asks_first(etcd_server: EtcdServer) -> None:
+    """`etcd-registrar claims ls|release`: an administrator's view, and a confirmed release."""
+
+    async def record() -> None:
+        etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+        try:
+            await etcd.put(claim_record("cluster-a", "/services/pay/"), '{"namespace": "team-b"}')
+            await etcd.put(claim_record("cluster-b", "/skydns/x/"), '{"namespace": "team-c"}')
+            await etcd.put(claim_record("cluster-b", "/services/bad/"), '{"namespace": "../x"}')
+        finally:
+            await etcd.close()
+
+    asyncio.run(record())
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "etcd_registrar", "claims", *args]
+        return subprocess.run(
+            [*command, "--etcd-endpoints", etcd_server.endpoint],
+            capture_output=True, text=True, check=False, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    listed = cli("ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [
+        {"owner_id": "cluster-a", "range": "/services/pay/", "namespace": "team-b"},
+        {"owner_id": "cluster-b", "range": "/skydns/x/", "namespace": "team-c"},
+    ]
+    assert "skipped /etcd-registrar/cluster-b/claims//services/bad/" in listed.stderr
+    assert "cluster-b" not in cli("ls", "--owner-id", "cluster-a").stdout
+
+    unasked = cli("release", "/services/pay/", "--owner-id", "cluster-a")
+    assert unasked.returncode == 2 and "add --yes" in unasked.stderr
+    assert "/services/pay/" in cli("ls").stdout
+    missing = cli("release", "/services/nope/", "--owner-id", "cluster-a", "--yes")
+    assert missing.returncode == 1 and "no claim on '/services/nope/'" in missing.stderr
+    released = cli("release", "/services/pay/", "--owner-id", "cluster-a", "--yes")
+    assert released.returncode == 0, released.stderr
+    assert "/services/pay/" not in cli("ls").stdout
