@@ -380,6 +380,7 @@ def _intro(doc: Doc) -> list[str]:
         "client-go informer + workqueue + clientv3, nothing else) run one after the other "
         "on the same pods, driven through the same seeded transitions.",
         "",
+        *(f"Teardown failed (reported, not fatal): {e}" for e in doc.get("teardown_errors", [])),
     ]
 
 

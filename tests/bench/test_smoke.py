@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from bench import report, schedule, stats
-from bench.population import State
+from bench.kubeapi import JSON, KubeApi
+from bench.population import State, pod_manifest
 from bench.profile import summarise
 from bench.run import main_async, parse_args
+from tests.harness import Cluster
 
 
 class FakeStream:
@@ -169,6 +171,26 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     gated = doc["gated"]["churn"]["containers_ready_to_ready"]
     assert gated["missed"] == 0 and gated["latency_ms"]["count"] > 0
     assert [row["claims"] for row in doc["claims"]] == [1_000, 10_000]
+    assert doc["teardown_errors"] == []
+
+
+@pytest.mark.e2e
+def test_every_pod_is_deleted_a_page_at_a_time() -> None:
+    """10,000 pods in one DELETE ran past the API server's timeout (504): pages converge."""
+    cluster = Cluster.ensure_up()
+    namespace = cluster.create_namespace("bench-pages")
+
+    async def run() -> list[JSON]:
+        async with KubeApi(cluster.kubeconfig) as api:
+            for i in range(5):
+                await api.create_pod(namespace, pod_manifest(f"p{i}", "nowhere"))
+            await api.delete_all_pods(namespace, page=2)
+            return await api.list_pods(namespace)
+
+    try:
+        assert asyncio.run(run()) == []
+    finally:
+        cluster.delete_namespace(namespace)
 
 
 def test_the_gate_is_timed_from_containers_ready_to_ready() -> None:
