@@ -258,6 +258,17 @@ def check_bundled_etcd(docs: list[Doc], _: list[str]) -> None:
     assert operator_selector != etcd["spec"]["selector"]
     assert not by_kind(docs, "CustomResourceDefinition")  # crds.enabled=false
     assert not any(d["metadata"]["name"].endswith("-metrics") for d in by_kind(docs, "Service"))
+    # The unauthenticated etcd admits, on its client port, the operator and the listed
+    # consumers only (R2-13).
+    policy = one(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == etcd["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "client", "protocol": "TCP"}]
+    assert ingress["from"] == [{"podSelector": operator_selector}, *CONSUMERS]
+
+
+CONSUMERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]
 
 
 SCHEDULING: Doc = {
@@ -297,7 +308,7 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
     ),
     "bundled-etcd": (
         lambda _: {
-            "etcd": {"enabled": True},
+            "etcd": {"enabled": True, "networkPolicy": {"clients": CONSUMERS}},
             "crds": {"enabled": False},
             "metrics": {"enabled": False},
             "format": "json",
@@ -791,6 +802,19 @@ def test_notes_tell_how_to_opt_in_and_see_keys(
     assert "etcd-registrar ls" in notes and "etcdctl get" in notes
     assert f"http://er-etcd-registrar-etcd.{namespace}.svc:2379" in notes
     assert "crds.enabled=false" in notes
+
+
+def test_notes_say_the_bundled_etcd_is_not_for_production(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    notes = install_notes(cluster, namespace, {"etcd": {"enabled": True}}, tmp_path)
+    assert "NOT FOR PRODUCTION" in notes
+    assert "A NetworkPolicy admits only the operator;" in notes
+    open_etcd = {"etcd": {"enabled": True, "networkPolicy": {"enabled": False}}}
+    notes = install_notes(cluster, namespace, open_etcd, tmp_path)
+    assert "WARNING: etcd.networkPolicy.enabled=false: any pod" in notes
+    without = render({"etcd": {"enabled": True, "networkPolicy": {"enabled": False}}}, tmp_path)
+    assert not by_kind(without, "NetworkPolicy")
 
 
 @pytest.mark.parametrize(
