@@ -180,8 +180,8 @@ def check_namespaced(docs: list[Doc], namespaces: list[str]) -> None:
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == sorted(
         namespaces
     )
-    # The only ClusterRole left holds what kopf reads cluster-wide; no pods, no events.
-    cluster_role = one(docs, "ClusterRole")
+    # The operator's only ClusterRole holds what kopf reads cluster-wide; no pods, no events.
+    cluster_role = one(docs, "ClusterRole", "-cluster")
     resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert resources == {"customresourcedefinitions", "namespaces"}
 
@@ -615,6 +615,43 @@ def test_rbac_namespaced_mode_stays_in_its_namespaces(
         assert not can_i(cluster, user, verb, resource, "--all-namespaces"), f"{verb} {resource}"
     assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert can_i(cluster, user, "watch", "namespaces")
+
+
+def test_aggregated_roles_let_namespace_users_manage_registrations(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    """Users bound to the built-in edit or view role in a namespace get ServiceRegistrations
+    with it (the aggregation controller copies the chart's rules into those roles), and
+    nothing of their status, nor anything in another namespace."""
+    installed_rbac({}, tmp_path)
+    for user, role in (("alice", "edit"), ("bob", "view")):
+        cluster.kubectl(
+            "create",
+            "rolebinding",
+            f"{user}-{role}",
+            f"--clusterrole={role}",
+            f"--user={user}",
+            "-n",
+            namespace,
+        )
+    sreg = "serviceregistrations.etcd-registrar.io"
+    scope = ("-n", namespace)
+    wait_for(
+        lambda: (
+            can_i(cluster, "alice", "create", sreg, *scope)
+            and can_i(cluster, "bob", "list", sreg, *scope)
+        ),
+        30,
+        message="the chart's rules aggregated into edit and view",
+    )
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        assert can_i(cluster, "alice", verb, sreg, *scope), f"edit cannot {verb}"
+    for verb in ("get", "list", "watch"):
+        assert can_i(cluster, "bob", verb, sreg, *scope), f"view cannot {verb}"
+    for verb in ("create", "patch", "delete"):
+        assert not can_i(cluster, "bob", verb, sreg, *scope), f"view can {verb}"
+    assert not can_i(cluster, "alice", "patch", f"{sreg}/status", *scope)
+    assert not can_i(cluster, "alice", "list", sreg, "-n", "default")
 
 
 def test_operator_runs_with_exactly_the_charts_rbac(
