@@ -14,6 +14,7 @@ they differ.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -21,11 +22,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from kopf._core.reactor import observation
 
+from etcd_registrar import GROUP, PLURAL, doctor, handlers, kube, podwatch
 from etcd_registrar.cli import build_parser, load_settings, service_prefix
 from etcd_registrar.config import Settings
 from etcd_registrar.formats import FORMATS, Format
@@ -551,16 +555,18 @@ def can_i(cluster: Cluster, user: str, verb: str, resource: str, *scope: str) ->
 ALLOWED = [
     ("list", "pods"),
     ("watch", "pods"),
-    ("get", "pods"),
     ("create", "events"),
-    ("patch", "events"),
-    ("create", "events.events.k8s.io"),
     ("list", "serviceregistrations.etcd-registrar.io"),
     ("watch", "serviceregistrations.etcd-registrar.io"),
     ("patch", "serviceregistrations.etcd-registrar.io/status"),
     ("patch", "pods/status"),  # the readiness gate's condition (readinessGate.enabled)
 ]
 DENIED = [
+    ("get", "pods"),  # unused grants (GRANT_USES)
+    ("patch", "events"),
+    ("create", "events.events.k8s.io"),
+    ("get", "serviceregistrations.etcd-registrar.io"),
+    ("get", "serviceregistrations.etcd-registrar.io/status"),
     ("patch", "pods"),
     ("update", "pods"),
     ("delete", "pods"),
@@ -573,6 +579,75 @@ DENIED = [
     ("list", "configmaps"),
     ("delete", "events"),
 ]
+
+
+Grant = tuple[str, str, str]  # (API group, resource[/subresource], verb)
+
+# Every grant the chart gives the operator, and the call that needs it: (module, text of the
+# call in its source). A grant with no row here fails test_every_grant_is_used, and so does
+# a row whose call is gone from the code.
+GRANT_USES: dict[Grant, tuple[ModuleType, str]] = {
+    ("", "pods", "list"): (kube, "core.list_namespaced_pod("),
+    ("", "pods", "watch"): (podwatch, "watch=True"),
+    ("", "pods/status", "patch"): (kube, "core.patch_namespaced_pod_status,"),
+    ("", "events", "create"): (kube, "core.create_namespaced_event,"),
+    # kopf's own Events go to core/v1 too (kopf's references.EVENTS is Selector('v1', 'events')).
+    (GROUP, PLURAL, "list"): (kube, "custom.list_namespaced_custom_object,"),
+    (GROUP, PLURAL, "watch"): (handlers, "@kopf.on.event(GROUP, VERSION, PLURAL)"),
+    (GROUP, f"{PLURAL}/status", "patch"): (kube, "custom.patch_namespaced_custom_object_status,"),
+    # kopf's observers: CRDs always, namespaces when it watches a list of them.
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): (observation, ".CRDS)"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): (observation, ".CRDS)"),
+    ("", "namespaces", "list"): (observation, ".NAMESPACES)"),
+    ("", "namespaces", "watch"): (observation, ".NAMESPACES)"),
+}
+
+
+def operator_grants(docs: list[Doc], sa: str) -> set[Grant]:
+    """What the chart grants the operator's ServiceAccount: the rules of every (Cluster)Role
+    a binding gives it, one (group, resource, verb) each."""
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"].endswith("Role")}
+    grants: set[Grant] = set()
+    for binding in (d for d in docs if d["kind"].endswith("RoleBinding")):
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa for s in binding["subjects"]):
+            continue
+        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        for rule in role["rules"]:
+            for group, resource, verb in itertools.product(
+                rule["apiGroups"], rule["resources"], rule["verbs"]
+            ):
+                grants.add((group, resource, verb))
+    return grants
+
+
+def doctor_rights(namespaces: list[str], gate: bool) -> set[Grant]:
+    """The rights `etcd-registrar doctor` checks, as grants."""
+    return {
+        (r.group, f"{r.resource}/{r.subresource}" if r.subresource else r.resource, r.verb)
+        for r, _ in doctor.needed(namespaces, gate)
+    }
+
+
+def test_every_grant_is_used() -> None:
+    for grant, (module, call) in GRANT_USES.items():
+        source = Path(module.__file__ or "").read_text()
+        assert call in source, f"{grant}: {call!r} is no longer in {module.__name__}"
+
+
+@pytest.mark.parametrize("gate", [True, False], ids=["gate", "no-gate"])
+@pytest.mark.parametrize("namespaced", [False, True], ids=["cluster-wide", "namespaced"])
+def test_the_chart_grants_only_what_the_code_uses(
+    tmp_path: Path, namespaced: bool, gate: bool
+) -> None:
+    """Each rendered grant has a call that uses it (GRANT_USES), and the chart grants
+    exactly what doctor checks: a grant added without a use fails here."""
+    namespaces = ["a", "b"] if namespaced else []
+    values = {"watchNamespaces": namespaces, "readinessGate": {"enabled": gate}}
+    docs = render(values, tmp_path)
+    grants = operator_grants(docs, one(docs, "ServiceAccount")["metadata"]["name"])
+    unused = grants - set(GRANT_USES)
+    assert not unused, f"granted, but no code uses it (or add it to GRANT_USES): {unused}"
+    assert grants == doctor_rights(namespaces, gate)
 
 
 def assert_permissions(cluster: Cluster, user: str, *scope: str) -> None:

@@ -86,39 +86,38 @@ app.kubernetes.io/component: etcd
 {{- if or .Values.etcd.tls.ca.secretName .Values.etcd.tls.client.secretName .Values.etcd.auth.password.secretName }}true{{- end }}
 {{- end }}
 
-{{/* Rules the operator needs in each watched namespace (or cluster-wide). */}}
+{{/* Rules the operator needs in each watched namespace (or cluster-wide), and no more:
+tests/e2e/test_chart.py names the call that uses each grant (doctor.py checks the same list). */}}
 {{- define "etcd-registrar.namespacedRules" -}}
-# Pods: the registry follows their readiness. Read only: the operator never writes pods...
+# Pods: the registry follows their readiness (a list, then a watch). Read only: the operator
+# never writes pods...
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if .Values.readinessGate.enabled }}
 # ... except the one condition, etcd-registrar.io/registered, of a pod that declares it as a
-# readiness gate (DESIGN guarantee 7's exception).
+# readiness gate (docs/annotations.md). RBAC cannot narrow this to one condition.
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
 {{- end }}
-# Events about bad annotations, conflicts and registrations (core/v1 Events).
+# Events about bad annotations, conflicts and registrations: core/v1, posted once each.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 - apiGroups: ["etcd-registrar.io"]
   resources: ["serviceregistrations"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["etcd-registrar.io"]
   resources: ["serviceregistrations/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf makes: CRDs (resource discovery) in every mode. */}}
 {{- define "etcd-registrar.crdRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}
 
 {{/* Fail early on values that contradict each other (the schema checks each one alone). */}}
