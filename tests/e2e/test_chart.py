@@ -13,7 +13,9 @@ they differ.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -25,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 from kopf._core.reactor import observation
@@ -808,6 +811,100 @@ def test_a_disabled_gate_is_a_warning_not_a_hang(
             assert marker not in log, f"{marker!r} in the operator log:\n{log}"
     finally:
         operator.stop()
+
+
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+@pytest.fixture
+def admission_policy(cluster: Cluster, namespace: str) -> Iterator[Callable[[Path], None]]:
+    """Apply the chart's ValidatingAdmissionPolicy and its binding (release named after the
+    test namespace); both are deleted afterwards."""
+
+    def install(tmp_path: Path) -> None:
+        values = {"admissionPolicy": {"enabled": True}}
+        docs = render(values, tmp_path, release=namespace, namespace=namespace)
+        cluster.kubectl(
+            "apply", "-f", "-", input=dump([d for d in docs if d["kind"] in POLICY_KINDS])
+        )
+
+    yield install
+    cluster.kubectl(
+        "delete",
+        ",".join(k.lower() for k in POLICY_KINDS),
+        "-l",
+        f"app.kubernetes.io/instance={namespace}",
+        "--ignore-not-found",
+    )
+
+
+def test_admission_policy_lets_the_operator_patch_only_its_condition(
+    cluster: Cluster,
+    namespace: str,
+    installed_rbac: Any,
+    admission_policy: Callable[[Path], None],
+    tmp_path: Path,
+) -> None:
+    """RBAC lets the operator's ServiceAccount patch any part of a pod's status; with
+    admissionPolicy.enabled the API server refuses all but the etcd-registrar.io/registered
+    condition (R2-12). The patches are the operator's own (kube.Kube, authenticated as the
+    chart's ServiceAccount). Others (the kubelet, an admin) are not affected."""
+    sa = installed_rbac({}, tmp_path)
+    kubeconfig = cluster.write_service_account_kubeconfig(namespace, sa, tmp_path / "sa.kc")
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    as_sa = kube.Kube(api)
+    core = kubernetes.client.CoreV1Api(as_sa.api)
+    cluster.create_deployment(namespace, deployment_manifest("web", 1))
+    (pod,) = cluster.wait_deployment_serving(namespace, "web", 1)
+    uid = cluster.get_json("pod", pod.name, "-n", namespace)["metadata"]["uid"]
+
+    def set_condition(kind: str, message: str) -> None:
+        condition = {"type": kind, "status": "True", "reason": "Test", "message": message}
+        asyncio.run(as_sa.patch_pod_condition(namespace, pod.name, uid, condition))
+
+    def refusal(patch: Callable[[], object]) -> str:
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            patch()
+        assert refused.value.status == 403, refused.value
+        return str(refused.value.body)
+
+    set_condition("example.com/other", "before the policy")  # RBAC alone allows it
+    admission_policy(tmp_path)
+    attempts = itertools.count()
+
+    def other_condition_refused() -> str | None:
+        try:  # a new message each time: a patch that changes nothing is not refused
+            set_condition("example.com/other", f"attempt {next(attempts)}")
+        except kubernetes.client.ApiException as exc:
+            return str(exc.body)
+        return None
+
+    refused = wait_for(other_condition_refused, 30, message="the policy refuses the SA's patch")
+    assert f"may change only the {GATE} condition" in refused, refused
+    set_condition(GATE, "registered")  # the readiness gate's own condition goes through
+    conditions = cluster.get_json("pod", pod.name, "-n", namespace)["status"]["conditions"]
+    assert {"type": GATE, "message": "registered"}.items() <= next(
+        c for c in conditions if c["type"] == GATE
+    ).items()
+    for body, field in (
+        ({"status": {"phase": "Failed"}}, "status.phase"),
+        ({"metadata": {"labels": {"hijacked": "yes"}}}, "metadata.labels"),
+        ({"metadata": {"annotations": {"hijacked": "yes"}}}, "metadata.annotations"),
+    ):
+        patch = functools.partial(core.patch_namespaced_pod_status, pod.name, namespace, body)
+        message = refusal(patch)
+        assert field in message, message
+    # Only the operator's ServiceAccount is bound: the cluster admin still may.
+    cluster.kubectl(
+        "patch",
+        "pod",
+        pod.name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "-p",
+        json.dumps({"status": {"conditions": [{"type": "example.com/other", "status": "False"}]}}),
+    )
 
 
 def doctor_in_pod(cluster: Cluster, container: Doc, kubeconfig: Path) -> str:

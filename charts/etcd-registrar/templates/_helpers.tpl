@@ -96,7 +96,8 @@ tests/e2e/test_chart.py names the call that uses each grant (doctor.py checks th
   verbs: ["list", "watch"]
 {{- if .Values.readinessGate.enabled }}
 # ... except the one condition, etcd-registrar.io/registered, of a pod that declares it as a
-# readiness gate (docs/annotations.md). RBAC cannot narrow this to one condition.
+# readiness gate (docs/annotations.md). RBAC cannot narrow this to one condition:
+# admissionPolicy.enabled does.
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
