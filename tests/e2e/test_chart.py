@@ -87,10 +87,16 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# An etcd to point at: the chart refuses to install with neither etcd.endpoints nor the
+# bundled etcd (test_an_install_without_etcd_is_refused).
+ETCD: Doc = {"etcd": {"endpoints": ["http://10.0.0.1:2379"]}}
+
+
 def render(values: Doc, tmp_path: Path, release: str = "er", namespace: str = "reg") -> list[Doc]:
-    """`helm template` with `values`, parsed into documents (fails the test on an error)."""
+    """`helm template` with `values` (ETCD unless they set `etcd`), parsed into documents
+    (fails the test on an error)."""
     values_file = tmp_path / f"values-{release}.yaml"
-    values_file.write_text(yaml.safe_dump(values))
+    values_file.write_text(yaml.safe_dump({**ETCD, **values}))
     proc = helm("template", release, str(CHART), "--namespace", namespace, "-f", str(values_file))
     assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -278,6 +284,46 @@ def check_bundled_etcd(docs: list[Doc], _: list[str]) -> None:
 CONSUMERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]
 
 
+EXTRAS: Doc = {
+    "replicaCount": 1,
+    "priorityClassName": "system-cluster-critical",
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        },
+        {
+            "maxSkew": 2,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"team": "platform"}},
+        },
+    ],
+    "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "ca-bundle"}}],
+    "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/extra", "readOnly": True}],
+    "extraEnv": [{"name": "SSL_CERT_DIR", "value": "/etc/ssl/extra"}],
+}
+
+
+def check_extras(docs: list[Doc], _: list[str]) -> None:
+    deployment = one(docs, "Deployment", "etcd-registrar")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    own, given = pod["topologySpreadConstraints"]
+    assert own == {
+        **EXTRAS["topologySpreadConstraints"][0],
+        "labelSelector": deployment["spec"]["selector"],
+    }
+    assert given == EXTRAS["topologySpreadConstraints"][1]
+    assert EXTRAS["extraVolumes"][0] in pod["volumes"]
+    container = operator_container(docs)
+    assert EXTRAS["extraVolumeMounts"][0] in container["volumeMounts"]
+    assert env_of(container)["SSL_CERT_DIR"] == "/etc/ssl/extra"
+    # One replica: a budget could only block drains.
+    assert not by_kind(docs, "PodDisruptionBudget")
+
+
 SCHEDULING: Doc = {
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
@@ -313,6 +359,7 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
         },
         check_monitoring,
     ),
+    "extras": (lambda _: EXTRAS, check_extras),
     "bundled-etcd": (
         lambda _: {
             "etcd": {"enabled": True, "networkPolicy": {"clients": CONSUMERS}},
@@ -370,7 +417,7 @@ def test_lint_is_clean(tmp_path: Path) -> None:
     sets = {"default": {}, **{k: make(["a", "b"]) for k, (make, _) in VALUE_SETS.items()}}
     for name, values in sets.items():
         values_file = tmp_path / f"{name}.yaml"
-        values_file.write_text(yaml.safe_dump(values))
+        values_file.write_text(yaml.safe_dump({**ETCD, **values}))
         proc = helm("lint", "--strict", str(CHART), "-f", str(values_file))
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "[WARNING]" not in out and "[ERROR]" not in out, (
@@ -429,8 +476,10 @@ def test_rendered_config_is_what_the_operator_reads(
     """The container's env and args, parsed by the operator's own CLI and Settings: a renamed
     flag or a value the operator refuses fails here, not in a crash-looping pod."""
     make_values, _ = VALUE_SETS[value_set]
-    container = operator_container(render(make_values(["a", "b"]), tmp_path))
-    env = env_of(container)
+    values = make_values(["a", "b"])
+    container = operator_container(render(values, tmp_path))
+    extra = {e["name"] for e in values.get("extraEnv", [])}  # the user's own, not settings
+    env = {k: v for k, v in env_of(container).items() if k not in extra}
     fields = {f"ETCD_REGISTRAR_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= fields, f"not operator settings: {set(env) - fields}"
     for name in [n for n in os.environ if n.startswith("ETCD_REGISTRAR_")]:
@@ -482,7 +531,7 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
         ({"ownerId": "has space"}, ["/ownerId"]),
         ({"etcd": {"endpoints": ["http://a:2379,http://b:2379"]}}, ["/etcd/endpoints/0"]),
         (
-            {"etcd": {"auth": {"password": {"secretName": "etcd-auth"}}}},
+            {"etcd": {**ETCD["etcd"], "auth": {"password": {"secretName": "etcd-auth"}}}},
             ["etcd.auth.username is required"],
         ),
         (
@@ -490,6 +539,8 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
             ["not https://"],
         ),
         ({"serviceMonitor": {"enabled": True}, "metrics": {"enabled": False}}, ["metrics.enabled"]),
+        ({"topologySpreadConstraints": [{"maxSkew": 1}]}, ["/topologySpreadConstraints/0"]),
+        ({"extraVolumeMounts": [{"name": "x"}]}, ["/extraVolumeMounts/0", "mountPath"]),
     ],
     ids=[
         "ttl-format-logformat",
@@ -502,17 +553,28 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
         "user-missing",
         "tls-on-http",
         "monitor-without-metrics",
+        "spread-incomplete",
+        "mount-without-path",
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(
     tmp_path: Path, values: Doc, fields: list[str]
 ) -> None:
     values_file = tmp_path / "bad.yaml"
-    values_file.write_text(yaml.safe_dump(values))
+    values_file.write_text(yaml.safe_dump({**ETCD, **values}))
     proc = helm("template", "er", str(CHART), "-f", str(values_file))
     assert proc.returncode != 0, f"accepted {values}"
     for field in fields:
         assert field in proc.stderr, f"{field!r} not named in:\n{proc.stderr}"
+
+
+def test_an_install_without_etcd_is_refused() -> None:
+    """The chart's defaults name no etcd: rather than pods that never turn Ready, helm
+    refuses, and says what to set."""
+    proc = helm("template", "er", str(CHART))
+    assert proc.returncode != 0, "installed with no etcd to write to"
+    assert "etcd.endpoints is required" in proc.stderr, proc.stderr
+    assert "etcd.enabled=true" in proc.stderr, proc.stderr
 
 
 # --------------------------------------------------------------------------- RBAC

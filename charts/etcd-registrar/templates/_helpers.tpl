@@ -66,8 +66,8 @@ app.kubernetes.io/component: etcd
 {{- printf "%s-etcd" (include "etcd-registrar.fullname" . | trunc 58 | trimSuffix "-") }}
 {{- end }}
 
-{{/* Comma-separated etcd endpoints: the configured ones, else the bundled etcd, else none
-(the operator's own default, http://127.0.0.1:2379). */}}
+{{/* Comma-separated etcd endpoints: the configured ones, else the bundled etcd
+(etcd-registrar.validate refuses neither). */}}
 {{- define "etcd-registrar.etcdEndpoints" -}}
 {{- if .Values.etcd.endpoints }}
 {{- join "," .Values.etcd.endpoints }}
@@ -123,6 +123,9 @@ tests/e2e/test_chart.py names the call that uses each grant (doctor.py checks th
 
 {{/* Fail early on values that contradict each other (the schema checks each one alone). */}}
 {{- define "etcd-registrar.validate" -}}
+{{- if not (or .Values.etcd.endpoints .Values.etcd.enabled) }}
+{{- fail "etcd.endpoints is required: set the etcd client URLs (e.g. --set etcd.endpoints={https://10.0.0.1:2379}), or etcd.enabled=true to try the chart out with a bundled etcd" }}
+{{- end }}
 {{- if and .Values.etcd.auth.password.secretName (not .Values.etcd.auth.username) }}
 {{- fail "etcd.auth.username is required when etcd.auth.password.secretName is set" }}
 {{- end }}
