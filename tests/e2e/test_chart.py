@@ -1,10 +1,12 @@
 """The Helm chart (charts/etcd-registrar) against the local cluster.
 
 Every rendering is checked by the API server itself (`kubectl apply --dry-run=server`), so
-a field the server rejects fails here, not at a user's install. The one exception is the
-ServiceMonitor: its CRD (prometheus-operator) is not installed in the test cluster and
-installing one would change the cluster for every other test, so that document is left out
-of the server dry-run and checked against the metrics Service it must select instead.
+a field the server rejects fails here, not at a user's install. The exceptions are the
+ServiceMonitor and the PrometheusRule: their CRDs (prometheus-operator) are not installed in
+the test cluster and installing them would change the cluster for every other test, so those
+documents are left out of the server dry-run and checked against what they must match
+instead (the metrics Service; the rules file, which tests/unit/test_chart_monitoring.py
+checks).
 
 The chart's CRD is not a hand-edited copy: files/crds/ holds the file `etcd-registrar crds`
 generates (crds/ at the repository root) and test_chart_crd_is_the_generated_one fails when
@@ -236,6 +238,17 @@ def check_monitoring(docs: list[Doc], _: list[str]) -> None:
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [
         p["name"] for p in service["spec"]["ports"]
     ]
+    # The alerts and the dashboard arrive as the chart's files have them (checked by
+    # tests/unit/test_chart_monitoring.py).
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    dashboard = one(docs, "ConfigMap", "-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Platform"}
+    assert json.loads(dashboard["data"]["etcd-registrar.json"]) == json.loads(
+        (CHART / "files" / "dashboard.json").read_text()
+    )
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]
@@ -351,6 +364,8 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
     "servicemonitor-pdb": (
         lambda _: {
             "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "additionalLabels": {"release": "prometheus"}},
+            "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
             "podDisruptionBudget": {"enabled": True},
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
             **SCHEDULING,
@@ -392,7 +407,9 @@ def other_namespace(cluster: Cluster) -> Iterator[str]:
 
 def server_dry_run(cluster: Cluster, docs: list[Doc]) -> None:
     """Every document through the API server's validation and admission, nothing stored."""
-    checked = [d for d in docs if d["kind"] != "ServiceMonitor"]  # CRD not installed: see top
+    # prometheus-operator's CRDs are not installed: see the top of this module.
+    skipped = {"ServiceMonitor", "PrometheusRule"}
+    checked = [d for d in docs if d["kind"] not in skipped]
     cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(checked))
 
 
@@ -539,6 +556,7 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
             ["not https://"],
         ),
         ({"serviceMonitor": {"enabled": True}, "metrics": {"enabled": False}}, ["metrics.enabled"]),
+        ({"prometheusRule": {"enabled": True}, "metrics": {"enabled": False}}, ["metrics.enabled"]),
         ({"topologySpreadConstraints": [{"maxSkew": 1}]}, ["/topologySpreadConstraints/0"]),
         ({"extraVolumeMounts": [{"name": "x"}]}, ["/extraVolumeMounts/0", "mountPath"]),
     ],
@@ -553,6 +571,7 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
         "user-missing",
         "tls-on-http",
         "monitor-without-metrics",
+        "rules-without-metrics",
         "spread-incomplete",
         "mount-without-path",
     ],
