@@ -183,6 +183,15 @@ def check_default(docs: list[Doc], _: list[str]) -> None:
     crd = one(docs, "CustomResourceDefinition")
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert not by_kind(docs, "Role")
+    # `helm test` runs doctor as the operator: its ServiceAccount, environment and volumes.
+    hook = one(docs, "Pod", "-doctor")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (doctor,) = hook["spec"]["containers"]
+    assert doctor["command"] == ["etcd-registrar", "doctor"]
+    assert doctor["env"] == container["env"] and doctor["image"] == container["image"]
+    assert doctor["volumeMounts"] == container["volumeMounts"]
+    assert hook["spec"]["serviceAccountName"] == pod["serviceAccountName"]
+    assert hook["spec"]["securityContext"] == pod["securityContext"]
 
 
 def check_namespaced(docs: list[Doc], namespaces: list[str]) -> None:
@@ -217,6 +226,9 @@ def check_tls_auth(docs: list[Doc], _: list[str]) -> None:
     assert {"name": "etcd-credentials", "mountPath": mount, "readOnly": True} in container[
         "volumeMounts"
     ]
+    hook = one(docs, "Pod", "-doctor")["spec"]
+    assert hook["containers"][0]["volumeMounts"] == container["volumeMounts"]
+    assert hook["volumes"] == one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     sources = next(v for v in volumes if v["name"] == "etcd-credentials")["projected"]["sources"]
     assert [s["secret"] for s in sources] == [
@@ -291,7 +303,11 @@ def check_bundled_etcd(docs: list[Doc], _: list[str]) -> None:
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (ingress,) = policy["spec"]["ingress"]
     assert ingress["ports"] == [{"port": "client", "protocol": "TCP"}]
-    assert ingress["from"] == [{"podSelector": operator_selector}, *CONSUMERS]
+    doctor = one(docs, "Pod", "-doctor")["metadata"]["labels"]
+    operator, test_pod, *consumers = ingress["from"]
+    assert operator == {"podSelector": operator_selector}
+    assert test_pod["podSelector"]["matchLabels"].items() <= doctor.items()
+    assert consumers == CONSUMERS
 
 
 CONSUMERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]
@@ -407,21 +423,22 @@ def other_namespace(cluster: Cluster) -> Iterator[str]:
 
 def server_dry_run(cluster: Cluster, docs: list[Doc]) -> None:
     """Every document through the API server's validation and admission, nothing stored."""
-    # prometheus-operator's CRDs are not installed: see the top of this module.
-    skipped = {"ServiceMonitor", "PrometheusRule"}
+    # prometheus-operator's CRDs are not installed: see the top of this module. The `helm
+    # test` Pod goes through restricted_pod_dry_run (its ServiceAccount is not created).
+    skipped = {"ServiceMonitor", "PrometheusRule", "Pod"}
     checked = [d for d in docs if d["kind"] not in skipped]
     cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(checked))
 
 
-def restricted_pod_dry_run(cluster: Cluster, namespace: str, deployment: Doc) -> None:
-    """Create the Deployment's pod (dry run) in a namespace that enforces Pod Security
-    "restricted": admission refuses it if the pod template does not meet the profile."""
-    template = deployment["spec"]["template"]
+def restricted_pod_dry_run(cluster: Cluster, namespace: str, workload: Doc) -> None:
+    """Create the pod of a Deployment, or a Pod, (dry run) in a namespace that enforces Pod
+    Security "restricted": admission refuses it if the pod does not meet the profile."""
+    template = workload["spec"].get("template", workload)
     spec = {**template["spec"], "serviceAccountName": "default"}  # the chart's SA is not created
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": deployment["metadata"]["name"], "namespace": namespace},
+        "metadata": {"name": workload["metadata"]["name"], "namespace": namespace},
         "spec": spec,
     }
     cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod))
@@ -482,8 +499,8 @@ def test_rendered_chart_passes_server_dry_run(
         "pod-security.kubernetes.io/warn=restricted",
     )
     server_dry_run(cluster, docs)
-    for deployment in by_kind(docs, "Deployment"):
-        restricted_pod_dry_run(cluster, namespace, deployment)
+    for workload in by_kind(docs, "Deployment") + by_kind(docs, "Pod"):
+        restricted_pod_dry_run(cluster, namespace, workload)
 
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
@@ -1099,7 +1116,7 @@ def test_notes_say_the_bundled_etcd_is_not_for_production(
 ) -> None:
     notes = install_notes(cluster, namespace, {"etcd": {"enabled": True}}, tmp_path)
     assert "NOT FOR PRODUCTION" in notes
-    assert "A NetworkPolicy admits only the operator;" in notes
+    assert "A NetworkPolicy admits only the operator, its `helm test` pod;" in notes
     open_etcd = {"etcd": {"enabled": True, "networkPolicy": {"enabled": False}}}
     notes = install_notes(cluster, namespace, open_etcd, tmp_path)
     assert "WARNING: etcd.networkPolicy.enabled=false: any pod" in notes

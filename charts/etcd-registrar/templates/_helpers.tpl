@@ -86,6 +86,122 @@ app.kubernetes.io/component: etcd
 {{- if or .Values.etcd.tls.ca.secretName .Values.etcd.tls.client.secretName .Values.etcd.auth.password.secretName }}true{{- end }}
 {{- end }}
 
+{{/* The operator's settings, as environment variables: the operator, `kubectl exec ...
+etcd-registrar doctor` and the `helm test` pod read the same ones. */}}
+{{- define "etcd-registrar.env" -}}
+{{- $credentials := include "etcd-registrar.credentialsDir" . }}
+{{- $endpoints := include "etcd-registrar.etcdEndpoints" . }}
+{{- with .Values.watchNamespaces }}
+- name: ETCD_REGISTRAR_NAMESPACE
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_ETCD_ENDPOINTS
+  value: {{ $endpoints | quote }}
+- name: ETCD_REGISTRAR_ETCD_TIMEOUT
+  value: {{ .Values.etcd.timeout | quote }}
+{{- if .Values.etcd.tls.ca.secretName }}
+- name: ETCD_REGISTRAR_ETCD_CA
+  value: {{ printf "%s/ca.crt" $credentials }}
+{{- end }}
+{{- if .Values.etcd.tls.client.secretName }}
+- name: ETCD_REGISTRAR_ETCD_CERT
+  value: {{ printf "%s/tls.crt" $credentials }}
+- name: ETCD_REGISTRAR_ETCD_KEY
+  value: {{ printf "%s/tls.key" $credentials }}
+{{- end }}
+{{- if .Values.etcd.auth.password.secretName }}
+- name: ETCD_REGISTRAR_ETCD_USERNAME
+  value: {{ .Values.etcd.auth.username | quote }}
+- name: ETCD_REGISTRAR_ETCD_PASSWORD_FILE
+  value: {{ printf "%s/password" $credentials }}
+{{- end }}
+- name: ETCD_REGISTRAR_DEFAULT_TTL
+  value: {{ .Values.ttl | quote }}
+- name: ETCD_REGISTRAR_DEFAULT_FORMAT
+  value: {{ .Values.format | quote }}
+{{- with .Values.prefix }}
+- name: ETCD_REGISTRAR_DEFAULT_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_RESYNC
+  value: {{ .Values.resync | quote }}
+- name: ETCD_REGISTRAR_OWNER_ID
+  value: {{ include "etcd-registrar.ownerId" . | quote }}
+{{- with .Values.policy.allowedPrefixes }}
+- name: ETCD_REGISTRAR_ALLOWED_PREFIX
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_MAX_KEYS_PER_NAMESPACE
+  value: {{ .Values.policy.maxKeysPerNamespace | quote }}
+- name: ETCD_REGISTRAR_MAX_VALUE_BYTES
+  value: {{ .Values.policy.maxValueBytes | quote }}
+- name: ETCD_REGISTRAR_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: ETCD_REGISTRAR_DRY_RUN
+  value: {{ .Values.dryRun | quote }}
+- name: ETCD_REGISTRAR_READINESS_GATE
+  value: {{ .Values.readinessGate.enabled | quote }}
+{{- with .Values.podSelector }}
+- name: ETCD_REGISTRAR_POD_SELECTOR
+  value: {{ . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_METRICS_PORT
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
+- name: ETCD_REGISTRAR_HEALTH_PORT
+  value: {{ .Values.health.port | quote }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The etcd credentials' volume mount and volume (nothing without credentials). */}}
+{{- define "etcd-registrar.credentialsMount" -}}
+{{- if include "etcd-registrar.hasCredentials" . }}
+- name: etcd-credentials
+  mountPath: {{ include "etcd-registrar.credentialsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "etcd-registrar.credentialsVolume" -}}
+{{- if include "etcd-registrar.hasCredentials" . }}
+# Credentials from existing Secrets, as files only (0440, group fsGroup).
+- name: etcd-credentials
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- with .Values.etcd.tls.ca }}
+      {{- if .secretName }}
+      - secret:
+          name: {{ .secretName }}
+          items:
+            - key: {{ .key }}
+              path: ca.crt
+      {{- end }}
+      {{- end }}
+      {{- with .Values.etcd.tls.client }}
+      {{- if .secretName }}
+      - secret:
+          name: {{ .secretName }}
+          items:
+            - key: {{ .certKey }}
+              path: tls.crt
+            - key: {{ .keyKey }}
+              path: tls.key
+      {{- end }}
+      {{- end }}
+      {{- with .Values.etcd.auth.password }}
+      {{- if .secretName }}
+      - secret:
+          name: {{ .secretName }}
+          items:
+            - key: {{ .key }}
+              path: password
+      {{- end }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Rules the operator needs in each watched namespace (or cluster-wide), and no more:
 tests/e2e/test_chart.py names the call that uses each grant (doctor.py checks the same list). */}}
 {{- define "etcd-registrar.namespacedRules" -}}
