@@ -69,8 +69,8 @@ def needed(namespaces: Sequence[str], readiness_gate: bool = True) -> list[tuple
     and where ("" = all namespaces, or cluster-scoped)."""
     in_scope = IN_SCOPE + ([GATE] if readiness_gate else [])
     scoped = [(right, ns) for ns in namespaces or [""] for right in in_scope]
-    cluster = CRDS + (NAMESPACES if namespaces else [])
-    return scoped + [(right, "") for right in cluster]
+    # Namespaces in every mode: the service ranges an administrator assigns (tenancy).
+    return scoped + [(right, "") for right in CRDS + NAMESPACES]
 
 
 class Problem(Exception):
