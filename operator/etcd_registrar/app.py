@@ -147,6 +147,7 @@ class App:
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
+        self.loops.append(Loop("warnings", self.events.run).start())
         self.loops.append(Loop("pod-watch", self._follow_pods).start())
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
             self._elected(None)

@@ -42,6 +42,16 @@ class Notice:
     message: str
     pod: Mapping[str, Any]  # apiVersion/kind/metadata of the pod the event is about
 
+    @property
+    def namespace(self) -> str:
+        namespace: str = self.pod["metadata"]["namespace"]
+        return namespace
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What tells two notices apart: the pod's uid, the reason and the message."""
+        return (self.pod["metadata"]["uid"], self.reason, self.message)
+
 
 class Submitted(NamedTuple):
     """What planning some keys queued."""
