@@ -112,6 +112,7 @@ class App:
             gates,
         )
         controller.notify = gates.notify = app.events.post
+        controller.repost = lambda current: app.events.repost([*current, *gates.warnings()])
         gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured

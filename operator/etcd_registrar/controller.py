@@ -94,6 +94,8 @@ class Controller:
         registry.on_refused = self._refused
         # Events found outside a pod event (sweep, lease loss, refused writes): App posts them.
         self.notify: Callable[[list[Notice]], None] = lambda notices: None
+        # After each sweep, every Warning whose cause holds: App posts the dropped ones again.
+        self.repost: Callable[[list[Notice]], None] = lambda notices: None
         # Every change of the owner of a service identity is recorded in etcd.
         self.on_claim: Callable[[str, str | None], None] = lambda identity, owner: None
         self.conflicts: dict[str, Conflict] = {}
@@ -235,6 +237,24 @@ class Controller:
                 self.warned[key] = now
         return notices
 
+    def warnings(self) -> list[Notice]:
+        """Every Warning whose cause holds now: the pods' problems, and the conflicts and
+        the keys taken or refused that their pods were warned of."""
+        pods = self.state.pods
+        notices = [
+            Notice("Warning", "InvalidRegistration", message, pods[uid].ref)
+            for uid, problems in self.state.problems.items()
+            if uid in pods
+            for message in problems
+        ]
+        notices += [
+            Notice("Warning", "Conflict", message, pods[uid].ref)
+            for warned in self.warned.values()
+            for uid, message in warned.items()
+            if uid in pods
+        ]
+        return notices
+
     def _replan(self, keys: set[str]) -> None:
         """Re-plan `keys` from the desired state (a lease was lost, a key found taken)."""
         self.notify(self._plan_and_submit(keys).warnings)
@@ -360,6 +380,7 @@ class Controller:
             repaired += submitted.changes
             await asyncio.sleep(0)
         self.mark_all_dirty()
+        self.repost(self.warnings())
         metrics.sweeps.inc()
         if repaired:
             metrics.drift.inc(repaired)

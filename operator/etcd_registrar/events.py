@@ -4,8 +4,9 @@ An Event is one API request: a burst of thousands of transitions, or one tenant'
 conflicting replicas, must not become thousands of requests. Normal Events wait for etcd to
 have the keys they announce, and the ones over their rate limit are counted, not queued.
 Warnings wait in a queue where namespaces take turns (DESIGN guarantee 11): a tenant's flood
-of Warnings delays another tenant's by a turn, never drops them; a namespace queues at most
-WARNING_QUEUE_PER_NAMESPACE, and the ones over that are counted.
+of Warnings delays another tenant's by a turn. A namespace queues at most
+WARNING_QUEUE_PER_NAMESPACE; a Warning over that, or one the API server did not take, is
+posted again after the next sweep if its cause remains (`repost`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from etcd_registrar import metrics
@@ -42,6 +43,7 @@ class EventPoster:
             per_tenant=WARNING_QUEUE_PER_NAMESPACE,
         )
         self.posts: set[asyncio.Task[None]] = set()
+        self.dropped: dict[NoticeKey, Notice] = {}  # Warnings not posted, to post again
 
     def outcome(self, outcome: Outcome) -> None:
         """Post a pod event's Events: Warnings now, Normal ones once etcd has the keys."""
@@ -59,6 +61,14 @@ class EventPoster:
                 self._track(self._post_one(notice))
             elif not self.warnings.put(notice.namespace, notice.key, notice):
                 metrics.events_dropped.labels("Warning").inc()
+                self.dropped[notice.key] = notice
+
+    def repost(self, current: Iterable[Notice]) -> None:
+        """After a sweep: post again the Warnings dropped so far whose cause remains
+        (`current`: every Warning that holds now); forget the others."""
+        causes = {notice.key for notice in current}
+        dropped, self.dropped = self.dropped, {}
+        self.post([notice for key, notice in dropped.items() if key in causes])
 
     async def run(self) -> None:
         """Post the queued Warnings, the namespaces in turn, as fast as the rate allows."""
@@ -71,6 +81,8 @@ class EventPoster:
             await self.kube.post_event(notice.pod, notice.type, notice.reason, notice.message)
         except Exception as exc:  # an Event is informative; the registry is what matters
             logger.warning("could not post the %s Event: %s", notice.reason, exc)
+            if notice.type == "Warning":
+                self.dropped[notice.key] = notice
 
     async def _post_when_committed(self, outcome: Outcome) -> None:
         assert outcome.committed is not None

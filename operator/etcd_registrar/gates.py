@@ -114,6 +114,10 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
     )
 
 
+def _disabled(pod: PodView) -> Notice:
+    return Notice("Warning", "ReadinessGateDisabled", DISABLED, pod.ref)
+
+
 def _committed(controller: Controller, uid: str, key: str) -> bool:
     """etcd holds `key` with the value pod `uid` wants there."""
     held = controller.registry.held.get(key)
@@ -169,7 +173,7 @@ class Gates:
         if not self.enabled:
             if uid not in self.warned and self.may_write():  # one replica tells, not each
                 self.warned.add(uid)
-                self.notify([Notice("Warning", "ReadinessGateDisabled", DISABLED, pod.ref)])
+                self.notify([_disabled(pod)])
             return
         if uid in self.sent and self.sent[uid] == pod.state.gate:
             del self.sent[uid]  # our patch has arrived: the pod's own condition is the truth
@@ -179,6 +183,11 @@ class Gates:
             self.queue.put(pod.namespace, uid, wanted, wanted.priority)
         else:
             self.queue.discard(uid)
+
+    def warnings(self) -> list[Notice]:
+        """The Warnings whose cause holds now: gated pods told the gate is disabled."""
+        pods = self.controller.state.pods
+        return [_disabled(pods[uid]) for uid in self.warned if uid in pods]
 
     def _forget(self, uid: str) -> None:
         self.queue.discard(uid)

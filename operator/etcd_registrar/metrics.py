@@ -76,7 +76,7 @@ conflicts = Gauge(
 events_dropped = Counter(
     f"{_NS}_events_dropped_total",
     "Events not posted, by type: Normal ones over their rate limit (bulk changes), Warnings "
-    "over their namespace's share of the queue.",
+    "over their namespace's share of the queue (posted again after the next sweep).",
     ["type"],
 )
 invalid = Counter(

@@ -94,6 +94,28 @@ async def test_a_conflict_a_registration_change_causes_is_posted(controller: Con
     assert (warning.reason, warning.pod["metadata"]["name"]) == ("Conflict", "goods-1")
 
 
+async def test_the_sweep_names_every_warning_whose_cause_holds(controller: Controller) -> None:
+    """So that a Warning dropped earlier (its namespace's share of the queue full) is posted
+    again while its cause remains, and only then (R2-7)."""
+    reposted: list[list[Notice]] = []
+    controller.repost = reposted.append
+    controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
+    for n in range(2):
+        pod = pod_body(name=f"goods-{n}", created=f"2024-01-01T00:0{n}:00Z", annotations=opt_in())
+        controller.on_pod(None, pod)
+    bad = pod_body(name="bad", labels={"app": "bad"}, annotations=opt_in("bad", port="nope"))
+    controller.on_pod(None, bad)
+    await controller.sweep()
+    assert sorted((n.reason, n.pod["metadata"]["name"]) for n in reposted[-1]) == [
+        ("Conflict", "goods-1"),
+        ("InvalidRegistration", "bad"),
+    ]
+    controller.on_pod("DELETED", bad)
+    controller.on_pod("DELETED", pod_body(name="goods-0"))  # goods-1 holds the key alone
+    await controller.sweep()
+    assert reposted[-1] == []
+
+
 async def test_the_echo_of_a_status_patch_renders_no_pod(
     controller: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,3 +53,37 @@ async def test_a_flood_in_one_namespace_delays_anothers_warning_by_a_turn(
     assert ("quiet", "mine") in kube.posted[:2]
     flooded = {pod for ns, pod in kube.posted if ns == "flood"}
     assert len(flooded) <= WARNING_QUEUE_PER_NAMESPACE  # the rest waits for the sweep
+
+
+async def test_a_dropped_warning_is_posted_again_while_its_cause_remains() -> None:
+    """Warnings over a namespace's share, or refused by the API server, are posted again
+    after the next sweep if their cause remains; the others are forgotten (R2-7)."""
+    kube = Recorder()
+    events = EventPoster(cast(Kube, kube))
+    flood = [warning("flood", f"bad-{i}") for i in range(WARNING_QUEUE_PER_NAMESPACE + 50)]
+    events.post(flood)
+    assert len(events.warnings) == WARNING_QUEUE_PER_NAMESPACE
+    while events.warnings:  # posted
+        events.warnings.take()
+    fixed = flood[-10:]  # their pods were fixed or deleted before the sweep
+    events.repost(flood[:-10])
+    assert set(events.warnings) == {n.key for n in flood[WARNING_QUEUE_PER_NAMESPACE:-10]}
+    assert not events.dropped
+    events.repost(flood)
+    assert not {n.key for n in fixed} & set(events.warnings)  # forgotten for good
+
+
+async def test_a_warning_the_api_server_refused_is_posted_again() -> None:
+    class Refusing(Recorder):
+        async def post_event(
+            self, involved: Mapping[str, Any], type: str, reason: str, message: str
+        ) -> None:
+            raise RuntimeError("the API server is overloaded")
+
+    events = EventPoster(cast(Kube, Refusing()))
+    notice = warning("quiet", "mine")
+    events.post([notice])
+    events.warnings.take()
+    await events._post_one(notice)
+    events.repost([notice])
+    assert notice.key in events.warnings
