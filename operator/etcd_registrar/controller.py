@@ -192,8 +192,8 @@ class Controller:
         for key in keys:
             self.conflicts.pop(key, None)
             self.taken.pop(key, None)
-            if key in self.registry.held:
-                self.refused.pop(key, None)
+            if key in self.registry.held or key not in self.state.claims:
+                self.refused.pop(key, None)  # written since, or no pod wants it any more
             elif key in self.refused:
                 warnings.update(self._refusal_warnings(key))
         for conflict in result.conflicts:

@@ -13,6 +13,7 @@ from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
+from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
 from tests.aio import eventually
 from tests.harness import EtcdServer
@@ -114,6 +115,46 @@ async def test_the_sweep_names_every_warning_whose_cause_holds(controller: Contr
     controller.on_pod("DELETED", pod_body(name="goods-0"))  # goods-1 holds the key alone
     await controller.sweep()
     assert reposted[-1] == []
+
+
+class SmallRequests(EtcdServer):
+    """An etcd that refuses requests over 2 KiB: a value the operator allows, etcd refuses."""
+
+    def extra_args(self) -> list[str]:
+        return ["--max-request-bytes=2048"]
+
+
+async def test_refused_and_taken_keys_are_forgotten_with_the_pods_that_wanted_them() -> None:
+    """R2-10: a tenant whose keys etcd refuses, rolling out often, must not grow the
+    controller's memory with every pod name it ever had."""
+    with SmallRequests() as server:
+        server.start()
+        config = EtcdConfig(endpoints=(server.endpoint,))
+        registry, other = Registry(Etcd(config), owner="c"), Etcd(config)
+        await registry.start()
+        try:
+            controller = Controller(registry, Kube(ApiClient()), Defaults(format="json"))
+            await other.put("/services/goods/goods-taken", "another writer's")
+            big = opt_in(metadata={"blob": "x" * 3000})  # under --max-value-bytes
+            for name, annotations in (("goods-big", big), ("goods-taken", opt_in())):
+                outcome = controller.on_pod("ADDED", pod_body(name=name, annotations=annotations))
+                assert outcome.committed is not None
+                await outcome.committed
+            assert set(controller.state.claims) == {
+                "/services/goods/goods-big",
+                "/services/goods/goods-taken",
+            }
+            await eventually(
+                lambda: "/services/goods/goods-big" in controller.refused, 10, "refused"
+            )
+            await eventually(lambda: "/services/goods/goods-taken" in controller.taken, 10, "taken")
+            for name in ("goods-big", "goods-taken"):
+                controller.on_pod("DELETED", pod_body(name=name))
+            assert controller.refused == {} and controller.taken == {}
+            assert controller.warned == {} and controller.conflicts == {}
+        finally:
+            await registry.close()
+            await other.close()
 
 
 async def test_the_echo_of_a_status_patch_renders_no_pod(
