@@ -117,6 +117,7 @@ class App:
             gates,
         )
         controller.notify = gates.notify = app.events.post
+        controller.repost = lambda current: app.events.repost([*current, *gates.warnings()])
         gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured
@@ -152,6 +153,7 @@ class App:
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
+        self.loops.append(Loop("warnings", self.events.run).start())
         self.loops.append(Loop("pod-watch", self._follow_pods).start())
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
             self._elected(None)

@@ -42,6 +42,16 @@ class Notice:
     message: str
     pod: Mapping[str, Any]  # apiVersion/kind/metadata of the pod the event is about
 
+    @property
+    def namespace(self) -> str:
+        namespace: str = self.pod["metadata"]["namespace"]
+        return namespace
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What tells two notices apart: the pod's uid, the reason and the message."""
+        return (self.pod["metadata"]["uid"], self.reason, self.message)
+
 
 class Submitted(NamedTuple):
     """What planning some keys queued."""
@@ -84,6 +94,8 @@ class Controller:
         registry.on_refused = self._refused
         # Events found outside a pod event (sweep, lease loss, refused writes): App posts them.
         self.notify: Callable[[list[Notice]], None] = lambda notices: None
+        # After each sweep, every Warning whose cause holds: App posts the dropped ones again.
+        self.repost: Callable[[list[Notice]], None] = lambda notices: None
         # Every change of the owner of a service identity is recorded in etcd.
         self.on_claim: Callable[[str, str | None], None] = lambda identity, owner: None
         self.conflicts: dict[str, Conflict] = {}
@@ -199,8 +211,8 @@ class Controller:
         for key in keys:
             self.conflicts.pop(key, None)
             self.taken.pop(key, None)
-            if key in self.registry.held:
-                self.refused.pop(key, None)
+            if key in self.registry.held or key not in self.state.claims:
+                self.refused.pop(key, None)  # written since, or no pod wants it any more
             elif key in self.refused:
                 warnings.update(self._refusal_warnings(key))
         for conflict in result.conflicts:
@@ -242,6 +254,24 @@ class Controller:
                     notices.append(Notice("Warning", "Conflict", message, pod.ref))
             if now:
                 self.warned[key] = now
+        return notices
+
+    def warnings(self) -> list[Notice]:
+        """Every Warning whose cause holds now: the pods' problems, and the conflicts and
+        the keys taken or refused that their pods were warned of."""
+        pods = self.state.pods
+        notices = [
+            Notice("Warning", "InvalidRegistration", message, pods[uid].ref)
+            for uid, problems in self.state.problems.items()
+            if uid in pods
+            for message in problems
+        ]
+        notices += [
+            Notice("Warning", "Conflict", message, pods[uid].ref)
+            for warned in self.warned.values()
+            for uid, message in warned.items()
+            if uid in pods
+        ]
         return notices
 
     def _replan(self, keys: set[str]) -> None:
@@ -366,6 +396,7 @@ class Controller:
             repaired += submitted.changes
             await asyncio.sleep(0)
         self.mark_all_dirty()
+        self.repost(self.warnings())
         metrics.sweeps.inc()
         if repaired:
             metrics.drift.inc(repaired)

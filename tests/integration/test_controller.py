@@ -16,6 +16,7 @@ from etcd_registrar.claimstore import ClaimStore, claim_record
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.kube import Kube
+from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
 from tests.aio import eventually
 from tests.harness import EtcdServer
@@ -95,6 +96,68 @@ async def test_a_conflict_a_registration_change_causes_is_posted(controller: Con
     controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
     (warning,) = posted
     assert (warning.reason, warning.pod["metadata"]["name"]) == ("Conflict", "goods-1")
+
+
+async def test_the_sweep_names_every_warning_whose_cause_holds(controller: Controller) -> None:
+    """So that a Warning dropped earlier (its namespace's share of the queue full) is posted
+    again while its cause remains, and only then (R2-7)."""
+    reposted: list[list[Notice]] = []
+    controller.repost = reposted.append
+    controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
+    for n in range(2):
+        pod = pod_body(name=f"goods-{n}", created=f"2024-01-01T00:0{n}:00Z", annotations=opt_in())
+        controller.on_pod(None, pod)
+    bad = pod_body(name="bad", labels={"app": "bad"}, annotations=opt_in("bad", port="nope"))
+    controller.on_pod(None, bad)
+    await controller.sweep()
+    assert sorted((n.reason, n.pod["metadata"]["name"]) for n in reposted[-1]) == [
+        ("Conflict", "goods-1"),
+        ("InvalidRegistration", "bad"),
+    ]
+    controller.on_pod("DELETED", bad)
+    controller.on_pod("DELETED", pod_body(name="goods-0"))  # goods-1 holds the key alone
+    await controller.sweep()
+    assert reposted[-1] == []
+
+
+class SmallRequests(EtcdServer):
+    """An etcd that refuses requests over 2 KiB: a value the operator allows, etcd refuses."""
+
+    def extra_args(self) -> list[str]:
+        return ["--max-request-bytes=2048"]
+
+
+async def test_refused_and_taken_keys_are_forgotten_with_the_pods_that_wanted_them() -> None:
+    """R2-10: a tenant whose keys etcd refuses, rolling out often, must not grow the
+    controller's memory with every pod name it ever had."""
+    with SmallRequests() as server:
+        server.start()
+        config = EtcdConfig(endpoints=(server.endpoint,))
+        registry, other = Registry(Etcd(config), owner="c"), Etcd(config)
+        await registry.start()
+        try:
+            controller = Controller(registry, Kube(ApiClient()), Defaults(format="json"))
+            await other.put("/services/goods/goods-taken", "another writer's")
+            big = opt_in(metadata={"blob": "x" * 3000})  # under --max-value-bytes
+            for name, annotations in (("goods-big", big), ("goods-taken", opt_in())):
+                outcome = controller.on_pod("ADDED", pod_body(name=name, annotations=annotations))
+                assert outcome.committed is not None
+                await outcome.committed
+            assert set(controller.state.claims) == {
+                "/services/goods/goods-big",
+                "/services/goods/goods-taken",
+            }
+            await eventually(
+                lambda: "/services/goods/goods-big" in controller.refused, 10, "refused"
+            )
+            await eventually(lambda: "/services/goods/goods-taken" in controller.taken, 10, "taken")
+            for name in ("goods-big", "goods-taken"):
+                controller.on_pod("DELETED", pod_body(name=name))
+            assert controller.refused == {} and controller.taken == {}
+            assert controller.warned == {} and controller.conflicts == {}
+        finally:
+            await registry.close()
+            await other.close()
 
 
 async def test_the_echo_of_a_status_patch_renders_no_pod(
