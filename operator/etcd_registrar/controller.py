@@ -195,8 +195,17 @@ class Controller:
         self.statuses.mark(change.dirty)
 
     def _apply(self, change: Change) -> None:
-        """Apply a change found outside a pod event; its Warnings go to `notify`."""
+        """Apply a change found outside a pod event; its Warnings go to `notify`: the pods'
+        new problems (the leader's), then what planning found."""
         self._record(change)
+        if self.leading and change.renewed:
+            self.notify(
+                [
+                    Notice("Warning", "InvalidRegistration", message, self.state.pods[uid].ref)
+                    for uid, messages in change.renewed.items()
+                    for message in messages
+                ]
+            )
         if change.keys:
             self.notify(self._plan_and_submit(change.keys).warnings)
 

@@ -43,6 +43,9 @@ class Change:
     keys: set[str] = field(default_factory=set)
     dirty: set[RegistrationId] = field(default_factory=set)
     claims: dict[str, str] = field(default_factory=dict)
+    # pod uid -> its problems, for pods rendered again whose problems changed (a pod event's
+    # own are in PodChange.problems)
+    renewed: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -117,17 +120,22 @@ class DesiredState:
     ) -> PodChange:
         """Record what the pod of `change` holds now and the problems it has."""
         pod = change.pod
-        if problems and tuple(problems) != self.problems.get(pod.uid):
+        if self._note(pod.uid, problems):
             change.problems = problems
-        if problems:
-            self.problems[pod.uid] = tuple(problems)
-        else:
-            self.problems.pop(pod.uid, None)
         change.endpoints = endpoints
         change.before = self.keys_by_pod.get(pod.uid, set())
         change.after = self._claim(pod.uid, endpoints, change)
         change.keys |= change.before | change.after
         return change
+
+    def _note(self, uid: str, problems: list[str]) -> bool:
+        """Record pod `uid`'s problems; True if they are new (to be reported)."""
+        new = bool(problems) and tuple(problems) != self.problems.get(uid)
+        if problems:
+            self.problems[uid] = tuple(problems)
+        else:
+            self.problems.pop(uid, None)
+        return new
 
     def _desired(
         self, pod: PodView, regs: list[Registration], change: Change
@@ -304,7 +312,10 @@ class DesiredState:
             holds = self.keys_by_pod.get(uid, set())
             if pod.service not in names and not holds and not any(r.selects(pod) for r in regs):
                 continue
-            endpoints, _ = self._desired(pod, regs, change)
+            endpoints, problems = self._desired(pod, regs, change)
+            messages = [p.message for p in problems]
+            if self._note(uid, messages):
+                change.renewed[uid] = messages
             change.keys |= holds | self._claim(uid, endpoints, change)
         for sid in services:
             change.keys |= self.keys_by_service.get(sid, set())

@@ -391,6 +391,7 @@ def test_an_administrators_assignment_moves_a_squatted_service_to_its_team() -> 
     change = state.reclaimed("/services/pay/")
     assert change.keys == {"/services/pay/s", "/services/pay/p"}
     assert set(state.claims) == {"/services/pay/p"}
-    refused = state.on_pod("MODIFIED", squat)
-    assert refused is not None
-    assert any("belong to namespace team-b" in p for p in state.problems["uid-s"])
+    # the squatter's pod is told at once (a Warning), not at its next event
+    assert [m for m in change.renewed["uid-s"] if "belong to namespace team-b" in m]
+    assert "uid-p" not in change.renewed  # no problem: nothing to report
+    assert state.problems["uid-s"] == tuple(change.renewed["uid-s"])
