@@ -25,7 +25,7 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from etcd_registrar.formats import is_reserved
 
@@ -92,6 +92,46 @@ class Blocker(NamedTuple):
     owner: str
 
 
+T = TypeVar("T")
+
+
+class RangeIndex(Generic[T]):
+    """Key ranges, each with a value, sorted: the ranges containing one are found with a
+    look-up a segment, those inside one as a contiguous run by bisection, so both stay
+    sub-linear at 10,000 ranges."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, T] = {}
+        self._sorted: list[str] = []
+
+    def set(self, range_: str, value: T) -> None:
+        if range_ not in self.values:
+            bisect.insort(self._sorted, range_)
+        self.values[range_] = value
+
+    def discard(self, range_: str) -> None:
+        if range_ in self.values:
+            del self.values[range_]
+            self._sorted.pop(bisect.bisect_left(self._sorted, range_))
+
+    def containing(self, range_: str) -> Iterator[str]:
+        """The ranges that contain `range_`, itself included."""
+        end = range_.find("/")
+        while end != -1:
+            if (prefix := range_[: end + 1]) in self.values:
+                yield prefix
+            end = range_.find("/", end + 1)
+
+    def overlapping(self, range_: str) -> Iterator[str]:
+        """The ranges that contain `range_` or lie inside it."""
+        yield from self.containing(range_)
+        ranges = self._sorted
+        for index in range(bisect.bisect_right(ranges, range_), len(ranges)):
+            if not ranges[index].startswith(range_):
+                break
+            yield ranges[index]
+
+
 class Claims:
     """The owner of every identity seen, who wants in, and what an administrator assigned.
 
@@ -105,10 +145,9 @@ class Claims:
         self.policy = policy or ClaimPolicy()
         self.grace = self.policy.grace
         self.identities: dict[str, Identity] = {}
-        self.assigned: dict[str, str] = {}  # range -> the namespace it is assigned to
+        self.assigned: RangeIndex[str] = RangeIndex()  # range -> the namespace assigned it
         self.owned: Counter[str] = Counter()  # ranges owned per namespace (the quota)
-        self._claimed: list[str] = []  # the identities with an owner, sorted: ranges inside one
-        # are a contiguous run, found by bisection (a sub-linear check at 10,000 claims)
+        self._claimed: RangeIndex[str] = RangeIndex()  # the identities with an owner -> owner
         self._blockers: dict[tuple[str, str], Blocker | None] = {}  # cleared on every change
 
     def owner(self, identity: str) -> str | None:
@@ -131,17 +170,14 @@ class Claims:
 
     def _policy(self, identity: str, namespace: str, *, quota: bool = True) -> str | None:
         range_ = as_range(identity)
-        mine = False
-        for assigned, assignee in self.assigned.items():
-            if overlap(assigned, range_):
-                if assignee != namespace:
-                    return (
-                        f"the range {assigned} is assigned to namespace {assignee} by an "
-                        f"administrator (Namespace annotation {ASSIGNMENT})"
-                    )
-                mine = mine or range_.startswith(assigned)
-        if mine:
-            return None
+        for assigned in self.assigned.overlapping(range_):
+            if (assignee := self.assigned.values[assigned]) != namespace:
+                return (
+                    f"the range {assigned} is assigned to namespace {assignee} by an "
+                    f"administrator (Namespace annotation {ASSIGNMENT})"
+                )
+        if any(self.assigned.containing(range_)):
+            return None  # assigned to `namespace`: neither the mode nor the quota applies
         if self.policy.assigned_only:
             return (
                 "this operator lets namespaces own only the ranges an administrator assigned "
@@ -160,13 +196,14 @@ class Claims:
         is another namespace's and not shared with `namespace`; None: admitted."""
         asked = (identity, namespace)
         if asked not in self._blockers:
-            found = next(self._blocking(self._overlapping(identity), namespace), None)
+            ranges = self._claimed.overlapping(as_range(identity))
+            found = next(self._blocking(ranges, namespace), None)
             self._blockers[asked] = found
         return self._blockers[asked]
 
     def key_blocker(self, key: str, namespace: str) -> Blocker | None:
         """The claimed range containing `key` that keeps `namespace` out; None: admitted."""
-        return next(self._blocking(self._containing(as_range(key)), namespace), None)
+        return next(self._blocking(self._claimed.containing(as_range(key)), namespace), None)
 
     def _blocking(self, ranges: Iterable[str], namespace: str) -> Iterator[Blocker]:
         for claimed in ranges:
@@ -174,31 +211,12 @@ class Claims:
             if entry.owner not in (None, namespace) and namespace not in entry.shared_with:
                 yield Blocker(claimed, entry.owner)
 
-    def _containing(self, range_: str) -> Iterator[str]:
-        """The claimed ranges that contain `range_`, itself included (one look-up a segment)."""
-        end = range_.find("/")
-        while end != -1:
-            prefix = range_[: end + 1]
-            if (entry := self.identities.get(prefix)) is not None and entry.owner is not None:
-                yield prefix
-            end = range_.find("/", end + 1)
-
-    def _overlapping(self, identity: str) -> Iterator[str]:
-        range_ = as_range(identity)
-        yield from self._containing(range_)
-        claimed = self._claimed
-        for index in range(bisect.bisect_right(claimed, range_), len(claimed)):
-            if not claimed[index].startswith(range_):
-                break
-            yield claimed[index]
-
     def _own(self, identity: str, entry: Identity, namespace: str | None) -> None:
         """Make `namespace` the owner of `identity` (None: nobody), keeping the index."""
-        if (entry.owner is None) != (namespace is None):
-            if namespace is None:
-                self._claimed.pop(bisect.bisect_left(self._claimed, identity))
-            else:
-                bisect.insort(self._claimed, identity)
+        if namespace is None:
+            self._claimed.discard(identity)
+        else:
+            self._claimed.set(identity, namespace)
         if entry.owner is not None:
             self.owned[entry.owner] -= 1
         if namespace is not None:
@@ -209,7 +227,7 @@ class Claims:
     def may_claim(self, identity: str, namespace: str) -> bool:
         """No other namespace's unshared claim overlaps `identity` (itself aside), and the
         policy lets `namespace` own it."""
-        blockers = self._blocking(self._overlapping(identity), namespace)
+        blockers = self._blocking(self._claimed.overlapping(as_range(identity)), namespace)
         return all(b.range == identity for b in blockers) and not self._policy(identity, namespace)
 
     def restore(self, identity: str, namespace: str) -> None:
@@ -252,8 +270,10 @@ class Claims:
         owned against the assignments passes at once to the oldest member that may own it,
         or to nobody; a range nobody owned goes to such a member. Returns the identities
         that changed hands: identity -> (old owner, new owner)."""
-        self.assigned = {r: ns for r, ns in self.assigned.items() if ns != namespace}
-        self.assigned |= {as_range(r): namespace for r in ranges}
+        for gone in [r for r, assignee in self.assigned.values.items() if assignee == namespace]:
+            self.assigned.discard(gone)
+        for range_ in ranges:
+            self.assigned.set(as_range(range_), namespace)
         self._blockers.clear()
         changes: Handovers = {}
         for identity, entry in list(self.identities.items()):

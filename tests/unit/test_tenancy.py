@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from etcd_registrar.source import Defaults, assigned_ranges
-from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Claims, Member, within
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Claims, Member, RangeIndex, within
 
 PAYMENTS = "/services/payments/"
 
@@ -235,3 +235,15 @@ def test_an_assignment_is_read_from_the_namespace_annotation(
     body = {"metadata": {"name": "team-b", "annotations": {ASSIGNMENT: annotation}}}
     found, problems = assigned_ranges(body, Defaults())
     assert (found, len(problems)) == (ranges, errors), problems
+
+
+def test_a_range_index_finds_the_ranges_around_and_inside_one() -> None:
+    index: RangeIndex[int] = RangeIndex()
+    for i, range_ in enumerate(["/", "/a/", "/a/b/", "/a/bc/", "/ab/", "/a/b/c/"]):
+        index.set(range_, i)
+    assert list(index.containing("/a/b/x/")) == ["/", "/a/", "/a/b/"]
+    assert sorted(index.overlapping("/a/b/")) == ["/", "/a/", "/a/b/", "/a/b/c/"]
+    index.discard("/a/b/")
+    index.discard("/never/")
+    assert sorted(index.overlapping("/a/b/")) == ["/", "/a/", "/a/b/c/"]
+    assert index.values == {"/": 0, "/a/": 1, "/a/bc/": 3, "/ab/": 4, "/a/b/c/": 5}
