@@ -574,18 +574,18 @@ def _shut(sock: socket.socket) -> None:
 class EtcdCluster:
     """A private etcd cluster of `size` members on loopback, for failover scenarios: stop,
     pause or partition (`PeerNetwork.cut`) one member while the others keep a quorum.
-    `member(i, directory)` makes the i-th member (default: a plain EtcdServer "m<i>")."""
+    `make_member(i, directory)` makes the i-th (default: a plain EtcdServer named "m<i>")."""
 
     def __init__(
         self,
         size: int = 3,
         etcd_bin: str | None = None,
-        member: Callable[[int, Path], EtcdServer] | None = None,
+        make_member: Callable[[int, Path], EtcdServer] | None = None,
     ) -> None:
         self.base_dir = Path(tempfile.mkdtemp(prefix="etcd-registrar-cluster-"))
         self.network = PeerNetwork()
         relays = [self.network.relay() for _ in range(size)]
-        make = member or (lambda i, directory: EtcdServer(directory, etcd_bin, name=f"m{i}"))
+        make = make_member or (lambda i, dir_: EtcdServer(dir_, etcd_bin, name=f"m{i}"))
         self.members = [make(i, self.base_dir / f"m{i}") for i in range(size)]
         for member, relay in zip(self.members, relays, strict=True):
             self.network.forward(relay, member.peer_port)

@@ -61,7 +61,7 @@ async def test_watch_resumes_after_etcd_restarts(etcd_server: EtcdServer, reader
 async def test_watch_from_a_compacted_revision_says_so(reader: Etcd) -> None:
     first = await reader.put(PREFIX + "a", "1")
     last = await reader.put(PREFIX + "a", "2")
-    await reader.kv.Compact(rpc.CompactionRequest(revision=last, physical=True))
+    await reader.member.kv.Compact(rpc.CompactionRequest(revision=last, physical=True))
 
     async def watch() -> None:
         async for _ in reader.watch_prefix(PREFIX, first):

@@ -15,9 +15,12 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from etcd_registrar.config import Settings
+from etcd_registrar.doctor import Report, _etcd_checks
 from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdUnavailable, KeepAliveStream
 from etcd_registrar.registry import Registry
 from tests.harness import EtcdCluster, EtcdServer, TlsEtcdServer, built_etcd_path
@@ -56,7 +59,7 @@ def tls_cluster(request: pytest.FixtureRequest, pki: Pki) -> Iterator[EtcdCluste
         server.heartbeat_ms, server.election_ms = 100, int(ELECTION_S * 1000)
         return server
 
-    with EtcdCluster(member=member) as cluster:
+    with EtcdCluster(make_member=member) as cluster:
         yield cluster
 
 
@@ -182,3 +185,31 @@ async def test_writes_keepalives_and_watches_move_on_when_the_member_in_use_then
         watch.cancel()
         await registry.close()
         await watcher.close()
+
+
+@pytest.mark.parametrize("tls_cluster", ["name"], indirect=True)
+async def test_doctor_names_the_member_that_does_not_answer(
+    tls_cluster: EtcdCluster, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = client_config(pki, tls_cluster.endpoints)
+    settings = Settings(
+        etcd_endpoints=list(config.endpoints),
+        etcd_ca=config.ca,
+        etcd_cert=config.cert,
+        etcd_key=config.key,
+        etcd_timeout=2,
+        owner_id=OWNER,
+    )
+    leader = tls_cluster.leader()
+    down = next(m for m in tls_cluster.members if m is not leader)  # no election: no waiting
+    up = [m for m in tls_cluster.members if m is not down]
+    down.kill()
+    report = Report()
+    await _etcd_checks(report, settings)
+    out = capsys.readouterr().out
+    assert "ok    etcd reachable at " in out and "ok    etcd lease and write: " in out
+    for member in up:
+        assert f"ok    etcd member {member.endpoint}: answers" in out
+    assert f"FAIL  etcd member {down.endpoint}: " in out
+    assert f"its certificate names {urlsplit(down.endpoint).hostname}" in out
+    assert report.failures == 1, out
