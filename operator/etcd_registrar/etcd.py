@@ -243,7 +243,7 @@ def grpc_targets(endpoints: Sequence[str]) -> tuple[list[str], bool]:
 
 
 def _ip_family(hosts: Sequence[str]) -> str | None:
-    """ "ipv4" or "ipv6" when every host is an IP address of that family, else None."""
+    """The family of `hosts` (ipv4 or ipv6) if all are IP addresses of one, else None."""
     try:
         families = {ipaddress.ip_address(h).version for h in hosts}
     except ValueError:
