@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_target
+from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_targets
 from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
 from etcd_registrar.source import Defaults
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     @field_validator("etcd_endpoints")
     @classmethod
     def _valid_endpoints(cls, value: list[str]) -> list[str]:
-        grpc_target(value)  # raises ValueError with the reason
+        grpc_targets(value)  # raises ValueError with the reason
         return value
 
     @field_validator("resync", mode="before")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import kubernetes
 
@@ -223,6 +225,11 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
     prefixes = _registry_prefixes(settings)
     try:
         reached = await _outcome(reachable)
+        # The operator moves past a member that fails: say which, while the others serve.
+        members = {
+            url: await _outcome(_member_answers(settings, url, owner))
+            for url in (settings.etcd_endpoints if len(settings.etcd_endpoints) > 1 else [])
+        }
         # Unreachable: the write would only fail the same way, after another timeout.
         wrote = reached if isinstance(reached, Exception) else await _outcome(write)
         permitted = {
@@ -250,8 +257,36 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
         show(wrote),
         f"give the etcd user readwrite on the prefix {owner} (see docs/secure-etcd.md)",
     )
+    for url, result in members.items():
+        report.check(
+            f"etcd member {url}",
+            show(result),
+            f"check that this member runs, and that its certificate names {_host(url)}",
+        )
     for prefix, result in permitted.items():
         report.check(f"etcd read/write under {prefix}", show(result), "see docs/secure-etcd.md")
+
+
+def _member_answers(settings: Settings, url: str, owner: str) -> Callable[[], Awaitable[str]]:
+    """That the member at `url` alone answers a read, over its own connection."""
+
+    async def ping() -> str:
+        member = Etcd(dataclasses.replace(settings.etcd(), endpoints=(url,)))
+        try:
+            await member.ping(owner + "leases/")
+        except EtcdUnavailable:
+            raise
+        except EtcdError as exc:  # it answered, and refused: the check above says why
+            return f"answers ({explain(exc)})"
+        finally:
+            await member.close()
+        return "answers"
+
+    return ping
+
+
+def _host(url: str) -> str:
+    return urlsplit(url if "://" in url else f"http://{url}").hostname or url
 
 
 def _registry_prefixes(settings: Settings) -> list[str]:

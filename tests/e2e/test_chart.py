@@ -145,6 +145,14 @@ def tls_auth_values() -> Doc:
     }
 
 
+def secure_etcd_doc_values() -> Doc:
+    """The chart values docs/secure-etcd.md shows, as written."""
+    page = (REPO_ROOT / "docs" / "secure-etcd.md").read_text()
+    section = page.split("## How the chart mounts credentials", 1)[1]
+    values: Doc = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    return values
+
+
 def check_default(docs: list[Doc], _: list[str]) -> None:
     deployment = one(docs, "Deployment", "etcd-registrar")
     # HA: a standby beside the leader, a new replica up before an old one goes, never the
@@ -239,6 +247,17 @@ def check_tls_auth(docs: list[Doc], _: list[str]) -> None:
         },
         {"name": "etcd-auth", "items": [{"key": "password", "path": "password"}]},
     ]
+
+
+def check_secure_etcd_doc(docs: list[Doc], _: list[str]) -> None:
+    env = env_of(operator_container(docs))
+    mount = "/etc/etcd-registrar/etcd"
+    endpoints = secure_etcd_doc_values()["etcd"]["endpoints"]
+    assert env["ETCD_REGISTRAR_ETCD_ENDPOINTS"] == ",".join(endpoints)
+    assert len(endpoints) > 1 and all(e.startswith("https://") for e in endpoints)
+    assert env["ETCD_REGISTRAR_ETCD_CA"] == f"{mount}/ca.crt"
+    assert env["ETCD_REGISTRAR_ETCD_CERT"] == f"{mount}/tls.crt"
+    assert env["ETCD_REGISTRAR_ETCD_PASSWORD_FILE"] == f"{mount}/password"
 
 
 def check_monitoring(docs: list[Doc], _: list[str]) -> None:
@@ -377,6 +396,8 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
     "default": (lambda _: {}, check_default),
     "namespaced": (lambda namespaces: {"watchNamespaces": namespaces}, check_namespaced),
     "tls-auth": (lambda _: tls_auth_values(), check_tls_auth),
+    # docs/secure-etcd.md's example: a TLS cluster of three members by name (audit row 1.1)
+    "secure-etcd-doc": (lambda _: secure_etcd_doc_values(), check_secure_etcd_doc),
     "servicemonitor-pdb": (
         lambda _: {
             "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "prometheus"}},
@@ -535,6 +556,8 @@ def test_rendered_config_is_what_the_operator_reads(
     if value_set == "tls-auth":
         assert settings.etcd_password_file == Path("/etc/etcd-registrar/etcd/password")
         assert settings.etcd_endpoints == ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+    if value_set == "secure-etcd-doc":
+        assert settings.etcd_endpoints == secure_etcd_doc_values()["etcd"]["endpoints"]
     if value_set == "bundled-etcd":
         assert (settings.resync, settings.default_ttl, settings.dry_run) == (60.0, 30, True)
         assert (settings.owner_id, settings.log_format) == ("cluster-a", "json")

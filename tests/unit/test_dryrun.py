@@ -92,7 +92,7 @@ async def test_keepalives_are_answered_here_and_never_sent() -> None:
     assert await stream.receive() == (granted, 0)  # as etcd answers a lease it no longer has
     info = await etcd.time_to_live(await etcd.grant(5))  # answered without etcd too
     assert info.alive and info.granted == 5
-    assert etcd._channel is None  # nothing connected to etcd
+    assert not etcd._members  # nothing connected to etcd
 
 
 def test_a_long_dry_run_with_pod_churn_remembers_only_where_it_differs_from_etcd() -> None:
