@@ -65,7 +65,7 @@ class App:
         is connected or started yet."""
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         registry = Registry(etcd, owner=config.owner_id)
-        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
+        kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
         defaults = Defaults(
             config.default_ttl,
             config.default_format,

@@ -1,4 +1,8 @@
-"""`etcd-registrar` command line: run, ls, watch, crds, doctor."""
+"""etcd-registrar: keeps an etcd service registry in step with pod readiness.
+
+Exit codes: 0 done; 1 a failure (etcd refused or unreachable, a doctor check failed);
+2 a usage or configuration error (a bad flag or value, a file that cannot be read).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 from pydantic import ValidationError
 
-from etcd_registrar import crd, logs
+from etcd_registrar import __version__, crd, logs
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError
 from etcd_registrar.formats import FORMATS, Format
@@ -39,25 +44,49 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, help=help_text)
 
 
+def usage_error(message: str) -> NoReturn:
+    """One line on stderr and exit code 2, as argparse does for a bad flag."""
+    print(f"etcd-registrar: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def load_settings(args: argparse.Namespace) -> Settings:
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         flags = {n: "--" + n.replace("_", "-") for n in Settings.model_fields}
-        sys.exit(f"etcd-registrar: invalid configuration: {describe(exc, flags)}")
+        usage_error(f"invalid configuration: {describe(exc, flags)}")
+    missing = settings.missing_file()
+    if missing:
+        usage_error(f"invalid configuration: {missing}")
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return settings
 
 
 GC_THRESHOLDS = (10_000, 10, 10)  # Python's defaults: (700, 10, 10)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import kopf
-
-    from etcd_registrar import handlers  # noqa: F401 - registers the handlers with kopf
-
     settings = load_settings(args)
-    logs.configure(settings.log_format)
+    if settings.kubeconfig:
+        # Before the Kubernetes client is imported: it reads $KUBECONFIG once, on import, as
+        # its default, and kopf's login loads that default.
+        os.environ["KUBECONFIG"] = str(settings.kubeconfig)
+    import kopf
+    import kubernetes
+
+    from etcd_registrar import handlers, kube  # noqa: F401 - registers the handlers with kopf
+
+    logs.configure(settings.log_format, settings.log_level)
+    log = logging.getLogger("etcd_registrar")
+    log.info("etcd-registrar %s starting", __version__)
+    try:
+        api = kube.load_config(settings.kubeconfig, retries=False)
+    except kubernetes.config.ConfigException as exc:
+        usage_error(f"no Kubernetes credentials ({exc}): run in a pod, or pass --kubeconfig")
+    # Before kopf starts: it would retry its failed start-up every 60 s with a traceback.
+    log.info("API server %s answers (%s)", api.configuration.host, kube.wait_for_api_server(api))
     # The heap grows with the pods watched, and every full collection walks all of it (tens
     # of ms at 10,000 pods, in the middle of event handling): keep what exists now (modules,
     # classes) out of collections for good, and collect the young generation less often.
@@ -165,7 +194,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="etcd-registrar", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="etcd-registrar",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
     run.set_defaults(func=cmd_run)
@@ -184,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=cmd_doctor)
     for command in (run, ls, watch, doctor):
         _add_settings_flags(command)
+    for command in (parser, run, ls, watch, crds, doctor):
+        command.add_argument("--version", action="version", version=f"etcd-registrar {__version__}")
     return parser
 
 

@@ -6,6 +6,7 @@ the Helm values and the docs).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -81,6 +82,14 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log lines shown; debug also shows kopf's."
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="Kubeconfig file, used outside a pod; default $KUBECONFIG, "
+        "then ~/.kube/config (in a pod: its ServiceAccount).",
+    )
 
     @field_validator("etcd_endpoints", "namespace", "allowed_prefix", mode="before")
     @classmethod
@@ -128,6 +137,16 @@ class Settings(BaseSettings):
                 f"{', '.join(self.allowed_prefix)}: set --default-prefix under one of them"
             )
         return self
+
+    def missing_file(self) -> str | None:
+        """The first file setting whose file cannot be read, as `--flag path: reason`."""
+        for name in ("etcd_ca", "etcd_cert", "etcd_key", "etcd_password_file", "kubeconfig"):
+            path: Path | None = getattr(self, name)
+            if path is None or (path.is_file() and os.access(path, os.R_OK)):
+                continue
+            reason = "no such file" if not path.exists() else "not a readable file"
+            return f"--{name.replace('_', '-')} {path}: {reason}"
+        return None
 
     def etcd(self) -> EtcdConfig:
         return EtcdConfig(

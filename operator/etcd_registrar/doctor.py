@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
@@ -13,7 +11,7 @@ import kubernetes
 from etcd_registrar import GROUP, PLURAL, VERSION
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
-from etcd_registrar.kube import REQUEST_TIMEOUT, load_config
+from etcd_registrar.kube import REQUEST_TIMEOUT, explain, load_config
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.source import Defaults
 
@@ -79,17 +77,6 @@ class Problem(Exception):
     def __init__(self, message: str, fix: str) -> None:
         super().__init__(message)
         self.fix = fix
-
-
-def explain(exc: BaseException) -> str:
-    """One line for a failure: the API server's own message, not its headers and body."""
-    if isinstance(exc, kubernetes.client.ApiException):
-        message = exc.reason or ""
-        with contextlib.suppress(TypeError, ValueError, KeyError):  # a Status, or not
-            message = json.loads(exc.body or "")["message"]
-        return f"{exc.status} {message}".strip()
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def summary(failures: int) -> str:

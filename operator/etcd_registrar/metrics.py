@@ -10,13 +10,13 @@ what the operator holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
 
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from etcd_registrar import __version__
 from etcd_registrar.source import ServiceId
 
 _NS = "etcd_registrar"
@@ -159,7 +159,4 @@ def watch_state(endpoints: EndpointCounts, etcd_reachable: Callable[[], bool]) -
     prometheus_client.REGISTRY.register(_state)
 
 
-try:
-    build_info.labels(metadata.version("etcd-registrar")).set(1)
-except metadata.PackageNotFoundError:  # running from a source tree without installing
-    build_info.labels("unknown").set(1)
+build_info.labels(__version__).set(1)

@@ -8,7 +8,8 @@ import json
 import kubernetes
 import pytest
 
-from etcd_registrar.doctor import explain, needed, summary
+from etcd_registrar.doctor import needed, summary
+from etcd_registrar.kube import explain
 
 
 @pytest.mark.parametrize(
