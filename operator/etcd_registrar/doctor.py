@@ -16,10 +16,26 @@ from etcd_registrar.leases import owner_keys
 from etcd_registrar.source import Defaults
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
+# How to fix each failed check, {placeholders} filled in; docs/troubleshooting.md quotes
+# them, and tests/unit/test_docs.py checks that it quotes nothing else.
 CRD_FIX = (
     "etcd-registrar crds | kubectl apply -f -   "
     f"(or kubectl apply -f crds/{CRD_NAME}.yaml, or the Helm chart with crds.enabled=true)"
 )
+KUBECONFIG_FIX = "run in a pod with a ServiceAccount, or pass --kubeconfig (or set KUBECONFIG)"
+API_FIX = "check the API server address and credentials in the kubeconfig"
+RIGHT_FIX = "grant it in the operator's (Cluster)Role; see charts/"
+ETCD_FIX = "check --etcd-endpoints, TLS files (--etcd-ca/--etcd-cert/--etcd-key) and network"
+ETCD_AUTH_FIX = "check --etcd-username/--etcd-password-file; the user must read {owner}"
+WRITE_FIX = "give the etcd user readwrite on the prefix {owner} (see docs/secure-etcd.md)"
+PREFIX_FIX = (
+    "grant the operator's etcd role readwrite on the prefix {prefix}: "
+    "etcdctl role grant-permission ROLE --prefix=true readwrite {prefix}"
+)
+PREFIX_OTHER_FIX = "see docs/secure-etcd.md"
+FIXES = [CRD_FIX, KUBECONFIG_FIX, API_FIX, RIGHT_FIX, ETCD_FIX, ETCD_AUTH_FIX, WRITE_FIX]
+FIXES += [PREFIX_FIX, PREFIX_OTHER_FIX]
+SKIPPED = "needs {needs}, which failed above"
 
 
 class Right(NamedTuple):
@@ -79,24 +95,38 @@ class Problem(Exception):
         self.fix = fix
 
 
-def summary(failures: int) -> str:
+def summary(failures: int, skipped: int = 0) -> str:
     if not failures:
         return "all checks passed"
-    return f"{failures} check{'' if failures == 1 else 's'} failed"
+    line = f"{failures} check{'' if failures == 1 else 's'} failed"
+    return f"{line}, {skipped} skipped" if skipped else line
 
 
 class Report:
+    """Prints each check's outcome in one line, a failure's fix in a second one. A check
+    that needs one which failed is skipped, naming it: one root cause, one FAIL."""
+
     def __init__(self) -> None:
         self.failures = 0
+        self.skipped = 0
 
-    def check(self, name: str, action: Callable[[], str], fix: str) -> None:
+    def check(self, name: str, action: Callable[[], str], fix: str) -> bool:
         try:
             detail = action()
         except Exception as exc:
-            self.failures += 1
-            print(f"FAIL  {name}: {explain(exc)}\n      fix: {getattr(exc, 'fix', fix)}")
-        else:
-            print(f"ok    {name}: {detail}")
+            self.fail(name, explain(exc), getattr(exc, "fix", fix))
+            return False
+        print(f"ok    {name}: {detail}")
+        return True
+
+    def fail(self, name: str, reason: str, fix: str) -> None:
+        self.failures += 1
+        print(f"FAIL  {name}: {reason}\n      fix: {fix}")
+
+    def skip(self, names: Sequence[str], needs: str) -> None:
+        self.skipped += len(names)
+        for name in names:
+            print(f"skip  {name}: {SKIPPED.format(needs=needs)}")
 
 
 def crd_served(
@@ -120,22 +150,25 @@ def crd_served(
 
 
 def _api_checks(report: Report, settings: Settings) -> None:
-    try:
-        api = load_config()
+    rights = needed(settings.namespace, settings.readiness_gate)
+    later = ["CRD installed", *(right.label(ns) for right, ns in rights)]
+    try:  # one attempt per call: urllib3's retries would log three warnings for each
+        api = load_config(settings.kubeconfig, retries=False)
     except Exception as exc:
-        report.failures += 1
-        print(f"FAIL  kubeconfig: {explain(exc)}")
-        print("      fix: run in a pod with a ServiceAccount, or set KUBECONFIG")
+        report.fail("kubeconfig", explain(exc), KUBECONFIG_FIX)
+        report.skip(["API server", *later], "the kubeconfig")
         return
     version = kubernetes.client.VersionApi(api)
-    report.check(
-        "API server",
+    if not report.check(
+        f"API server {api.configuration.host}",
         lambda: str(version.get_code(_request_timeout=REQUEST_TIMEOUT).git_version),
-        "check the API server address and credentials in the kubeconfig",
-    )
+        API_FIX,
+    ):
+        report.skip(later, "the API server")
+        return
     report.check("CRD installed", lambda: crd_served(api), CRD_FIX)
     auth = kubernetes.client.AuthorizationV1Api(api)
-    for right, ns in needed(settings.namespace, settings.readiness_gate):
+    for right, ns in rights:
 
         def ask(right: Right = right, ns: str = ns) -> str:
             attributes = kubernetes.client.V1ResourceAttributes(
@@ -154,7 +187,7 @@ def _api_checks(report: Report, settings: Settings) -> None:
                 raise PermissionError(getattr(review.status, "reason", None) or "denied")
             return "allowed"
 
-        report.check(right.label(ns), ask, "grant it in the operator's (Cluster)Role; see charts/")
+        report.check(right.label(ns), ask, RIGHT_FIX)
 
 
 async def _outcome(action: Callable[[], Awaitable[str]]) -> str | Exception:
@@ -177,8 +210,7 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
         except EtcdUnavailable:
             raise
         except EtcdError as exc:  # it answered, and refused
-            fix = f"check --etcd-username/--etcd-password-file; the user must read {owner}"
-            raise Problem(str(exc), fix) from None
+            raise Problem(str(exc), ETCD_AUTH_FIX.format(owner=owner)) from None
         try:
             return f"etcd {await etcd.version()}"
         except EtcdError as exc:
@@ -198,11 +230,7 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
             except EtcdUnavailable:
                 raise
             except EtcdError as exc:
-                fix = (
-                    f"grant the operator's etcd role readwrite on the prefix {prefix}: etcdctl "
-                    f"role grant-permission ROLE --prefix=true readwrite {prefix}"
-                )
-                raise Problem(str(exc), fix) from None
+                raise Problem(str(exc), PREFIX_FIX.format(prefix=prefix)) from None
             return "allowed (nothing written)"
 
         return probe
@@ -210,12 +238,11 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
     prefixes = _registry_prefixes(settings)
     try:
         reached = await _outcome(reachable)
-        # Unreachable: the write would only fail the same way, after another timeout.
-        wrote = reached if isinstance(reached, Exception) else await _outcome(write)
-        permitted = {
-            p: reached if isinstance(reached, Exception) else await _outcome(may_write(p))
-            for p in prefixes
-        }
+        # Unreachable or refused: the rest would only fail the same way, after more timeouts.
+        wrote = permitted = None
+        if not isinstance(reached, Exception):
+            wrote = await _outcome(write)
+            permitted = {p: await _outcome(may_write(p)) for p in prefixes}
     finally:
         await etcd.close()
 
@@ -230,15 +257,19 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
     report.check(
         f"etcd reachable at {endpoints}",
         show(reached),
-        "check --etcd-endpoints, TLS files (--etcd-ca/--etcd-cert/--etcd-key) and network",
+        ETCD_FIX,
     )
+    later = ["etcd lease and write", *(f"etcd read/write under {p}" for p in prefixes)]
+    if wrote is None or permitted is None:
+        report.skip(later, "etcd")
+        return
     report.check(
-        "etcd lease and write",
+        later[0],
         show(wrote),
-        f"give the etcd user readwrite on the prefix {owner} (see docs/secure-etcd.md)",
+        WRITE_FIX.format(owner=owner),
     )
-    for prefix, result in permitted.items():
-        report.check(f"etcd read/write under {prefix}", show(result), "see docs/secure-etcd.md")
+    for check, result in zip(later[1:], permitted.values(), strict=True):
+        report.check(check, show(result), PREFIX_OTHER_FIX)
 
 
 def _registry_prefixes(settings: Settings) -> list[str]:
@@ -253,5 +284,5 @@ def run_checks(settings: Settings) -> int:
     report = Report()
     _api_checks(report, settings)
     asyncio.run(_etcd_checks(report, settings))
-    print(summary(report.failures))
+    print(summary(report.failures, report.skipped))
     return 0 if not report.failures else 1

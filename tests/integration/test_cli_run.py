@@ -5,49 +5,30 @@ and never urllib3's retry warnings."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import Kubeconfig
+
 pytestmark = pytest.mark.integration
 
 RETRY = re.compile(
-    r"API server https://127\.0\.0\.1:(\d+) not reachable \(Connection refused\); "
+    r"API server (https://127\.0\.0\.1:\d+) not reachable \(Connection refused\); "
     r"retrying in (\d+\.\d) s$"
 )
+CLI = Path(sys.executable).with_name("etcd-registrar")
 
 
-def closed_port() -> int:
-    """A port nothing listens on: bound once for a free number, then released."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def kubeconfig(path: Path, server: str) -> Path:
-    cluster = {"server": server, "insecure-skip-tls-verify": True}
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "c",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "c", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "c"}}],
-    }
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
-
-
-async def test_run_without_the_api_server_logs_one_line_per_retry(tmp_path: Path) -> None:
-    port = closed_port()
-    config = kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{port}")
-    cli = Path(sys.executable).with_name("etcd-registrar")
+async def test_run_without_the_api_server_logs_one_line_per_retry(
+    unreachable_kubeconfig: Kubeconfig,
+) -> None:
+    path, server = unreachable_kubeconfig
     proc = await asyncio.create_subprocess_exec(
-        str(cli), "run", "--kubeconfig", str(config), "--health-port", "0", "--metrics-port", "0",
+        str(CLI), "run", "--kubeconfig", str(path),
+        "--health-port", "0", "--metrics-port", "0",
         stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -65,6 +46,6 @@ async def test_run_without_the_api_server_logs_one_line_per_retry(tmp_path: Path
     assert "etcd-registrar" in lines[0] and "starting" in lines[0]
     retries = [RETRY.search(line) for line in lines[1:]]
     assert all(retries), f"lines other than one per retry: {lines}"
-    assert {int(m[1]) for m in retries if m} == {port}
+    assert {m[1] for m in retries if m} == {server}
     delays = [float(m[2]) for m in retries if m]
     assert max(delays) <= 8.0  # attempt n waits a jittered share of 2^n s (base 1 s, cap 30 s)
