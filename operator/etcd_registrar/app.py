@@ -138,7 +138,7 @@ class App:
             self.servers.append(await serve(port, handlers))
         self.loops.append(Loop("etcd-check", self.health.etcd.run).start())
         # Keepalives start before any pod handler runs: with many pods the first handler
-        # may come later than a short lease lives (DESIGN §4).
+        # may come later than a short lease lives.
         await self.registry.start()
         self._deposed()  # a standby until elected
         self.election.on_elected = self._elected

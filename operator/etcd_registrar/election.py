@@ -150,11 +150,7 @@ class Election:
             self.leader = leader
         mismatch = None
         if scope != self.scope:
-            mismatch = (
-                f"another installation with the same owner id leads ({leader}) and watches "
-                f"{_describe(scope)}, this one {_describe(self.scope)}: they would delete each "
-                "other's keys; give each installation its own --owner-id"
-            )
+            mismatch = scope_mismatch(leader, _describe(scope), _describe(self.scope))
             if mismatch != self.misconfigured:
                 logger.error("%s", mismatch)
                 metrics.scope_mismatch.set(1)
@@ -187,6 +183,15 @@ class Election:
 
 class _LeaseLost(Exception):
     """Our election lease is gone, or may be: whatever we believe, we lead no more."""
+
+
+def scope_mismatch(leader: str, theirs: str, ours: str) -> str:
+    """/readyz's answer while another installation of this owner id leads another scope."""
+    return (
+        f"another installation with the same owner id leads ({leader}) and watches "
+        f"{theirs}, this one {ours}: they would delete each other's keys; give each "
+        "installation its own --owner-id"
+    )
 
 
 def _describe(scope: dict[str, Any]) -> str:

@@ -39,7 +39,8 @@ propagation = Histogram(
 etcd_requests = Histogram(
     f"{_NS}_etcd_request_duration_seconds",
     "etcd request latency by operation (txn = writes, get = key reads, range = prefix reads, "
-    "lease_grant, lease_revoke, lease_time_to_live, ping = readiness check, status), "
+    "lease_grant, lease_revoke, lease_time_to_live, campaign = leader election, "
+    "probe = doctor's may-write check, ping = readiness check, status), "
     "failed requests included.",
     ["operation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

@@ -1,5 +1,5 @@
-"""ServiceRegistration status (DESIGN 2.2): its conditions, from the desired state and what
-planning and etcd found, and their transition times."""
+"""ServiceRegistration status (docs/crd.md#conditions): its conditions, from the desired
+state and what planning and etcd found, and their transition times."""
 
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ app.kubernetes.io/component: etcd
   verbs: ["get", "list", "watch"]
 {{- if .Values.readinessGate.enabled }}
 # ... except the one condition, etcd-registrar.io/registered, of a pod that declares it as a
-# readiness gate (DESIGN guarantee 7's exception).
+# readiness gate (docs/annotations.md#readiness-gate).
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
