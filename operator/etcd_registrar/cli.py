@@ -15,7 +15,8 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, get_args
+from pathlib import Path
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -40,8 +41,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             )
         elif list in (getattr(field.annotation, "__origin__", None), *get_args(field.annotation)):
             parser.add_argument(flag, dest=name, action="append", help=help_text)
+        elif Path in get_args(field.annotation):
+            parser.add_argument(flag, dest=name, metavar="FILE", help=help_text)
         else:
-            parser.add_argument(flag, dest=name, help=help_text)
+            # Choices shown and completed, but checked by Settings: its error is one line.
+            literal = get_origin(field.annotation) is Literal
+            metavar = "{" + ",".join(get_args(field.annotation)) + "}" if literal else None
+            parser.add_argument(flag, dest=name, metavar=metavar, help=help_text)
 
 
 def usage_error(message: str) -> NoReturn:
@@ -193,6 +199,59 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_checks(load_settings(args))
 
 
+BASH_COMPLETION = """\
+# etcd-registrar completion for bash (zsh: autoload bashcompinit && bashcompinit first)
+_etcd_registrar() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} command="" word
+    for word in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
+        case $word in %(commands)s) command=$word; break;; esac
+    done
+    case "$command $prev" in
+%(values)s
+    esac
+    case $command in
+%(flags)s
+    esac
+}
+complete -F _etcd_registrar etcd-registrar kubectl-etcd_registrar
+"""
+
+
+def completion_script(parser: argparse.ArgumentParser) -> str:
+    """A bash completion script: the commands, their flags, and a flag's choices or files."""
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands: dict[str, argparse.ArgumentParser] = {"*": parser, **sub.choices}
+    values, flags = [], []
+    for name, command in commands.items():
+        words = list(sub.choices) if name == "*" else []
+        for action in command._actions:
+            if not action.option_strings:  # a positional: its choices, if it has any
+                words += list(action.choices or ()) if name != "*" else []
+                continue
+            words += [o for o in action.option_strings if o.startswith("--")]
+            metavar = action.metavar if isinstance(action.metavar, str) else ""
+            choices = action.choices or (metavar[1:-1].split(",") if metavar[:1] == "{" else ())
+            if choices:
+                reply = f'compgen -W "{" ".join(choices)}" -- "$cur"'
+            elif action.metavar == "FILE":
+                reply = 'compgen -f -- "$cur"'
+            else:
+                continue
+            case = f"{name} {action.option_strings[0]}"
+            values.append(f'        "{case}") COMPREPLY=($({reply})); return;;')
+        flags.append(f'        {name}) COMPREPLY=($(compgen -W "{" ".join(words)}" -- "$cur"));;')
+    return BASH_COMPLETION % {
+        "commands": "|".join(sub.choices),
+        "values": "\n".join(values),
+        "flags": "\n".join([*flags[1:], flags[0]]),  # "*" last: bash takes the first match
+    }
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(completion_script(build_parser()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="etcd-registrar",
@@ -215,9 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=cmd_crds)
     doctor = sub.add_parser("doctor", help="check API server and etcd access, say what is wrong")
     doctor.set_defaults(func=cmd_doctor)
+    completion = sub.add_parser(
+        "completion",
+        help="print a bash completion script: source <(etcd-registrar completion bash)",
+    )
+    completion.add_argument("shell", choices=["bash"])
+    completion.set_defaults(func=cmd_completion)
     for command in (run, ls, watch, doctor):
         _add_settings_flags(command)
-    for command in (parser, run, ls, watch, crds, doctor):
+    for command in (parser, run, ls, watch, crds, doctor, completion):
         command.add_argument("--version", action="version", version=f"etcd-registrar {__version__}")
     return parser
 

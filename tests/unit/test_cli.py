@@ -3,6 +3,8 @@ input is one line and exit code 2."""
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +175,38 @@ def test_flag_overrides_env_and_env_fills_the_rest(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ETCD_REGISTRAR_DRY_RUN", "true")
     loaded = settings("--default-ttl", "30")
     assert (loaded.default_ttl, loaded.dry_run) == (30, True)
+
+
+BASH = shutil.which("bash")
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+@pytest.mark.parametrize(
+    ("words", "replies"),
+    [
+        (["etcd-registrar", ""], "run ls watch crds doctor completion --help --version"),
+        (["etcd-registrar", "d"], "doctor"),
+        (["etcd-registrar", "run", "--log-l"], "--log-level"),
+        (["etcd-registrar", "run", "--log-level", ""], "debug info warning error"),
+        (["kubectl-etcd_registrar", "watch", "goods", "--format", "go"], "go-zero go-micro"),
+        (["etcd-registrar", "completion", ""], "--help bash --version"),
+        (["etcd-registrar", "ls", "--etcd-ca", "{dir}/pki/c"], "{dir}/pki/ca.pem"),
+    ],
+    ids=lambda v: " ".join(v[1:]) if isinstance(v, list) else None,
+)
+def test_bash_completion(
+    words: list[str], replies: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The script `etcd-registrar completion bash` prints, run by bash as completion would."""
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "ca.pem").write_text("")
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "completion.bash"
+    script.write_text(capsys.readouterr().out)
+    words = [w.format(dir=tmp_path) for w in words]
+    complete = (
+        f"source {shlex.quote(str(script))}; COMP_WORDS=({shlex.join(words)}); "
+        'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _etcd_registrar; echo "${COMPREPLY[*]}"'
+    )
+    out = subprocess.run([str(BASH), "-c", complete], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == replies.format(dir=tmp_path)
