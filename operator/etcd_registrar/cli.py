@@ -57,12 +57,18 @@ def usage_error(message: str) -> NoReturn:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
+    """The configuration the flags and ETCD_REGISTRAR_* give, validated."""
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     try:
-        settings = Settings(**given)
+        return Settings(**given)
     except ValidationError as exc:
         flags = {n: "--" + n.replace("_", "-") for n in Settings.model_fields}
         usage_error(f"invalid configuration: {describe(exc, flags)}")
+
+
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The configuration a command runs with here: valid, and its files readable."""
+    settings = load_settings(args)
     missing = settings.missing_file()
     if missing:
         usage_error(f"invalid configuration: {missing}")
@@ -74,7 +80,7 @@ GC_THRESHOLDS = (10_000, 10, 10)  # Python's defaults: (700, 10, 10)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
+    settings = command_settings(args)
     if settings.kubeconfig:
         # Before the Kubernetes client is imported: it reads $KUBECONFIG once, on import, as
         # its default, and kopf's login loads that default.
@@ -174,11 +180,11 @@ async def _watch(settings: Settings, prefix: str) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    return asyncio.run(_ls(load_settings(args), args.service, args.json))
+    return asyncio.run(_ls(command_settings(args), args.service, args.json))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    settings = load_settings(args)
+    settings = command_settings(args)
     fmt = args.format or settings.default_format
     prefix = service_prefix(args.service, fmt, args.prefix or settings.default_prefix)
     print(f"# watching {prefix!r} (format {fmt})", file=sys.stderr, flush=True)
@@ -196,7 +202,7 @@ def cmd_crds(_: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from etcd_registrar.doctor import run_checks
 
-    return run_checks(load_settings(args))
+    return run_checks(command_settings(args))
 
 
 BASH_COMPLETION = """\
