@@ -29,7 +29,7 @@ from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, pr
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
-from etcd_registrar.source import Defaults, ServiceId
+from etcd_registrar.source import ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
 
 logger = logging.getLogger(__name__)
@@ -66,17 +66,10 @@ class App:
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         registry = Registry(etcd, owner=config.owner_id)
         kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
-        defaults = Defaults(
-            config.default_ttl,
-            config.default_format,
-            config.default_prefix,
-            max_value_bytes=config.max_value_bytes,
-            allowed_prefixes=tuple(config.allowed_prefix),
-        )
         controller = Controller(
             registry,
             kube,
-            defaults,
+            config.defaults(),
             resync=config.resync,
             max_keys_per_namespace=config.max_keys_per_namespace,
         )

@@ -199,6 +199,28 @@ def cmd_crds(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import kubernetes
+
+    from etcd_registrar import kube, preview
+
+    settings = command_settings(args)
+    if settings.log_level == "info":  # the dry run's "would put" lines would repeat the plan
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        api = kube.load_config(settings.kubeconfig)
+    except kubernetes.config.ConfigException as exc:
+        usage_error(f"no Kubernetes credentials ({exc}): run in a pod, or pass --kubeconfig")
+    print(
+        f"# what `run` would write under owner id {settings.owner_id}, against etcd now "
+        "(nothing is written)",
+        file=sys.stderr,
+    )
+    for line in asyncio.run(preview.plan(settings, api)).lines():
+        print(line)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from etcd_registrar.doctor import run_checks
 
@@ -280,15 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=cmd_crds)
     doctor = sub.add_parser("doctor", help="check API server and etcd access, say what is wrong")
     doctor.set_defaults(func=cmd_doctor)
+    plan = sub.add_parser(
+        "plan", help="what the operator would write, diffed against etcd; then exit"
+    )
+    plan.set_defaults(func=cmd_plan)
     completion = sub.add_parser(
         "completion",
         help="print a bash completion script: source <(etcd-registrar completion bash)",
     )
     completion.add_argument("shell", choices=["bash"])
     completion.set_defaults(func=cmd_completion)
-    for command in (run, ls, watch, doctor):
+    for command in (run, ls, watch, doctor, plan):
         _add_settings_flags(command)
-    for command in (parser, run, ls, watch, crds, doctor, completion):
+    for command in (parser, run, ls, watch, crds, doctor, plan, completion):
         command.add_argument("--version", action="version", version=f"etcd-registrar {__version__}")
     return parser
 

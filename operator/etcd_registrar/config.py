@@ -148,6 +148,16 @@ class Settings(BaseSettings):
             return f"--{name.replace('_', '-')} {path}: {reason}"
         return None
 
+    def defaults(self) -> Defaults:
+        """What applies to a service no registration (or field) decides."""
+        return Defaults(
+            self.default_ttl,
+            self.default_format,
+            self.default_prefix,
+            max_value_bytes=self.max_value_bytes,
+            allowed_prefixes=tuple(self.allowed_prefix),
+        )
+
     def etcd(self) -> EtcdConfig:
         return EtcdConfig(
             endpoints=tuple(self.etcd_endpoints),

@@ -151,7 +151,9 @@ def test_a_missing_file_is_one_line_and_exit_code_2(
     assert capsys.readouterr().err == expected
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["ls"], ["watch"], ["crds"], ["doctor"]])
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["ls"], ["watch"], ["crds"], ["doctor"], ["plan"], ["completion"]]
+)
 def test_every_command_answers_version(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -184,7 +186,7 @@ BASH = shutil.which("bash")
 @pytest.mark.parametrize(
     ("words", "replies"),
     [
-        (["etcd-registrar", ""], "run ls watch crds doctor completion --help --version"),
+        (["etcd-registrar", ""], "run ls watch crds doctor plan completion --help --version"),
         (["etcd-registrar", "d"], "doctor"),
         (["etcd-registrar", "run", "--log-l"], "--log-level"),
         (["etcd-registrar", "run", "--log-level", ""], "debug info warning error"),
