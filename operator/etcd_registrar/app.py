@@ -83,9 +83,8 @@ class App:
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
         claims = ClaimStore(registry.etcd, config.owner_id)
-        scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
         replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
-        election = Election(registry.etcd, config.owner_id, replica, scope)
+        election = Election(registry.etcd, config.owner_id, replica, config.scope())
         gates = Gates(
             controller,
             kube,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -147,6 +147,10 @@ class Settings(BaseSettings):
             reason = "no such file" if not path.exists() else "not a readable file"
             return f"--{name.replace('_', '-')} {path}: {reason}"
         return None
+
+    def scope(self) -> dict[str, Any]:
+        """What this installation watches, as its leader publishes it (election.py)."""
+        return {"namespaces": sorted(self.namespace), "podSelector": self.pod_selector}
 
     def defaults(self) -> Defaults:
         """What applies to a service no registration (or field) decides."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import kubernetes
 
-from etcd_registrar import GROUP, PLURAL, VERSION
+from etcd_registrar import GROUP, PLURAL, VERSION, crd
 from etcd_registrar.config import Settings
+from etcd_registrar.election import describe, leader_key, leader_of, scope_mismatch
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
+from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.kube import REQUEST_TIMEOUT, explain, load_config
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.source import Defaults
@@ -33,8 +36,10 @@ PREFIX_FIX = (
     "etcdctl role grant-permission ROLE --prefix=true readwrite {prefix}"
 )
 PREFIX_OTHER_FIX = "see docs/secure-etcd.md"
+SCOPE_FIX = "give each installation (each cluster sharing this etcd) its own --owner-id (ownerId)"
 FIXES = [CRD_FIX, KUBECONFIG_FIX, API_FIX, RIGHT_FIX, ETCD_FIX, ETCD_AUTH_FIX, WRITE_FIX]
-FIXES += [PREFIX_FIX, PREFIX_OTHER_FIX]
+FIXES += [PREFIX_FIX, PREFIX_OTHER_FIX, SCOPE_FIX]
+CRD_CURRENT = "CRD is this version's"
 SKIPPED = "needs {needs}, which failed above"
 
 
@@ -95,6 +100,10 @@ class Problem(Exception):
         self.fix = fix
 
 
+class Doubt(Exception):
+    """Not a failure, but worth a look (no leader: no operator of this owner id runs)."""
+
+
 def summary(failures: int, skipped: int = 0) -> str:
     if not failures:
         return "all checks passed"
@@ -113,6 +122,9 @@ class Report:
     def check(self, name: str, action: Callable[[], str], fix: str) -> bool:
         try:
             detail = action()
+        except Doubt as doubt:
+            print(f"warn  {name}: {doubt}")
+            return True
         except Exception as exc:
             self.fail(name, explain(exc), getattr(exc, "fix", fix))
             return False
@@ -151,7 +163,7 @@ def crd_served(
 
 def _api_checks(report: Report, settings: Settings) -> None:
     rights = needed(settings.namespace, settings.readiness_gate)
-    later = ["CRD installed", *(right.label(ns) for right, ns in rights)]
+    later = ["CRD installed", *(right.label(ns) for right, ns in rights), CRD_CURRENT]
     try:  # one attempt per call: urllib3's retries would log three warnings for each
         api = load_config(settings.kubeconfig, retries=False)
     except Exception as exc:
@@ -166,8 +178,9 @@ def _api_checks(report: Report, settings: Settings) -> None:
     ):
         report.skip(later, "the API server")
         return
-    report.check("CRD installed", lambda: crd_served(api), CRD_FIX)
+    installed = report.check("CRD installed", lambda: crd_served(api), CRD_FIX)
     auth = kubernetes.client.AuthorizationV1Api(api)
+    allowed: dict[Right, bool] = {}
     for right, ns in rights:
 
         def ask(right: Right = right, ns: str = ns) -> str:
@@ -187,13 +200,40 @@ def _api_checks(report: Report, settings: Settings) -> None:
                 raise PermissionError(getattr(review.status, "reason", None) or "denied")
             return "allowed"
 
-        report.check(right.label(ns), ask, RIGHT_FIX)
+        allowed[right] = report.check(right.label(ns), ask, RIGHT_FIX) and allowed.get(right, True)
+    if not installed:
+        report.skip([CRD_CURRENT], "'CRD installed'")
+    elif not allowed[CRDS[0]]:
+        report.skip([CRD_CURRENT], f"'{CRDS[0].label('')}'")
+    else:
+        report.check(CRD_CURRENT, lambda: crd_current(api), CRD_FIX)
+
+
+def crd_current(api: kubernetes.client.ApiClient) -> str:
+    """That the installed CRD's schema for this version is the one this binary generates:
+    an older CRD lets through what the operator refuses, a newer one the reverse."""
+    extensions = kubernetes.client.ApiextensionsV1Api(api)
+    response: Any = extensions.list_custom_resource_definition(
+        field_selector=f"metadata.name={CRD_NAME}",
+        _request_timeout=REQUEST_TIMEOUT,
+        _preload_content=False,  # the raw schema: the client's models drop what they lack
+    )
+    [installed] = json.loads(response.data)["items"]
+    [ours] = crd.crd()["spec"]["versions"]
+    theirs = {v["name"]: v for v in installed["spec"]["versions"]}.get(VERSION, {})
+    if theirs.get("schema") != ours["schema"]:
+        raise Problem(
+            f"the installed {CRD_NAME} {VERSION} schema is not this version's "
+            "(etcd-registrar crds | kubectl diff -f - shows the difference)",
+            CRD_FIX,
+        )
+    return f"the schema of {VERSION} is this version's"
 
 
 async def _outcome(action: Callable[[], Awaitable[str]]) -> str | Exception:
     try:
         return await action()
-    except (EtcdError, Problem) as exc:
+    except (EtcdError, Problem, Doubt) as exc:
         return exc
 
 
@@ -235,14 +275,39 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
 
         return probe
 
+    async def leader() -> str:
+        key = leader_key(settings.owner_id)
+        found = (await etcd.get_many([key])).get(key)
+        if found is None:
+            raise Doubt(
+                f"none: no operator of owner id {settings.owner_id} runs, or none is elected yet"
+            )
+        replica, scope = leader_of(found.value)
+        if scope != settings.scope():
+            raise Problem(scope_mismatch(replica, scope, settings.scope()), SCOPE_FIX)
+        return f"{replica}, watching {describe(scope)}"
+
+    async def owners() -> str:
+        try:
+            records, _ = await etcd.get_prefix(f"{RESERVED_PREFIX}/", keys_only=True)
+        except EtcdUnavailable:
+            raise
+        except EtcdError as exc:  # a least-privilege user may read only its own
+            return f"not listed ({explain(exc)})"
+        ids = sorted({r.key.split("/")[2] for r in records if r.key.count("/") >= 3})
+        others = ", ".join(i for i in ids if i != settings.owner_id) or "none"
+        mine = "" if settings.owner_id in ids else " (nothing recorded yet)"
+        return f"{settings.owner_id}{mine}; other owner ids: {others}"
+
     prefixes = _registry_prefixes(settings)
     try:
         reached = await _outcome(reachable)
         # Unreachable or refused: the rest would only fail the same way, after more timeouts.
-        wrote = permitted = None
+        wrote = permitted = leading = owner_ids = None
         if not isinstance(reached, Exception):
             wrote = await _outcome(write)
             permitted = {p: await _outcome(may_write(p)) for p in prefixes}
+            leading, owner_ids = await _outcome(leader), await _outcome(owners)
     finally:
         await etcd.close()
 
@@ -259,17 +324,16 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
         show(reached),
         ETCD_FIX,
     )
-    later = ["etcd lease and write", *(f"etcd read/write under {p}" for p in prefixes)]
-    if wrote is None or permitted is None:
+    under = [f"etcd read/write under {p}" for p in prefixes]
+    later = ["etcd lease and write", *under, "leader", "owner ids in etcd"]
+    if wrote is None or permitted is None or leading is None or owner_ids is None:
         report.skip(later, "etcd")
         return
-    report.check(
-        later[0],
-        show(wrote),
-        WRITE_FIX.format(owner=owner),
-    )
-    for check, result in zip(later[1:], permitted.values(), strict=True):
+    report.check(later[0], show(wrote), WRITE_FIX.format(owner=owner))
+    for check, result in zip(under, permitted.values(), strict=True):
         report.check(check, show(result), PREFIX_OTHER_FIX)
+    report.check("leader", show(leading), ETCD_AUTH_FIX.format(owner=owner))
+    report.check("owner ids in etcd", show(owner_ids), ETCD_AUTH_FIX.format(owner=owner))
 
 
 def _registry_prefixes(settings: Settings) -> list[str]:
