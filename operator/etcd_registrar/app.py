@@ -107,6 +107,8 @@ class App:
         gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured
+        controller.etcd_reachable = lambda: health.etcd.reachable
+        health.etcd.on_change = controller.mark_all_dirty  # Ready's reason follows etcd
         return app
 
     async def start(self) -> None:

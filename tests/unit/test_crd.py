@@ -71,13 +71,10 @@ def test_names_and_subresources() -> None:
 
 def test_printer_columns() -> None:
     columns = version()["additionalPrinterColumns"]
-    assert [c["name"].upper() for c in columns] == [
-        "SERVICE",
-        "FORMAT",
-        "ENDPOINTS",
-        "READY",
-        "AGE",
-    ]
+    default = [c["name"].upper() for c in columns if not c.get("priority")]
+    assert default == ["SERVICE", "FORMAT", "ENDPOINTS", "READY", "AGE"]
+    wide = [c["name"].upper() for c in columns if c.get("priority") == 1]  # kubectl -o wide
+    assert wide == ["REASON", "MESSAGE"]
     assert all(c["jsonPath"].startswith((".status.", ".metadata.")) for c in columns)
 
 
