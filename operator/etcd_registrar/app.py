@@ -31,6 +31,7 @@ from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
+from etcd_registrar.tenancy import ClaimPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ class App:
             config.defaults(),
             resync=config.resync,
             max_keys_per_namespace=config.max_keys_per_namespace,
+            claims=ClaimPolicy(
+                max_per_namespace=config.max_claims_per_namespace,
+                assigned_only=config.claims == "assigned",
+            ),
         )
         etcd_check = EtcdCheck(
             lambda: registry.etcd.ping(registry.owner_prefix), timeout=config.etcd_timeout
@@ -104,6 +109,7 @@ class App:
             gates,
         )
         controller.notify = gates.notify = app.events.post
+        controller.repost = lambda current: app.events.repost([*current, *gates.warnings()])
         gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured
@@ -141,6 +147,7 @@ class App:
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
+        self.loops.append(Loop("warnings", self.events.run).start())
         self.loops.append(Loop("pod-watch", self._follow_pods).start())
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
             self._elected(None)

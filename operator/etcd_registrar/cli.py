@@ -21,9 +21,10 @@ from typing import Any, Literal, NoReturn, get_args, get_origin
 from pydantic import ValidationError
 
 from etcd_registrar import __version__, crd, logs
+from etcd_registrar.claimstore import claim_record, recorded_owner
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError
-from etcd_registrar.formats import FORMATS, Format
+from etcd_registrar.formats import FORMATS, RESERVED_PREFIX, Format
 from etcd_registrar.leases import lease_records, read_record
 from etcd_registrar.model import describe
 from etcd_registrar.source import Defaults
@@ -194,6 +195,77 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 0
 
 
+async def _claims_ls(settings: Settings, owner: str | None, as_json: bool) -> int:
+    """Every claim recorded in etcd (of one owner id, or of all that share the etcd)."""
+    etcd = Etcd(settings.etcd())
+    try:
+        records, _ = await etcd.get_prefix(f"{RESERVED_PREFIX}/")
+    finally:
+        await etcd.close()
+    rows: list[dict[str, Any]] = []
+    for kv in records:
+        owner_id, found, identity = kv.key.removeprefix(f"{RESERVED_PREFIX}/").partition("/claims/")
+        if not found or "/" in owner_id or owner not in (None, owner_id):
+            continue
+        try:
+            namespace = recorded_owner(kv.value)
+        except ValueError as exc:
+            print(f"skipped {kv.key}: {exc}", file=sys.stderr)
+            continue
+        rows.append({"owner_id": owner_id, "range": identity, "namespace": namespace})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ["owner_id", "range", "namespace"])
+    return 0
+
+
+async def _claims_release(settings: Settings, identity: str, confirmed: bool) -> int:
+    key = claim_record(settings.owner_id, identity)
+    etcd = Etcd(settings.etcd())
+    try:
+        record = (await etcd.get_many([key])).get(key)
+        if record is None:
+            print(
+                f"no claim on {identity!r} is recorded for owner id {settings.owner_id!r} "
+                "(`etcd-registrar claims ls` lists them all)",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            question = (
+                f"release the claim of namespace {recorded_owner(record.value)} on {identity}"
+            )
+        except ValueError:
+            question = f"release the unreadable claim record {key}"
+        if not (confirmed or _confirm(question)):
+            print("not released", file=sys.stderr)
+            return 2
+        await etcd.delete(key)
+    finally:
+        await etcd.close()
+    print(
+        f"released {identity}. An operator records it again while its namespace still has "
+        "a registration or pod there: to move a name in use, assign it with the Namespace "
+        "annotation etcd-registrar.io/claims (docs/tenancy.md)."
+    )
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        print(f"{question}? Not asked without a terminal: add --yes", file=sys.stderr)
+        return False
+    return input(f"{question}? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    settings = command_settings(args)
+    if args.action == "ls":
+        return asyncio.run(_claims_ls(settings, args.owner_id, args.json))
+    return asyncio.run(_claims_release(settings, args.range, args.yes))
+
+
 def cmd_crds(_: argparse.Namespace) -> int:
     sys.stdout.write(crd.render())
     return 0
@@ -312,9 +384,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=["bash"])
     completion.set_defaults(func=cmd_completion)
-    for command in (run, ls, watch, doctor, plan):
+    claims = sub.add_parser("claims", help="an administrator's view of service claims")
+    actions = claims.add_subparsers(dest="action", required=True)
+    claims_ls = actions.add_parser("ls", help="the claims recorded in etcd (all owner ids)")
+    claims_ls.add_argument("--json", action="store_true", help="JSON instead of a table")
+    release = actions.add_parser("release", help="delete one claim record of --owner-id")
+    release.add_argument("range", help="the claimed key range, e.g. /services/payments/")
+    release.add_argument("--yes", action="store_true", help="release without asking")
+    for action in (claims_ls, release):
+        action.set_defaults(func=cmd_claims)
+    for command in (run, ls, watch, doctor, plan, claims_ls, release):
         _add_settings_flags(command)
-    for command in (parser, run, ls, watch, crds, doctor, plan, completion):
+    every = (parser, run, ls, watch, crds, doctor, plan, claims, claims_ls, release, completion)
+    for command in every:
         command.add_argument("--version", action="version", version=f"etcd-registrar {__version__}")
     return parser
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_target
+from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_targets
 from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
 from etcd_registrar.source import Defaults
@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     max_keys_per_namespace: int = Field(
         10_000, ge=1, description="Keys one namespace may hold; more are refused (etcd quota)."
     )
+    max_claims_per_namespace: int = Field(
+        100, ge=1, description="Service ranges one namespace may own (assigned ones aside)."
+    )
+    claims: Literal["first-come", "assigned"] = Field(
+        "first-come",
+        description="Who may own a service range: the first namespace to ask (first-come), or "
+        "only one an administrator assigned it to (assigned; Namespace annotation "
+        "etcd-registrar.io/claims).",
+    )
     max_value_bytes: int = Field(
         16_384, ge=256, le=1_048_576, description="Largest value a key may hold (etcd quota)."
     )
@@ -103,7 +112,7 @@ class Settings(BaseSettings):
     @field_validator("etcd_endpoints")
     @classmethod
     def _valid_endpoints(cls, value: list[str]) -> list[str]:
-        grpc_target(value)  # raises ValueError with the reason
+        grpc_targets(value)  # raises ValueError with the reason
         return value
 
     @field_validator("resync", mode="before")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import kubernetes
 
@@ -36,9 +38,10 @@ PREFIX_FIX = (
     "etcdctl role grant-permission ROLE --prefix=true readwrite {prefix}"
 )
 PREFIX_OTHER_FIX = "see docs/secure-etcd.md"
+MEMBER_FIX = "check that this member runs, and that its certificate names {host}"
 SCOPE_FIX = "give each installation (each cluster sharing this etcd) its own --owner-id (ownerId)"
 FIXES = [CRD_FIX, KUBECONFIG_FIX, API_FIX, RIGHT_FIX, ETCD_FIX, ETCD_AUTH_FIX, WRITE_FIX]
-FIXES += [PREFIX_FIX, PREFIX_OTHER_FIX, SCOPE_FIX]
+FIXES += [PREFIX_FIX, PREFIX_OTHER_FIX, MEMBER_FIX, SCOPE_FIX]
 CRD_CURRENT = "CRD is this version's"
 SKIPPED = "needs {needs}, which failed above"
 
@@ -88,8 +91,8 @@ def needed(namespaces: Sequence[str], readiness_gate: bool = True) -> list[tuple
     and where ("" = all namespaces, or cluster-scoped)."""
     in_scope = IN_SCOPE + ([GATE] if readiness_gate else [])
     scoped = [(right, ns) for ns in namespaces or [""] for right in in_scope]
-    cluster = CRDS + (NAMESPACES if namespaces else [])
-    return scoped + [(right, "") for right in cluster]
+    # Namespaces in every mode: the service ranges an administrator assigns (tenancy).
+    return scoped + [(right, "") for right in CRDS + NAMESPACES]
 
 
 class Problem(Exception):
@@ -300,11 +303,15 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
         return f"{settings.owner_id}{mine}; other owner ids: {others}"
 
     prefixes = _registry_prefixes(settings)
+    urls = settings.etcd_endpoints if len(settings.etcd_endpoints) > 1 else []
     try:
         reached = await _outcome(reachable)
         # Unreachable or refused: the rest would only fail the same way, after more timeouts.
         wrote = permitted = leading = owner_ids = None
+        members: dict[str, str | Exception] = {}
         if not isinstance(reached, Exception):
+            # The operator moves past a member that fails: say which, while the others serve.
+            members = {url: await _outcome(_member_answers(settings, url, owner)) for url in urls}
             wrote = await _outcome(write)
             permitted = {p: await _outcome(may_write(p)) for p in prefixes}
             leading, owner_ids = await _outcome(leader), await _outcome(owners)
@@ -325,15 +332,40 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
         ETCD_FIX,
     )
     under = [f"etcd read/write under {p}" for p in prefixes]
-    later = ["etcd lease and write", *under, "leader", "owner ids in etcd"]
+    member_checks = [f"etcd member {url}" for url in urls]
+    later = ["etcd lease and write", *member_checks, *under, "leader", "owner ids in etcd"]
     if wrote is None or permitted is None or leading is None or owner_ids is None:
         report.skip(later, "etcd")
         return
     report.check(later[0], show(wrote), WRITE_FIX.format(owner=owner))
+    for check, (url, result) in zip(member_checks, members.items(), strict=True):
+        report.check(check, show(result), MEMBER_FIX.format(host=_host(url)))
     for check, result in zip(under, permitted.values(), strict=True):
         report.check(check, show(result), PREFIX_OTHER_FIX)
     report.check("leader", show(leading), ETCD_AUTH_FIX.format(owner=owner))
     report.check("owner ids in etcd", show(owner_ids), ETCD_AUTH_FIX.format(owner=owner))
+
+
+def _member_answers(settings: Settings, url: str, owner: str) -> Callable[[], Awaitable[str]]:
+    """That the member at `url` alone answers a read, over its own connection."""
+
+    async def ping() -> str:
+        member = Etcd(dataclasses.replace(settings.etcd(), endpoints=(url,)))
+        try:
+            await member.ping(owner + "leases/")
+        except EtcdUnavailable:
+            raise
+        except EtcdError as exc:  # it answered, and refused: the check above says why
+            return f"answers ({explain(exc)})"
+        finally:
+            await member.close()
+        return "answers"
+
+    return ping
+
+
+def _host(url: str) -> str:
+    return urlsplit(url if "://" in url else f"http://{url}").hostname or url
 
 
 def _registry_prefixes(settings: Settings) -> list[str]:

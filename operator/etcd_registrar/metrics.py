@@ -76,7 +76,9 @@ conflicts = Gauge(
 )
 events_dropped = Counter(
     f"{_NS}_events_dropped_total",
-    "Normal Registered/Deregistered Events not posted: over the rate limit (bulk changes).",
+    "Events not posted, by type: Normal ones over their rate limit (bulk changes), Warnings "
+    "over their namespace's share of the queue (posted again after the next sweep).",
+    ["type"],
 )
 invalid = Counter(
     f"{_NS}_invalid_inputs_total",

@@ -67,9 +67,10 @@ def conditions(reg: Registration, state: DesiredState, found: Findings) -> list[
                 f"are not overwritten, e.g. {taken[0]}: delete them or use another prefix",
             )
         )
-    admitted = reg.identity is None or state.tenancy.admits(reg.identity, reg.namespace)
-    if reg.identity is not None and not admitted:
-        clashes.insert(0, ("NotOwner", state.intrusion(reg.service, reg.identity, reg.namespace)))
+    refusal = reg.identity and state.intrusion(reg.service, reg.identity, reg.namespace)
+    admitted = not refusal
+    if refusal:
+        clashes.insert(0, ("NotOwner", refusal))
     if clashes:
         out.append(("Conflict", True, clashes[0][0], "; ".join(m for _, m in clashes)))
     refused = sorted(k for k in keys if k in found.refused)

@@ -186,7 +186,10 @@ BASH = shutil.which("bash")
 @pytest.mark.parametrize(
     ("words", "replies"),
     [
-        (["etcd-registrar", ""], "run ls watch crds doctor plan completion --help --version"),
+        (
+            ["etcd-registrar", ""],
+            "run ls watch crds doctor plan completion claims --help --version",
+        ),
         (["etcd-registrar", "d"], "doctor"),
         (["etcd-registrar", "run", "--log-l"], "--log-level"),
         (["etcd-registrar", "run", "--log-level", ""], "debug info warning error"),

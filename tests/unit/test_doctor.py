@@ -45,7 +45,9 @@ IN_SCOPE = [
                 *(f"{right} in all namespaces" for right in IN_SCOPE),
                 f"can list {CRDS} in the cluster",
                 f"can watch {CRDS} in the cluster",
-            ],  # kopf lists namespaces only when given a list of them
+                "can list namespaces in the cluster",  # the assigned ranges (tenancy)
+                "can watch namespaces in the cluster",
+            ],
             id="cluster-wide",
         ),
         pytest.param(

@@ -41,7 +41,7 @@ TAKEN = (
 NOT_OWNER = (
     "goods: the keys under /services/goods/ belong to namespace team-x, so this namespace "
     "gets none there: ask team-x to add shop to spec.shareWith of its ServiceRegistration, "
-    "or use another service name or prefix"
+    "or use another service name, prefix or key template"
 )
 
 
