@@ -29,7 +29,7 @@ from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, pr
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
-from etcd_registrar.source import Defaults, ServiceId
+from etcd_registrar.source import ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
 from etcd_registrar.tenancy import ClaimPolicy
 
@@ -66,18 +66,11 @@ class App:
         is connected or started yet."""
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         registry = Registry(etcd, owner=config.owner_id)
-        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
-        defaults = Defaults(
-            config.default_ttl,
-            config.default_format,
-            config.default_prefix,
-            max_value_bytes=config.max_value_bytes,
-            allowed_prefixes=tuple(config.allowed_prefix),
-        )
+        kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
         controller = Controller(
             registry,
             kube,
-            defaults,
+            config.defaults(),
             resync=config.resync,
             max_keys_per_namespace=config.max_keys_per_namespace,
             claims=ClaimPolicy(
@@ -95,9 +88,8 @@ class App:
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
         claims = ClaimStore(registry.etcd, config.owner_id)
-        scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
         replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
-        election = Election(registry.etcd, config.owner_id, replica, scope)
+        election = Election(registry.etcd, config.owner_id, replica, config.scope())
         gates = Gates(
             controller,
             kube,
@@ -121,6 +113,8 @@ class App:
         gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured
+        controller.etcd_reachable = lambda: health.etcd.reachable
+        health.etcd.on_change = controller.mark_all_dirty  # Ready's reason follows etcd
         return app
 
     async def start(self) -> None:
@@ -144,7 +138,7 @@ class App:
             self.servers.append(await serve(port, handlers))
         self.loops.append(Loop("etcd-check", self.health.etcd.run).start())
         # Keepalives start before any pod handler runs: with many pods the first handler
-        # may come later than a short lease lives (DESIGN §4).
+        # may come later than a short lease lives.
         await self.registry.start()
         self._deposed()  # a standby until elected
         self.election.on_elected = self._elected

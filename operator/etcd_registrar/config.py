@@ -6,9 +6,10 @@ the Helm values and the docs).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -90,6 +91,14 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log lines shown; debug also shows kopf's."
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="Kubeconfig file, used outside a pod; default $KUBECONFIG, "
+        "then ~/.kube/config (in a pod: its ServiceAccount).",
+    )
 
     @field_validator("etcd_endpoints", "namespace", "allowed_prefix", mode="before")
     @classmethod
@@ -137,6 +146,30 @@ class Settings(BaseSettings):
                 f"{', '.join(self.allowed_prefix)}: set --default-prefix under one of them"
             )
         return self
+
+    def missing_file(self) -> str | None:
+        """The first file setting whose file cannot be read, as `--flag path: reason`."""
+        for name in ("etcd_ca", "etcd_cert", "etcd_key", "etcd_password_file", "kubeconfig"):
+            path: Path | None = getattr(self, name)
+            if path is None or (path.is_file() and os.access(path, os.R_OK)):
+                continue
+            reason = "no such file" if not path.exists() else "not a readable file"
+            return f"--{name.replace('_', '-')} {path}: {reason}"
+        return None
+
+    def scope(self) -> dict[str, Any]:
+        """What this installation watches, as its leader publishes it (election.py)."""
+        return {"namespaces": sorted(self.namespace), "podSelector": self.pod_selector}
+
+    def defaults(self) -> Defaults:
+        """What applies to a service no registration (or field) decides."""
+        return Defaults(
+            self.default_ttl,
+            self.default_format,
+            self.default_prefix,
+            max_value_bytes=self.max_value_bytes,
+            allowed_prefixes=tuple(self.allowed_prefix),
+        )
 
     def etcd(self) -> EtcdConfig:
         return EtcdConfig(

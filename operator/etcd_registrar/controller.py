@@ -98,6 +98,8 @@ class Controller:
         self.repost: Callable[[list[Notice]], None] = lambda notices: None
         # Every change of the owner of a service identity is recorded in etcd.
         self.on_claim: Callable[[str, str | None], None] = lambda identity, owner: None
+        # What the registrations' Ready condition says while keys wait (App: the etcd check).
+        self.etcd_reachable: Callable[[], bool] = lambda: True
         self.conflicts: dict[str, Conflict] = {}
         self.taken: dict[str, Endpoint] = {}  # wanted keys another writer holds
         self.refused: dict[str, str] = {}  # key -> why etcd refused its write
@@ -114,7 +116,9 @@ class Controller:
         self.last_sweep = time.monotonic()
 
     def _findings(self) -> Findings:
-        return Findings(self.registry.held, self.conflicts, self.taken, self.refused)
+        return Findings(
+            self.registry.held, self.conflicts, self.taken, self.refused, self.etcd_reachable()
+        )
 
     # --- events -----------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ class Election:
         ttl: int = ELECTION_TTL,
     ) -> None:
         self.etcd, self.identity, self.scope, self.ttl = etcd, identity, scope, ttl
-        self.key = f"{owner_keys(owner)}leader"
+        self.key = leader_key(owner)
         self.fence: Fence | None = None
         self.leader: str | None = None  # the id of the replica that leads, as last seen
         self.misconfigured: str | None = None
@@ -140,21 +140,13 @@ class Election:
         self._observe(holder.value)
 
     def _observe(self, value: str) -> None:
-        try:
-            seen = json.loads(value)
-            leader, scope = seen.pop("id"), seen
-        except Exception:  # a key we did not write: nobody sane leads
-            leader, scope = "?", {}
+        leader, scope = leader_of(value)
         if leader != self.leader:
             logger.info("standing by: %s leads", leader)
             self.leader = leader
         mismatch = None
         if scope != self.scope:
-            mismatch = (
-                f"another installation with the same owner id leads ({leader}) and watches "
-                f"{_describe(scope)}, this one {_describe(self.scope)}: they would delete each "
-                "other's keys; give each installation its own --owner-id"
-            )
+            mismatch = scope_mismatch(leader, scope, self.scope)
             if mismatch != self.misconfigured:
                 logger.error("%s", mismatch)
                 metrics.scope_mismatch.set(1)
@@ -189,7 +181,30 @@ class _LeaseLost(Exception):
     """Our election lease is gone, or may be: whatever we believe, we lead no more."""
 
 
-def _describe(scope: dict[str, Any]) -> str:
+def leader_key(owner: str) -> str:
+    return f"{owner_keys(owner)}leader"
+
+
+def leader_of(value: str) -> tuple[str, dict[str, Any]]:
+    """(replica id, scope) from the leader key's value."""
+    try:
+        seen = json.loads(value)
+        return seen.pop("id"), seen
+    except Exception:  # a key we did not write: nobody sane leads
+        return "?", {}
+
+
+def scope_mismatch(leader: str, theirs: dict[str, Any], ours: dict[str, Any]) -> str:
+    """/readyz's answer while another installation of this owner id leads another scope."""
+    return (
+        f"another installation with the same owner id leads ({leader}) and watches "
+        f"{describe(theirs)}, this one {describe(ours)}: they would delete each other's "
+        "keys; give each installation its own --owner-id"
+    )
+
+
+def describe(scope: dict[str, Any]) -> str:
+    """A scope as people read it: `shop, web (pods app=goods)`."""
     namespaces = scope.get("namespaces") or ["all namespaces"]
     selector = scope.get("podSelector")
     return ", ".join(namespaces) + (f" (pods {selector})" if selector else "")

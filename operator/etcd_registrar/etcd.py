@@ -1,7 +1,7 @@
 """The etcd adapter: every etcd call of the project goes through here.
 
 Built on aetcd's generated gRPC stubs with our own ``grpc.aio`` channels, which cover what
-aetcd 1.0's client lacks (DESIGN §5): TLS and client certificates, re-authentication when
+aetcd 1.0's client lacks: TLS and client certificates, re-authentication when
 the token expires, one long-lived LeaseKeepAlive stream, fast reconnects after an outage,
 and a channel per member of a TLS cluster, each verifying that member's own certificate.
 """

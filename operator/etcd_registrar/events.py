@@ -3,7 +3,7 @@
 An Event is one API request: a burst of thousands of transitions, or one tenant's 1,000
 conflicting replicas, must not become thousands of requests. Normal Events wait for etcd to
 have the keys they announce, and the ones over their rate limit are counted, not queued.
-Warnings wait in a queue where namespaces take turns (DESIGN guarantee 11): a tenant's flood
+Warnings wait in a queue where namespaces take turns (docs/annotations.md#events): a tenant's flood
 of Warnings delays another tenant's by a turn. A namespace queues at most
 WARNING_QUEUE_PER_NAMESPACE; a Warning over that, or one the API server did not take, is
 posted again after the next sweep if its cause remains (`repost`).

@@ -1,5 +1,6 @@
-"""The readiness gate (DESIGN 2.4): the pod condition `GATE` a pod waits on when it declares
-it in spec.readinessGates, so that Kubernetes makes it Ready only once consumers can find it.
+"""The readiness gate (docs/annotations.md#readiness-gate): the pod condition `GATE` a pod
+waits on when it declares it in spec.readinessGates, so that Kubernetes makes it Ready only
+once consumers can find it.
 
 Level-triggered, like the controller: what the condition should say is computed from the
 controller's state (the pod, its keys, what etcd holds), never remembered from an event. A

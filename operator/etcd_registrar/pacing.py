@@ -1,6 +1,6 @@
 """Pacing: how fast requests to the API server go out, and in which order across tenants.
 
-One tenant's volume must not cost another tenant its turn (DESIGN guarantee 11): work waits
+One tenant's volume must not cost another tenant its turn (docs/annotations.md#events): work waits
 in a `FairQueue`, which hands it out round-robin across namespaces, and goes out as fast as
 a `TokenBucket` allows. No I/O: the callers make the requests.
 """

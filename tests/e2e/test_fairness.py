@@ -1,4 +1,4 @@
-"""Fair to every tenant (DESIGN guarantee 11, issue #19 §3): one namespace floods the
+"""Fair to every tenant (docs/annotations.md#events, issue #19 §3): one namespace floods the
 operator with invalid gated pods; another namespace's gated rollout takes as long as without
 the flood, within noise, and its Warnings arrive.
 

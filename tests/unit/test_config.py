@@ -1,4 +1,5 @@
-"""Operator configuration (DESIGN 2.5): Settings from the environment, durations, endpoints."""
+"""Operator configuration (docs/configuration.md): Settings from the environment, durations,
+endpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Desired state (DESIGN 2.2, issue #11): which keys each pod should hold, which registration
+"""Desired state (docs/crd.md, docs/tenancy.md): which keys each pod should hold, which registration
 governs a service, which namespace may write a key range; events in, keys to plan out."""
 
 from __future__ import annotations

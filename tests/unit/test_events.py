@@ -1,5 +1,5 @@
 """Warning Events (events.py) across tenants: one namespace's flood of Warnings delays
-another's by a turn and never drops them (DESIGN guarantee 11, R2-7)."""
+another's by a turn and never drops them (docs/annotations.md#events, R2-7)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Pacing (pacing.py): the rate limits, and the fair queue that lets every namespace take
-its turn however much another has queued (DESIGN guarantee 11). No sleeps: a clock that
+its turn however much another has queued (docs/annotations.md#events). No sleeps: a clock that
 the test moves."""
 
 from __future__ import annotations
