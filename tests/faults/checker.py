@@ -87,7 +87,13 @@ class Findings:
             "wrong_max_s": longest(self.wrong),
             "resurrections": len(self.resurrections),
             "ready_deletes": len(self.ready_deletes),
+            "ready_deleted_max_s": max(self.gone_for(), default=0.0),
         }
+
+    def gone_for(self) -> list[float]:
+        """How long each ready pod's key a consumer saw deleted stayed away."""
+        starts = {(s.key, s.start): s.duration for s in self.missing}
+        return [starts.get((e.key, e.at), 0.0) for e in self.ready_deletes]
 
 
 @dataclass(slots=True)
@@ -159,7 +165,7 @@ def check(
     return Report(
         overall,
         {w.name: _within(overall, w, resync) for w in windows},
-        _converge(overall, windows, resync),
+        _converge(overall, windows),
         [s.key for s in overall.stale if s.open],
         inconsistent,
     )
@@ -239,14 +245,15 @@ def _within(overall: Findings, window: Window, resync: float) -> Findings:
     )
 
 
-def _converge(overall: Findings, windows: Sequence[Window], resync: float) -> float | None:
-    """Seconds from the last fault's end until the mismatches it caused (those starting
-    before it ended, or at most one resync after) were gone; None while one is open."""
+def _converge(overall: Findings, windows: Sequence[Window]) -> float | None:
+    """Seconds from the last fault's end until the mismatches it caused were gone; None
+    while one is open. Caused: started before it ended, or as it ended (`SLACK`: etcd
+    expires leases as it wakes); later ones are the churn's own, reported as spans."""
     if not windows:
         return 0.0
     last = max(w.end for w in windows)
     caused = [
-        s for s in (*overall.stale, *overall.missing, *overall.wrong) if s.start <= last + resync
+        s for s in (*overall.stale, *overall.missing, *overall.wrong) if s.start <= last + SLACK
     ]
     if any(s.open for s in caused):
         return None

@@ -149,3 +149,9 @@ def test_a_large_history_checks_fast() -> None:
     report = check(want, seen, end=25, resync=RESYNC)
     assert report.violations([], RESYNC) == []
     assert len(report.overall.stale) == len(report.overall.missing) == 10_000
+
+
+def test_a_ready_pods_key_deleted_is_measured_until_it_is_back() -> None:
+    report = check([ready(0)], [put(0.1), delete(6.9), put(7.15)], [EXPIRY], end=9)
+    assert report.overall.gone_for() == [pytest.approx(0.25)]
+    assert report.windows[EXPIRY.name].summary()["ready_deleted_max_s"] == pytest.approx(0.25)
