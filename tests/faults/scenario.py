@@ -121,18 +121,22 @@ async def churning(
 
 
 def save(run: Run) -> None:
-    """Append the run's numbers to $FAULTS_REPORT (one JSON line), for docs/reliability.md."""
+    if run.report is not None:
+        save_row(run.report, run.windows, run.consumer)
+
+
+def save_row(report: Report, windows: Sequence[Window], consumer: ConsumerRecorder) -> None:
+    """Append a run's numbers to $FAULTS_REPORT (one JSON line), for docs/reliability.md."""
     path = os.environ.get("FAULTS_REPORT")
-    if not path or run.report is None:
+    if not path:
         return
-    report = run.report
     row = {
         "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
-        "windows": {w.name: round(w.end - w.start, 2) for w in run.windows},
+        "windows": {w.name: round(w.end - w.start, 2) for w in windows},
         "overall": report.overall.summary(),
         "converge_s": report.converge,
         "left_behind": len(report.left_behind),
-        "relists": run.consumer.relists,
+        "relists": consumer.relists,
         "load": os.getloadavg()[0],
         "nproc": os.cpu_count(),
     }
