@@ -117,15 +117,11 @@ async def churning(
             await registry.close()
     end = time.monotonic()
     run.report = check(pods.wants, consumer.history(), run.windows, end=end, resync=resync(ttl))
-    save(run)
 
 
-def save(run: Run) -> None:
-    if run.report is not None:
-        save_row(run.report, run.windows, run.consumer)
-
-
-def save_row(report: Report, windows: Sequence[Window], consumer: ConsumerRecorder) -> None:
+def save_row(
+    report: Report, windows: Sequence[Window], consumer: ConsumerRecorder, **extra: object
+) -> None:
     """Append a run's numbers to $FAULTS_REPORT (one JSON line), for docs/reliability.md."""
     path = os.environ.get("FAULTS_REPORT")
     if not path:
@@ -134,11 +130,13 @@ def save_row(report: Report, windows: Sequence[Window], consumer: ConsumerRecord
         "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
         "windows": {w.name: round(w.end - w.start, 2) for w in windows},
         "overall": report.overall.summary(),
+        "per_window": {name: found.summary() for name, found in report.windows.items()},
         "converge_s": report.converge,
         "left_behind": len(report.left_behind),
         "relists": consumer.relists,
         "load": os.getloadavg()[0],
         "nproc": os.cpu_count(),
+        **extra,
     }
     with Path(path).open("a") as out:
         out.write(json.dumps(row) + "\n")

@@ -7,13 +7,16 @@ converged within one resync, nothing left behind. The quick cases run in `make t
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aetcd import rpc
 
 from etcd_registrar.etcd import Etcd, EtcdConfig
-from tests.faults.scenario import Run, churning, leader, resync
+from tests.faults.proxy import SlowLink
+from tests.faults.scenario import Run, churning, leader, resync, save_row
 from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, wait_for
 
 pytestmark = pytest.mark.integration
@@ -32,9 +35,11 @@ def cluster() -> Iterator[EtcdCluster]:
         yield etcd
 
 
-def judged(run: Run) -> None:
+def judged(run: Run, ttl: int = TTL, **extra: object) -> None:
+    """Record the run's numbers ($FAULTS_REPORT), then hold it to the bounds."""
     assert run.report is not None
-    assert run.report.violations(run.windows, resync(TTL)) == []
+    save_row(run.report, run.windows, run.consumer, **extra)
+    assert run.report.violations(run.windows, resync(ttl)) == []
 
 
 async def until_healthy(member: EtcdServer) -> None:
@@ -113,5 +118,58 @@ async def test_etcd_frozen_past_the_ttl(etcd_server: EtcdServer) -> None:
         etcd_server.pause()
         await asyncio.sleep(3 * FROZEN_TTL)
         etcd_server.resume()
-    assert run.report is not None
-    assert run.report.violations(run.windows, resync(FROZEN_TTL)) == []
+    judged(run, FROZEN_TTL)
+
+
+@pytest.mark.faults
+async def test_a_slow_then_lossy_link_to_etcd(etcd_server: EtcdServer) -> None:
+    """Between the operator and etcd: 200 ms each way; then every connection dropped twice a
+    second (transactions in flight included) for longer than the TTL; then both at once,
+    which lets no call finish (a new connection needs more than 0.5 s): an outage, after
+    which lease expiry is the designed outcome. The consumer reads etcd directly."""
+    link = SlowLink(etcd_server.client_port)
+
+    async def dropping(seconds: float) -> None:
+        for _ in range(int(seconds / 0.5)):
+            await asyncio.sleep(0.5)
+            link.drop()
+
+    try:
+        async with churning([link.url], [etcd_server.endpoint], TTL) as run:
+            async with run.fault("200 ms latency"):
+                link.delay = 0.2
+                await asyncio.sleep(5)
+            link.delay = 0.0
+            async with run.fault("connections dropped every 0.5 s"):
+                await dropping(1.5 * TTL)
+            async with run.fault("200 ms latency, drops every 0.5 s", expiry=True):
+                link.delay = 0.2
+                await dropping(4)
+                link.delay = 0.0
+    finally:
+        link.close()
+    judged(run)
+
+
+def rss_mib() -> float:
+    """This process' resident memory (the operator's etcd half runs in it)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.faults
+async def test_etcd_gone_for_two_minutes(etcd_server: EtcdServer) -> None:
+    """etcd down for 2 minutes under steady churn: memory stays flat (the writes queue holds
+    the latest state of each key, not every change), and everything converges after."""
+    endpoint = [etcd_server.endpoint]
+    async with churning(endpoint, endpoint, TTL) as run:
+        before = rss_mib()
+        async with run.fault("etcd down 2 minutes"):
+            etcd_server.kill()
+            await asyncio.sleep(60)
+            during = rss_mib()
+            await asyncio.sleep(60)
+            await asyncio.to_thread(etcd_server.start)
+    after = rss_mib()
+    judged(run, rss_mib=[round(before), round(during), round(after)])
+    assert max(during, after) < before + 20, f"RSS {before:.0f} -> {during:.0f} -> {after:.0f} MiB"
