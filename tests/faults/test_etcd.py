@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -42,45 +43,45 @@ def judged(run: Run, ttl: int = TTL, **extra: object) -> None:
     assert run.report.violations(run.windows, resync(ttl)) == []
 
 
+@asynccontextmanager
+async def one_fault(
+    endpoints: list[str], name: str, ttl: int = TTL, *, expiry: bool = False
+) -> AsyncIterator[None]:
+    """The block is one fault, under churn, with operator and consumer on `endpoints`;
+    judged when it is over."""
+    async with churning(endpoints, endpoints, ttl) as run, run.fault(name, expiry=expiry):
+        yield
+    judged(run, ttl)
+
+
 async def until_healthy(member: EtcdServer) -> None:
     await asyncio.to_thread(member.wait_healthy)
 
 
 async def test_the_leader_killed(cluster: EtcdCluster) -> None:
-    async with (
-        churning(cluster.endpoints, cluster.endpoints, TTL) as run,
-        run.fault("etcd leader kill -9"),
-    ):
+    async with one_fault(cluster.endpoints, "etcd leader kill -9"):
         victim = leader(cluster)
         victim.kill()
         await asyncio.sleep(2)  # the others elect a leader and serve meanwhile
         victim.launch()
         await until_healthy(victim)
-    judged(run)
 
 
 async def test_a_compaction_while_everyone_watches(cluster: EtcdCluster) -> None:
     etcd = Etcd(EtcdConfig(endpoints=tuple(cluster.endpoints)))
     try:
-        async with (
-            churning(cluster.endpoints, cluster.endpoints, TTL) as run,
-            run.fault("compaction"),
-        ):
+        async with one_fault(cluster.endpoints, "compaction"):
             for _ in range(4):
                 _, revision = await etcd.get_prefix("/")
                 await etcd.kv.Compact(rpc.CompactionRequest(revision=revision, physical=True))
                 await asyncio.sleep(0.5)
     finally:
         await etcd.close()
-    judged(run)
 
 
 @pytest.mark.faults
 async def test_the_leader_partitioned(cluster: EtcdCluster) -> None:
-    async with (
-        churning(cluster.endpoints, cluster.endpoints, TTL) as run,
-        run.fault("etcd leader partitioned"),
-    ):
+    async with one_fault(cluster.endpoints, "etcd leader partitioned"):
         victim = leader(cluster)
         cluster.partition(victim)
         await asyncio.to_thread(
@@ -89,19 +90,14 @@ async def test_the_leader_partitioned(cluster: EtcdCluster) -> None:
         await asyncio.sleep(3)
         cluster.heal(victim)
         await until_healthy(victim)
-    judged(run)
 
 
 @pytest.mark.faults
 async def test_a_rolling_restart_of_all_members(cluster: EtcdCluster) -> None:
-    async with (
-        churning(cluster.endpoints, cluster.endpoints, TTL) as run,
-        run.fault("rolling restart of 3 members"),
-    ):
+    async with one_fault(cluster.endpoints, "rolling restart of 3 members"):
         for member in cluster.members:
             await asyncio.to_thread(member.restart)
             await asyncio.gather(*(until_healthy(m) for m in cluster.members))
-    judged(run)
 
 
 @pytest.mark.faults
@@ -110,15 +106,10 @@ async def test_etcd_frozen_past_the_ttl(etcd_server: EtcdServer) -> None:
     it did not see, so a consumer sees ready pods' keys deleted: the designed outcome of
     lease expiry. The registry puts them back; the checker measures for how long they were
     missing (docs/reliability.md states it as a bound)."""
-    endpoint = [etcd_server.endpoint]
-    async with (
-        churning(endpoint, endpoint, FROZEN_TTL) as run,
-        run.fault("etcd frozen 3 TTLs", expiry=True),
-    ):
+    async with one_fault([etcd_server.endpoint], "etcd frozen 3 TTLs", FROZEN_TTL, expiry=True):
         etcd_server.pause()
         await asyncio.sleep(3 * FROZEN_TTL)
         etcd_server.resume()
-    judged(run, FROZEN_TTL)
 
 
 @pytest.mark.faults

@@ -3,9 +3,12 @@ history and breaks on the history that violates it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.faults.checker import Seen, Want, Window, check
+from tests.faults.table import rows
 
 K = "/services/goods/a"
 V, V2 = "10.0.0.1:80", "10.0.0.2:80"
@@ -155,3 +158,19 @@ def test_a_ready_pods_key_deleted_is_measured_until_it_is_back() -> None:
     report = check([ready(0)], [put(0.1), delete(6.9), put(7.15)], [EXPIRY], end=9)
     assert report.overall.gone_for() == [pytest.approx(0.25)]
     assert report.windows[EXPIRY.name].summary()["ready_deleted_max_s"] == pytest.approx(0.25)
+
+
+def test_a_report_line_renders_as_table_rows() -> None:
+    summary = check([ready(0)], [put(0.1)], end=1).overall.summary()
+    line = json.dumps(
+        {
+            "windows": {"a": 1.0, "b": 2.0},
+            "per_window": {"a": summary, "b": summary},
+            "converge_s": 0.5,
+            "left_behind": 0,
+        }
+    )
+    assert rows([line]) == [
+        "| a | 1.0 | 0 (0.00) | 1 (0.10) | 0 | 0 | 0 (0.00) |  |  |",
+        "| b | 2.0 | 0 (0.00) | 1 (0.10) | 0 | 0 | 0 (0.00) | 0.50 | 0 |",
+    ]
