@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
 
 from tests.faults.checker import Want
 from tests.harness import Cluster, PodInfo
@@ -62,11 +61,12 @@ class PodTimeline:
                     pod = event["object"]
                     version = pod["metadata"]["resourceVersion"]
                     self._apply(pod, deleted=event["type"] == "DELETED")
-            except Exception as exc:  # the API server may blip; a watch thread must not die
-                if isinstance(exc, ApiException) and exc.status == 410:
-                    version = None  # too old to resume: list again
-                else:
-                    self._stop.wait(0.2)
+            except Exception:  # the API server may blip; a watch thread must not die
+                # List again: the version may be too old now, and a 410 can come as an
+                # ERROR event, which the client fails to parse when not deserializing
+                # (KeyError 'raw_object'), so resuming would fail the same way forever.
+                version = None
+                self._stop.wait(0.2)
 
     def _list(self) -> str:
         # Raw JSON, camelCase as PodInfo.from_object reads it (not the client's models).
