@@ -127,7 +127,7 @@ def save_row(
     if not path:
         return
     row = {
-        "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+        "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0],
         "windows": {w.name: round(w.end - w.start, 2) for w in windows},
         "overall": report.overall.summary(),
         "per_window": {name: found.summary() for name, found in report.windows.items()},
