@@ -27,7 +27,7 @@ FROZEN_TTL = 2  # the frozen etcd outlives it three times
 
 
 @pytest.fixture
-def cluster() -> Iterator[EtcdCluster]:
+def members3() -> Iterator[EtcdCluster]:
     """Three etcd 3.6 members (the version most users run) on loopback."""
     binary = built_etcd_path()
     if binary is None:
@@ -58,19 +58,19 @@ async def until_healthy(member: EtcdServer) -> None:
     await asyncio.to_thread(member.wait_healthy)
 
 
-async def test_the_leader_killed(cluster: EtcdCluster) -> None:
-    async with one_fault(cluster.endpoints, "etcd leader kill -9"):
-        victim = leader(cluster)
+async def test_the_leader_killed(members3: EtcdCluster) -> None:
+    async with one_fault(members3.endpoints, "etcd leader kill -9"):
+        victim = leader(members3)
         victim.kill()
         await asyncio.sleep(2)  # the others elect a leader and serve meanwhile
         victim.launch()
         await until_healthy(victim)
 
 
-async def test_a_compaction_while_everyone_watches(cluster: EtcdCluster) -> None:
-    etcd = Etcd(EtcdConfig(endpoints=tuple(cluster.endpoints)))
+async def test_a_compaction_while_everyone_watches(members3: EtcdCluster) -> None:
+    etcd = Etcd(EtcdConfig(endpoints=tuple(members3.endpoints)))
     try:
-        async with one_fault(cluster.endpoints, "compaction"):
+        async with one_fault(members3.endpoints, "compaction"):
             for _ in range(4):
                 _, revision = await etcd.get_prefix("/")
                 await etcd.kv.Compact(rpc.CompactionRequest(revision=revision, physical=True))
@@ -80,24 +80,24 @@ async def test_a_compaction_while_everyone_watches(cluster: EtcdCluster) -> None
 
 
 @pytest.mark.faults
-async def test_the_leader_partitioned(cluster: EtcdCluster) -> None:
-    async with one_fault(cluster.endpoints, "etcd leader partitioned"):
-        victim = leader(cluster)
-        cluster.partition(victim)
+async def test_the_leader_partitioned(members3: EtcdCluster) -> None:
+    async with one_fault(members3.endpoints, "etcd leader partitioned"):
+        victim = leader(members3)
+        members3.partition(victim)
         await asyncio.to_thread(
             wait_for, lambda: not victim.healthy(), 10, message="the member lost its leader"
         )
         await asyncio.sleep(3)
-        cluster.heal(victim)
+        members3.heal(victim)
         await until_healthy(victim)
 
 
 @pytest.mark.faults
-async def test_a_rolling_restart_of_all_members(cluster: EtcdCluster) -> None:
-    async with one_fault(cluster.endpoints, "rolling restart of 3 members"):
-        for member in cluster.members:
+async def test_a_rolling_restart_of_all_members(members3: EtcdCluster) -> None:
+    async with one_fault(members3.endpoints, "rolling restart of 3 members"):
+        for member in members3.members:
             await asyncio.to_thread(member.restart)
-            await asyncio.gather(*(until_healthy(m) for m in cluster.members))
+            await asyncio.gather(*(until_healthy(m) for m in members3.members))
 
 
 @pytest.mark.faults
