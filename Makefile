@@ -8,11 +8,12 @@ BIN := $(VENV)/bin
 export ETCD_REGISTRAR_CACHE ?= $(HOME)/.cache/etcd-registrar
 ACTIONLINT = $(ETCD_REGISTRAR_CACHE)/actionlint-$(shell sed -n 's/^ACTIONLINT_VERSION=//p' hack/versions.env)/actionlint
 
-.PHONY: help deps tools venv lint typecheck unit integration e2e realnode test demo cluster-up cluster-down realnode-up crds bench bench-quick kind-e2e clean
+.PHONY: help deps tools venv lint typecheck unit integration e2e realnode test faults demo cluster-up cluster-down realnode-up crds bench bench-quick kind-e2e clean
 
 help:
 	@echo "make demo   - local cluster + operator + demo workload, registry shown live"
 	@echo "make test   - lint, types, unit, integration and e2e tests (installs what it needs)"
+	@echo "make faults - the fault matrix (docs/reliability.md): every fault under churn, judged"
 	@echo "make kind-e2e - the e2e suite against a kind cluster (needs Docker, kind, helm, kubectl)"
 
 deps:
@@ -61,6 +62,12 @@ test: venv tools lint typecheck
 crds: venv
 	$(BIN)/etcd-registrar crds > crds/serviceregistrations.etcd-registrar.io.yaml
 	cp crds/serviceregistrations.etcd-registrar.io.yaml charts/etcd-registrar/files/crds/
+
+# The whole fault matrix, slow cases too (`make test` runs only its quick ones); each run's
+# numbers go to .faults-report.jsonl, the table in docs/reliability.md is written from it.
+faults: venv tools
+	@rm -f .faults-report.jsonl
+	FAULTS_REPORT=$(CURDIR)/.faults-report.jsonl $(BIN)/pytest -q -m "faults or not faults" tests/faults
 
 cluster-up: tools
 	@hack/cluster-up.sh

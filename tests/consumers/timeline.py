@@ -2,7 +2,8 @@
 watch on a namespace's pods.
 
 The consumer tests check every address a consumer ever showed against this record: an
-address must belong to a pod that was serving at about that moment.
+address must belong to a pod that was serving at about that moment. The fault matrix
+(tests/faults/checker.py) reads it as the readiness history, `wants`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
 
+from tests.faults.checker import Want
 from tests.harness import Cluster, PodInfo
 
 
@@ -27,6 +29,7 @@ class PodTimeline:
         self._lock = threading.Lock()
         self._pods: dict[str, tuple[str | None, bool]] = {}  # name -> (ip, serving)
         self._intervals: dict[str, list[tuple[float, float | None]]] = {}  # ip -> (start, end)
+        self._changes: list[tuple[float, str, str | None]] = []  # (when, pod, serving IP)
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-timeline", daemon=True)
@@ -59,11 +62,12 @@ class PodTimeline:
                     pod = event["object"]
                     version = pod["metadata"]["resourceVersion"]
                     self._apply(pod, deleted=event["type"] == "DELETED")
-            except Exception as exc:  # the API server may blip; a watch thread must not die
-                if isinstance(exc, ApiException) and exc.status == 410:
-                    version = None  # too old to resume: list again
-                else:
-                    self._stop.wait(0.2)
+            except Exception:  # the API server may blip; a watch thread must not die
+                # List again: the version may be too old now, and a 410 can come as an
+                # ERROR event, which the client fails to parse when not deserializing
+                # (KeyError 'raw_object'), so resuming would fail the same way forever.
+                version = None
+                self._stop.wait(0.2)
 
     def _list(self) -> str:
         # Raw JSON, camelCase as PodInfo.from_object reads it (not the client's models).
@@ -89,7 +93,18 @@ class PodTimeline:
                 was = False
             if serving and not was and pod.ip:
                 self._intervals.setdefault(pod.ip, []).append((now, None))
+            if self._pods.get(pod.name, (None, False)) != (pod.ip, serving):
+                self._changes.append((now, pod.name, pod.ip if serving else None))
             self._pods[pod.name] = (pod.ip, serving)
+
+    def wants(self, key: Callable[[str], str], value: Callable[[str], str]) -> list[Want]:
+        """The readiness history: from each change on, the key of pod `name` (`key(name)`)
+        should hold `value(ip)` while the pod serves, and nothing otherwise."""
+        with self._lock:
+            return [
+                Want(at, key(name), None if ip is None else value(ip))
+                for at, name, ip in self._changes
+            ]
 
     def served(self, ip: str, at: float, grace: float) -> bool:
         """Was a pod with this IP serving at `at`, give or take `grace` seconds?"""
