@@ -5,6 +5,10 @@
   its keys.
 - Every lease is recorded under ``/etcd-registrar/<owner>/leases/<id>``, attached to the lease
   itself, so a restarted operator (or a standby) finds its predecessor's leases.
+- The record is the lease's title: a leader adopts only the leases recorded when it reads
+  them after its election, and retires an empty lease by deleting its record in a
+  transaction fenced by its term before it revokes the lease. A leader deposed unawares is
+  refused that delete, so it never revokes a lease its successor has put keys on.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from etcd_registrar import metrics
-from etcd_registrar.etcd import KV, Etcd, EtcdError, EtcdUnavailable, Fence, KeepAliveStream
+from etcd_registrar.etcd import (
+    KV,
+    DeleteOp,
+    Etcd,
+    EtcdError,
+    EtcdUnavailable,
+    Fence,
+    Fenced,
+    KeepAliveStream,
+)
 from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.model import TTL_MAX, TTL_MIN
 from etcd_registrar.plan import Pool
@@ -153,10 +166,12 @@ class LeasePool:
     # --- reading the records -----------------------------------------------------------------
 
     async def adopt(self) -> None:
-        """Take over the live leases a previous run of this owner recorded, with the keys
-        etcd has on them (the registry then keeps those it holds: `keep`)."""
+        """Take over the live leases recorded now, with the keys etcd has on them (the
+        registry then keeps those it holds: `keep`); forget any other (a lease a standby
+        followed may have been retired since)."""
         records, _ = await self.etcd.get_prefix(self.prefix)
         now = time.monotonic()
+        self.by_id = {}
         for record in records:
             try:
                 pool = read_record(record, self.prefix)
@@ -223,17 +238,27 @@ class LeasePool:
         if lease.keys:
             lease.empty_since = None
             return
+        fence = self.fence()  # this term's, taken now: a later term decides for itself
         self.by_id.pop(lease.id, None)
         metrics.leases.set(len(self.by_id))
-        revoke = asyncio.create_task(self._revoke(lease.id))  # off the keepalive loop: a raft write
+        revoke = asyncio.create_task(self._revoke(lease.id, fence))  # off the keepalive loop
         self._revokes.add(revoke)
         revoke.add_done_callback(self._revokes.discard)
 
-    async def _revoke(self, lease_id: int) -> None:
+    async def _revoke(self, lease_id: int, fence: Fence | None) -> None:
+        """Delete the lease's record, fenced, then revoke it. Once the delete applied, no
+        later leader adopts the lease (it reads the records after its election, which came
+        after this term's end); if it is refused, another leader may hold keys on it."""
+        record = f"{self.prefix}{lease_id:x}"
         try:
-            await self.etcd.revoke(lease_id)
-        except EtcdError as exc:  # it expires by itself
-            logger.info("revoking empty lease %x failed: %s", lease_id, exc)
+            result = await self.etcd.txn([DeleteOp(record, lease_id)], fence)
+            if not result.refused:  # else the record went with the lease: nothing to revoke
+                await self.etcd.revoke(lease_id)
+        except Fenced as exc:
+            metrics.fenced_writes.inc()
+            logger.warning("empty lease %x not retired, another replica leads: %s", lease_id, exc)
+        except EtcdError as exc:  # it expires by itself once no replica renews it
+            logger.info("retiring empty lease %x failed: %s", lease_id, exc)
 
     # --- keepalives --------------------------------------------------------------------------
 

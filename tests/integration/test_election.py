@@ -1,6 +1,7 @@
 """Leader election and fencing on a real etcd (issue #13): one leader at a time, a deposed
-leader's write refused by etcd itself, a resignation handed over at once, and a second
-installation with another scope refused loudly."""
+leader's write refused by etcd itself, and every destructive call of it too (issue #20), a
+resignation handed over at once, and a second installation with another scope refused
+loudly."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
+from etcd_registrar import leases as leases_module
+from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.election import Election
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.registry import Registry
 from etcd_registrar.supervisor import Loop
-from tests.aio import eventually
+from tests.aio import eventually, holds
 from tests.harness import EtcdServer
 from tests.integration.test_registry import endpoints
 
@@ -84,6 +87,115 @@ async def test_a_deposed_leaders_writes_are_refused_by_etcd(
             await loop.stop()
     finally:
         await stale.close()
+
+
+async def frozen_leader(etcd: Etcd, stale: Registry) -> int:
+    """`stale` leads, fenced by a leader key of its own; returns that key's election lease,
+    whose revocation stands for the leader's process frozen past it (no election runs for
+    it, so it goes on believing it leads)."""
+    lease = await etcd.grant(2)
+    won, holder = await etcd.campaign("/etcd-registrar/ha/leader", '{"id": "old"}', lease)
+    assert won and holder is not None
+    stale.fence = Fence(holder.key, holder.create_revision)
+    return lease
+
+
+async def elect(etcd_server: EtcdServer, loops: list[Loop]) -> Fence:
+    """A new leader, elected by a real election; its fence."""
+    cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
+    election = Election(Etcd(cfg), "ha", "new", dict(SCOPE), ttl=2)
+    loops.append(Loop("election-new", election.run).start())
+    await eventually(lambda: election.leading, 5, "the new leader elected")
+    assert election.fence is not None
+    return election.fence
+
+
+async def test_a_deposed_leaders_lease_retire_spares_the_new_leaders_keys(
+    etcd: Etcd, etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 2, R2-5: the old leader retires a lease it believes empty after the new leader
+    adopted it and put a key of a ready pod on it. The retire is fenced: the key survives."""
+    monkeypatch.setattr(leases_module, "EMPTY_LEASE_GRACE", 2.0)
+    cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
+    old, new = Registry(Etcd(cfg), owner="ha"), Registry(Etcd(cfg), owner="ha")
+    await old.start()
+    loops: list[Loop] = []
+    try:
+        election_lease = await frozen_leader(etcd, old)
+        a, b = endpoints(2)
+        await old.submit([a], [])
+        lease = old.held[a.key].lease
+        await old.submit([], [a.key])  # its lease goes empty: retired after the grace
+
+        await etcd.revoke(election_lease)  # frozen past its election lease: a new leader
+        fence = await elect(etcd_server, loops)
+        await new.start()
+        await new.promote(fence)  # adopts the live, empty lease
+        await new.submit([b], [])
+        assert new.held[b.key].lease == lease  # the new leader's key on that lease
+
+        # The old leader resumes; its keepalive loop retires the lease before it notices.
+        await eventually(lambda: lease not in old.leases.by_id, 5, "the old leader retires")
+        present = lambda: etcd.get_many([b.key])  # noqa: E731
+        await holds(present, 1.5, "the new leader's key was deleted by the old leader")
+        assert (await etcd.time_to_live(lease)).alive
+    finally:
+        for loop in loops:
+            await loop.stop()
+        await old.close()
+        await new.close()
+
+
+async def test_a_deposed_leader_destroys_nothing(
+    etcd: Etcd, etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader that does not know it was deposed tries each destructive call: a lease
+    retire (record delete and revoke), a claim release, a key delete and a resignation.
+    etcd refuses every one: the new leader's registry is left as it was."""
+    monkeypatch.setattr(leases_module, "EMPTY_LEASE_GRACE", 0.5)
+    cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
+    stale = Registry(Etcd(cfg), owner="ha")
+    await stale.start()
+    claims = ClaimStore(stale.etcd, "ha")
+    loops = [Loop("claims", claims.run).start()]
+    try:
+        election_lease = await frozen_leader(etcd, stale)
+        old_fence = stale.fence
+        claims.lead(old_fence)
+        a, b = endpoints(1)[0], endpoints(1, service="other")[0]
+        await stale.submit([a, b], [])
+        claims.record("/services/goods/", "shop")
+        claim = claims.prefix + "/services/goods/"
+        await eventually(lambda: etcd.get_many([claim]), 5, "the claim recorded")
+        lease = stale.held[b.key].lease
+
+        await etcd.revoke(election_lease)
+        await elect(etcd_server, loops)
+        before = await keys(etcd)
+
+        stale.leases.free(lease, b.key)  # it believes the lease empty: retired after the grace
+        await eventually(lambda: lease not in stale.leases.by_id, 5, "the stale leader retires")
+        claims.record("/services/goods/", None)  # a release
+        await eventually(lambda: not claims.leading, 5, "the claim store fenced")
+        await stale.submit([], [a.key])  # a delete
+        old_election = Election(stale.etcd, "ha", "old", dict(SCOPE), ttl=2)
+        old_election.fence = old_fence
+        await old_election.resign()  # a resignation deleting the new leader's key
+
+        async def unchanged() -> bool:
+            return await keys(etcd) == before
+
+        await holds(unchanged, 1.5, "a deposed leader deleted keys")
+        assert (await etcd.time_to_live(lease)).alive
+        assert not stale.leading
+    finally:
+        for loop in loops:
+            await loop.stop()
+        await stale.close()
+
+
+async def keys(etcd: Etcd) -> set[str]:
+    return {kv.key for kv in (await etcd.get_prefix("/"))[0]}
 
 
 async def test_a_second_installation_with_another_scope_is_refused(etcd: Etcd) -> None:
