@@ -241,24 +241,26 @@ class LeasePool:
         fence = self.fence()  # this term's, taken now: a later term decides for itself
         self.by_id.pop(lease.id, None)
         metrics.leases.set(len(self.by_id))
-        revoke = asyncio.create_task(self._revoke(lease.id, fence))  # off the keepalive loop
+        revoke = asyncio.create_task(self._revoke(lease, fence))  # off the keepalive loop
         self._revokes.add(revoke)
         revoke.add_done_callback(self._revokes.discard)
 
-    async def _revoke(self, lease_id: int, fence: Fence | None) -> None:
+    async def _revoke(self, lease: Lease, fence: Fence | None) -> None:
         """Delete the lease's record, fenced, then revoke it. Once the delete applied, no
         later leader adopts the lease (it reads the records after its election, which came
-        after this term's end); if it is refused, another leader may hold keys on it."""
-        record = f"{self.prefix}{lease_id:x}"
+        after this term's end). If it is refused, another leader may hold keys on it: it is
+        renewed again, as a standby renews every recorded lease."""
         try:
-            result = await self.etcd.txn([DeleteOp(record, lease_id)], fence)
+            result = await self.etcd.txn([DeleteOp(f"{self.prefix}{lease.id:x}", lease.id)], fence)
             if not result.refused:  # else the record went with the lease: nothing to revoke
-                await self.etcd.revoke(lease_id)
+                await self.etcd.revoke(lease.id)
         except Fenced as exc:
             metrics.fenced_writes.inc()
-            logger.warning("empty lease %x not retired, another replica leads: %s", lease_id, exc)
+            logger.warning("empty lease %x not retired, another replica leads: %s", lease.id, exc)
+            self.by_id.setdefault(lease.id, Lease(lease.id, lease.pool))
+            metrics.leases.set(len(self.by_id))
         except EtcdError as exc:  # it expires by itself once no replica renews it
-            logger.info("retiring empty lease %x failed: %s", lease_id, exc)
+            logger.info("retiring empty lease %x failed: %s", lease.id, exc)
 
     # --- keepalives --------------------------------------------------------------------------
 

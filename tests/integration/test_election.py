@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 
 import pytest
+from prometheus_client import REGISTRY
 
 from etcd_registrar import leases as leases_module
 from etcd_registrar.claimstore import ClaimStore
@@ -133,9 +134,11 @@ async def test_a_deposed_leaders_lease_retire_spares_the_new_leaders_keys(
         await new.promote(fence)  # adopts the live, empty lease
         await new.submit([b], [])
         assert new.held[b.key].lease == lease  # the new leader's key on that lease
+        before = fenced()
 
         # The old leader resumes; its keepalive loop retires the lease before it notices.
-        await eventually(lambda: lease not in old.leases.by_id, 5, "the old leader retires")
+        await eventually(lambda: fenced() > before, 5, "the old leader's retire refused")
+        assert lease in old.leases.by_id  # renewed again, as a standby renews every lease
         present = lambda: etcd.get_many([b.key])  # noqa: E731
         await holds(present, 1.5, "the new leader's key was deleted by the old leader")
         assert (await etcd.time_to_live(lease)).alive
@@ -173,8 +176,9 @@ async def test_a_deposed_leader_destroys_nothing(
         await elect(etcd_server, loops)
         before = await keys(etcd)
 
+        refused = fenced()
         stale.leases.free(lease, b.key)  # it believes the lease empty: retired after the grace
-        await eventually(lambda: lease not in stale.leases.by_id, 5, "the stale leader retires")
+        await eventually(lambda: fenced() > refused, 5, "the stale leader's retire refused")
         claims.record("/services/goods/", None)  # a release
         await eventually(lambda: not claims.leading, 5, "the claim store fenced")
         await stale.submit([], [a.key])  # a delete
@@ -192,6 +196,11 @@ async def test_a_deposed_leader_destroys_nothing(
         for loop in loops:
             await loop.stop()
         await stale.close()
+
+
+def fenced() -> float:
+    """Destructive calls etcd refused so far, fenced (a process-wide counter)."""
+    return REGISTRY.get_sample_value("etcd_registrar_fenced_writes_total") or 0.0
 
 
 async def keys(etcd: Etcd) -> set[str]:
