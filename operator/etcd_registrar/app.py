@@ -17,6 +17,7 @@ import kubernetes
 from aiohttp import web
 
 from etcd_registrar import metrics
+from etcd_registrar.candidacy import Candidate
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller
@@ -90,9 +91,14 @@ class App:
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
         claims = ClaimStore(registry.etcd, config.owner_id)
-        scope = {"namespaces": sorted(config.namespace), "podSelector": config.pod_selector}
-        replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
-        election = Election(registry.etcd, config.owner_id, replica, scope)
+        candidate = Candidate(
+            f"{socket.gethostname()}/{os.getpid()}",  # a pod's host name is its name
+            tuple(sorted(config.namespace)),
+            config.pod_selector,
+            config.installation or "",
+            config.config_generation,
+        )
+        election = Election(registry.etcd, config.owner_id, candidate)
         gates = Gates(
             controller,
             kube,

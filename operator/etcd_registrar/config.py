@@ -61,6 +61,18 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]{1,63}$",
         description="Names this operator's leases, for several clusters sharing one etcd.",
     )
+    installation: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_./-]{1,253}$",
+        description="Names this installation (the chart: <namespace>/<release>); another "
+        "one with the same owner id is refused.",
+    )
+    config_generation: int = Field(
+        0,
+        ge=0,
+        description="Generation of this installation's configuration (the chart: the Helm "
+        "revision); a newer one takes over from an older one.",
+    )
     resync: float = Field(30.0, gt=0, description="Sweep interval (e.g. 30s, 1m).")
     allowed_prefix: Annotated[list[str], NoDecode] = Field(
         default=[],

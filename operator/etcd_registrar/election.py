@@ -9,22 +9,24 @@ once (etcd's Campaign keeps believing it leads after its session expired: "phant
 leadership"). A leader that stops resigns by deleting its key, so a standby takes over
 without waiting for the lease to expire.
 
-The leader publishes its scope (namespaces, pod selector) beside its id: a replica whose
-scope differs is a second installation sharing the owner id by mistake. It refuses to stand
-by silently (``misconfigured``), because the two would delete each other's keys, and never
-campaigns again until restarted.
+The leader publishes what it stands for (``Candidate``: its scope, installation and
+configuration generation) beside its id. A replica judges the leader it sees (candidacy.py):
+another replica of its configuration stands by; a newer configuration of its installation
+stands by healthy and leads once the old leader goes (a rollout that changes the scope); a
+second installation sharing the owner id by mistake is refused loudly (``misconfigured``),
+because the two would delete each other's keys. Nothing latches: a replica that saw an older
+or foreign leader still takes the leader key once it has stayed vacant for an election TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from etcd_registrar import metrics
+from etcd_registrar.candidacy import STANDBY, Candidate, Standing, Verdict, judge
 from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream, LeaseNotFound
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.supervisor import Backoff
@@ -40,16 +42,16 @@ class Election:
         self,
         etcd: Etcd,
         owner: str,
-        identity: str,
-        scope: dict[str, Any],
+        candidate: Candidate,
         *,
         ttl: int = ELECTION_TTL,
     ) -> None:
-        self.etcd, self.identity, self.scope, self.ttl = etcd, identity, scope, ttl
+        self.etcd, self.candidate, self.ttl = etcd, candidate, ttl
         self.key = f"{owner_keys(owner)}leader"
         self.fence: Fence | None = None
         self.leader: str | None = None  # the id of the replica that leads, as last seen
-        self.misconfigured: str | None = None
+        self.verdict = STANDBY  # what this replica is beside that leader
+        self._vacant_since: float | None = None  # when a deferring replica found no leader
         self.on_elected: Callable[[Fence], None] = lambda fence: None
         self.on_deposed: Callable[[], None] = lambda: None
         self._lease: int | None = None  # our election lease
@@ -58,6 +60,11 @@ class Election:
     @property
     def leading(self) -> bool:
         return self.fence is not None
+
+    @property
+    def misconfigured(self) -> str | None:
+        """Why this replica refuses to stand by (/readyz fails), if it does."""
+        return self.verdict.reason if self.verdict.standing is Standing.REFUSED else None
 
     async def run(self) -> None:
         """Campaign, lead or stand by, for ever. A broken stream is reopened on the same
@@ -112,20 +119,14 @@ class Election:
             self._acked = time.monotonic()
 
     async def _campaign(self, lease: int) -> None:
-        if self.misconfigured:  # never lead beside another installation: only look
-            holder = (await self.etcd.get_many([self.key])).get(self.key)
-            if holder is not None:
-                self._observe(holder.value)
+        if self.verdict.defers and not await self._vacant_long_enough():
             return
-        value = json.dumps({"id": self.identity, **self.scope}, sort_keys=True)
+        value = self.candidate.value()
         won, holder = await self.etcd.campaign(self.key, value, lease)
         # A campaign whose answer was lost after etcd applied it finds our own key: ours.
         if holder is not None and (won or holder.lease == lease):
-            self.fence, self.leader, self.misconfigured = (
-                Fence(self.key, holder.create_revision),
-                self.identity,
-                None,
-            )
+            self.fence, self.leader = Fence(self.key, holder.create_revision), self.candidate.id
+            self._judged(STANDBY)
             metrics.leader.set(1)
             metrics.leadership_changes.inc()
             logger.info("elected leader (fence revision %d)", holder.create_revision)
@@ -139,28 +140,38 @@ class Election:
             return
         self._observe(holder.value)
 
+    async def _vacant_long_enough(self) -> bool:
+        """A replica that defers looks before it campaigns: it takes the leader key only once
+        it has stayed vacant for an election TTL (a replica the leader would stand by for
+        takes it first, if one lives)."""
+        holder = (await self.etcd.get_many([self.key])).get(self.key)
+        if holder is not None:
+            self._vacant_since = None
+            self._observe(holder.value)
+            return False
+        now = time.monotonic()
+        if self._vacant_since is None:
+            self._vacant_since = now
+        return now - self._vacant_since >= self.ttl
+
     def _observe(self, value: str) -> None:
-        try:
-            seen = json.loads(value)
-            leader, scope = seen.pop("id"), seen
-        except Exception:  # a key we did not write: nobody sane leads
-            leader, scope = "?", {}
-        if leader != self.leader:
-            logger.info("standing by: %s leads", leader)
-            self.leader = leader
-        mismatch = None
-        if scope != self.scope:
-            mismatch = (
-                f"another installation with the same owner id leads ({leader}) and watches "
-                f"{_describe(scope)}, this one {_describe(self.scope)}: they would delete each "
-                "other's keys; give each installation its own --owner-id"
-            )
-            if mismatch != self.misconfigured:
-                logger.error("%s", mismatch)
-                metrics.scope_mismatch.set(1)
-        elif self.misconfigured:
-            metrics.scope_mismatch.set(0)
-        self.misconfigured = mismatch
+        leader = Candidate.parse(value)
+        name = leader.id if leader is not None else "?"
+        if name != self.leader:
+            logger.info("standing by: %s leads", name)
+            self.leader = name
+        self._judged(judge(self.candidate, leader))
+
+    def _judged(self, verdict: Verdict) -> None:
+        if verdict == self.verdict:
+            return
+        refused = verdict.standing is Standing.REFUSED
+        if refused:
+            logger.error("%s", verdict.reason)
+        elif verdict.reason:
+            logger.info("%s", verdict.reason)
+        metrics.scope_mismatch.set(int(refused))
+        self.verdict, self._vacant_since = verdict, None
 
     def step_down(self, reason: str) -> None:
         if self.fence is None:
@@ -187,9 +198,3 @@ class Election:
 
 class _LeaseLost(Exception):
     """Our election lease is gone, or may be: whatever we believe, we lead no more."""
-
-
-def _describe(scope: dict[str, Any]) -> str:
-    namespaces = scope.get("namespaces") or ["all namespaces"]
-    selector = scope.get("podSelector")
-    return ", ".join(namespaces) + (f" (pods {selector})" if selector else "")

@@ -118,8 +118,8 @@ fenced_writes = Counter(
 )
 scope_mismatch = Gauge(
     f"{_NS}_scope_mismatch",
-    "1 while another installation with the same owner id watches a different scope "
-    "(misconfiguration: /readyz fails), else 0.",
+    "1 while this replica refuses to run beside another installation with the same owner "
+    "id (misconfiguration: /readyz fails), else 0.",
 )
 
 EndpointCounts = Callable[[], Mapping[ServiceId, int]]

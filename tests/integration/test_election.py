@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
 
 from etcd_registrar import leases as leases_module
+from etcd_registrar.candidacy import Candidate, Standing
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.election import Election
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
@@ -24,7 +25,8 @@ from tests.integration.test_registry import endpoints
 
 pytestmark = pytest.mark.integration
 
-SCOPE = {"namespaces": ["shop"], "podSelector": None}
+SHOP = ("shop",)
+INSTALLATION = "registrar/etcd-registrar"
 
 
 @pytest.fixture
@@ -34,8 +36,16 @@ async def etcd(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
     await client.close()
 
 
-def candidate(etcd: Etcd, name: str, scope: Mapping[str, object] = SCOPE) -> Election:
-    return Election(etcd, "ha", name, dict(scope), ttl=2)
+def candidate(
+    etcd: Etcd,
+    name: str,
+    namespaces: tuple[str, ...] = SHOP,
+    *,
+    installation: str = INSTALLATION,
+    generation: int = 1,
+) -> Election:
+    """A replica of installation `installation`, in configuration `generation`."""
+    return Election(etcd, "ha", Candidate(name, namespaces, None, installation, generation), ttl=2)
 
 
 async def test_one_leader_and_a_resignation_hands_over_at_once(etcd: Etcd) -> None:
@@ -104,7 +114,7 @@ async def frozen_leader(etcd: Etcd, stale: Registry) -> int:
 async def elect(etcd_server: EtcdServer, loops: list[Loop]) -> Fence:
     """A new leader, elected by a real election; its fence."""
     cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
-    election = Election(Etcd(cfg), "ha", "new", dict(SCOPE), ttl=2)
+    election = candidate(Etcd(cfg), "new")
     loops.append(Loop("election-new", election.run).start())
     await eventually(lambda: election.leading, 5, "the new leader elected")
     assert election.fence is not None
@@ -182,7 +192,7 @@ async def test_a_deposed_leader_destroys_nothing(
         claims.record("/services/goods/", None)  # a release
         await eventually(lambda: not claims.leading, 5, "the claim store fenced")
         await stale.submit([], [a.key])  # a delete
-        old_election = Election(stale.etcd, "ha", "old", dict(SCOPE), ttl=2)
+        old_election = candidate(stale.etcd, "old")
         old_election.fence = old_fence
         await old_election.resign()  # a resignation deleting the new leader's key
 
@@ -208,7 +218,7 @@ async def keys(etcd: Etcd) -> set[str]:
 
 
 async def test_a_second_installation_with_another_scope_is_refused(etcd: Etcd) -> None:
-    leader, other = candidate(etcd, "a"), candidate(etcd, "b", {"namespaces": ["team-b"]})
+    leader, other = candidate(etcd, "a"), candidate(etcd, "b", ("team-b",))
     loops = [Loop("election-a", leader.run).start()]
     await eventually(lambda: leader.leading, 5, "a leads")
     loops.append(Loop("election-b", other.run).start())
@@ -217,7 +227,81 @@ async def test_a_second_installation_with_another_scope_is_refused(etcd: Etcd) -
         assert "--owner-id" in reason and "team-b" in reason
         assert not other.leading
         value = json.loads((await etcd.get_many([leader.key]))[leader.key].value)
-        assert value == {"id": "a", **SCOPE}
+        assert value == {
+            "id": "a",
+            "namespaces": ["shop"],
+            "podSelector": None,
+            "installation": INSTALLATION,
+            "generation": 1,
+        }
+    finally:
+        for loop in loops:
+            await loop.stop()
+
+
+async def resign_and_time_takeover(old: Election, old_loop: Loop, new: Election) -> float:
+    """Stop `old` (its replica gone, as at the end of a rollout); seconds until `new` leads."""
+    await old_loop.stop()
+    started = asyncio.get_running_loop().time()
+    await old.resign()
+    await eventually(lambda: new.leading, 3 * new.ttl, "the remaining replica leads")
+    return asyncio.get_running_loop().time() - started
+
+
+async def test_a_newer_configuration_stands_by_healthy_then_leads_at_once(etcd: Etcd) -> None:
+    """Review 2, R2-3: a helm upgrade that adds a watched namespace. The new replica stands
+    by healthy (so a maxUnavailable-0 rollout proceeds) and leads within one election TTL of
+    the old leader's exit."""
+    old = candidate(etcd, "old", generation=1)
+    new = candidate(etcd, "new", ("shop", "team-b"), generation=2)
+    loops = [Loop("old", old.run).start()]
+    try:
+        await eventually(lambda: old.leading, 5, "old leads")
+        loops.append(Loop("new", new.run).start())
+        await eventually(lambda: new.verdict.standing is Standing.SUCCESSOR, 5, "new waits")
+        assert new.misconfigured is None and not new.leading
+        assert "team-b" in new.verdict.reason
+        takeover = await resign_and_time_takeover(old, loops[0], new)
+        assert takeover < new.ttl, f"the new configuration led after {takeover:.2f}s"
+        assert new.misconfigured is None
+    finally:
+        for loop in loops:
+            await loop.stop()
+
+
+async def test_an_older_configuration_defers_to_a_newer_one(etcd: Etcd) -> None:
+    """A replica of the old configuration seeing the new one lead (a rollout half done)
+    stands by healthy; it leads when the key stays vacant, but only after an election TTL,
+    so a live replica of the newer configuration would lead first."""
+    new = candidate(etcd, "new", ("shop", "team-b"), generation=2)
+    old = candidate(etcd, "old", generation=1)
+    loops = [Loop("new", new.run).start()]
+    try:
+        await eventually(lambda: new.leading, 5, "new leads")
+        loops.append(Loop("old", old.run).start())
+        await eventually(lambda: old.verdict.standing is Standing.SUPERSEDED, 5, "old waits")
+        assert old.misconfigured is None and not old.leading
+        takeover = await resign_and_time_takeover(new, loops[0], old)
+        assert takeover >= old.ttl, f"the older configuration led after {takeover:.2f}s"
+    finally:
+        for loop in loops:
+            await loop.stop()
+
+
+async def test_a_refused_replica_never_latches(etcd: Etcd) -> None:
+    """Another installation's leader (same scope, another installation name) is refused
+    loudly; once that leader is gone and no replica of it takes the key, the refused
+    replica leads after an election TTL: nothing is ever left without a leader."""
+    theirs = candidate(etcd, "theirs", installation="other/etcd-registrar")
+    ours = candidate(etcd, "ours")
+    loops = [Loop("theirs", theirs.run).start()]
+    try:
+        await eventually(lambda: theirs.leading, 5, "theirs leads")
+        loops.append(Loop("ours", ours.run).start())
+        reason = await eventually(lambda: ours.misconfigured, 5, "ours refuses")
+        assert "other/etcd-registrar" in reason and "--owner-id" in reason
+        await resign_and_time_takeover(theirs, loops[0], ours)
+        assert ours.misconfigured is None
     finally:
         for loop in loops:
             await loop.stop()
