@@ -1,10 +1,14 @@
 """What a replica publishes in the leader key, and what it makes of the leader it finds there.
 
-A replica stands for one configuration of one installation: its scope (namespaces, pod
-selector), the installation's name and the generation of its configuration (the chart sets
-them to ``<namespace>/<release>`` and the Helm revision). Finding another replica leading, it
-is one of:
+A replica stands for one configuration of one installation in one cluster: its scope
+(namespaces, pod selector), the installation's name and the generation of its configuration
+(the chart sets them to ``<namespace>/<release>`` and the Helm revision), and its cluster's
+identity (the UID of its kube-system namespace). Finding another replica leading, it is one
+of:
 
+- foreign: the leader runs in another cluster with the same owner id. Two clusters would
+  adopt and delete each other's keys, so it is refused loudly and never leads while any
+  record of the other cluster (leader key, lease or claim record) exists;
 - a standby: the same configuration, another replica of it;
 - a successor: a newer configuration of the same installation, a rollout under way (a
   scope change included). It stands by, healthy, and leads once the old leader is gone;
@@ -30,6 +34,7 @@ class Candidate:
     pod_selector: str | None = None
     installation: str = ""  # "" when not named: only the scope tells installations apart
     generation: int = 0
+    cluster: str = ""  # "" when unknown: clusters are not told apart
 
     def value(self) -> str:
         """The leader key's value while this replica leads."""
@@ -40,6 +45,7 @@ class Candidate:
                 "podSelector": self.pod_selector,
                 "installation": self.installation,
                 "generation": self.generation,
+                "cluster": self.cluster,
             },
             sort_keys=True,
         )
@@ -56,17 +62,18 @@ class Candidate:
             return None
         name, namespaces = data.get("id"), data.get("namespaces") or []
         selector, generation = data.get("podSelector"), data.get("generation", 0)
-        installation = data.get("installation", "")
+        installation, cluster = data.get("installation", ""), data.get("cluster", "")
         if not (
             isinstance(name, str)
             and isinstance(namespaces, list)
             and all(isinstance(n, str) for n in namespaces)
             and isinstance(selector, str | None)
             and isinstance(installation, str)
+            and isinstance(cluster, str)
             and type(generation) is int
         ):
             return None
-        return cls(name, tuple(namespaces), selector, installation, generation)
+        return cls(name, tuple(namespaces), selector, installation, generation, cluster)
 
     def describe_scope(self) -> str:
         namespaces = ", ".join(self.namespaces) or "all namespaces"
@@ -74,6 +81,7 @@ class Candidate:
 
 
 class Standing(enum.Enum):
+    FOREIGN = "foreign"
     STANDBY = "standby"
     SUCCESSOR = "successor"
     SUPERSEDED = "superseded"
@@ -87,8 +95,14 @@ class Verdict:
 
     @property
     def defers(self) -> bool:
-        """Whether a vacant leader key is taken only after an election TTL."""
-        return self.standing in (Standing.SUPERSEDED, Standing.REFUSED)
+        """Whether a vacant leader key is taken only after an election TTL (and a look at
+        the owner's records)."""
+        return self.standing is not Standing.STANDBY and self.standing is not Standing.SUCCESSOR
+
+    @property
+    def refused(self) -> bool:
+        """Whether this replica refuses to run (/readyz fails)."""
+        return self.standing is Standing.REFUSED or self.standing is Standing.FOREIGN
 
 
 STANDBY = Verdict(Standing.STANDBY)
@@ -102,6 +116,8 @@ def judge(me: Candidate, leader: Candidate | None) -> Verdict:
             "the leader key holds a value no etcd-registrar wrote: another program writes "
             "under /etcd-registrar/ (give the etcd user of anything else no access to it)",
         )
+    if is_foreign(leader.cluster, me.cluster):
+        return foreign(me, leader.cluster, f"its replica {leader.id} leads")
     if leader.installation and me.installation and leader.installation != me.installation:
         return Verdict(
             Standing.REFUSED,
@@ -136,3 +152,30 @@ def judge(me: Candidate, leader: Candidate | None) -> Verdict:
         "installation its own --owner-id (or, for a new configuration of this one, a "
         "higher --config-generation)",
     )
+
+
+def is_foreign(cluster: str, mine: str) -> bool:
+    """Whether `cluster` is known to be another cluster than `mine`."""
+    return bool(cluster and mine and cluster != mine)
+
+
+def foreign(me: Candidate, cluster: str, seen: str) -> Verdict:
+    """Refused: another cluster uses this owner id (`seen`: how we know)."""
+    return Verdict(
+        Standing.FOREIGN,
+        f"another cluster (kube-system namespace UID {cluster}) uses the same owner id: "
+        f"{seen}; this is cluster {me.cluster}. Sharing one owner id, the two would adopt and "
+        "delete each other's keys: this one stands aside. Give each cluster its own "
+        "--owner-id (the chart's default is unique per cluster)",
+    )
+
+
+def record_cluster(value: str) -> str:
+    """The cluster a record of the owner names (leader key, lease or claim record); "" if
+    none or if it is not a record we wrote."""
+    try:
+        data = json.loads(value) if len(value) < 4096 else None
+    except (ValueError, RecursionError):
+        return ""
+    cluster = data.get("cluster") if isinstance(data, dict) else None
+    return cluster if isinstance(cluster, str) else ""

@@ -16,6 +16,9 @@ stands by healthy and leads once the old leader goes (a rollout that changes the
 second installation sharing the owner id by mistake is refused loudly (``misconfigured``),
 because the two would delete each other's keys. Nothing latches: a replica that saw an older
 or foreign leader still takes the leader key once it has stayed vacant for an election TTL.
+The one exception is another cluster sharing the owner id: before a replica first
+campaigns, and before one that deferred does, it reads the owner's records, and while any
+names another cluster it stands aside, refused, instead of adopting that cluster's leases.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ import time
 from collections.abc import Callable
 
 from etcd_registrar import metrics
-from etcd_registrar.candidacy import STANDBY, Candidate, Standing, Verdict, judge
+from etcd_registrar.candidacy import (
+    STANDBY,
+    Candidate,
+    Standing,
+    Verdict,
+    foreign,
+    is_foreign,
+    judge,
+    record_cluster,
+)
 from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream, LeaseNotFound
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.supervisor import Backoff
@@ -47,11 +59,13 @@ class Election:
         ttl: int = ELECTION_TTL,
     ) -> None:
         self.etcd, self.candidate, self.ttl = etcd, candidate, ttl
-        self.key = f"{owner_keys(owner)}leader"
+        self.prefix = owner_keys(owner)
+        self.key = f"{self.prefix}leader"
         self.fence: Fence | None = None
         self.leader: str | None = None  # the id of the replica that leads, as last seen
         self.verdict = STANDBY  # what this replica is beside that leader
         self._vacant_since: float | None = None  # when a deferring replica found no leader
+        self._records_read = False  # no record of another cluster found since we started
         self.on_elected: Callable[[Fence], None] = lambda fence: None
         self.on_deposed: Callable[[], None] = lambda: None
         self._lease: int | None = None  # our election lease
@@ -64,7 +78,7 @@ class Election:
     @property
     def misconfigured(self) -> str | None:
         """Why this replica refuses to stand by (/readyz fails), if it does."""
-        return self.verdict.reason if self.verdict.standing is Standing.REFUSED else None
+        return self.verdict.reason if self.verdict.refused else None
 
     async def run(self) -> None:
         """Campaign, lead or stand by, for ever. A broken stream is reopened on the same
@@ -121,6 +135,8 @@ class Election:
     async def _campaign(self, lease: int) -> None:
         if self.verdict.defers and not await self._vacant_long_enough():
             return
+        if (self.verdict.defers or not self._records_read) and await self._another_cluster():
+            return
         value = self.candidate.value()
         won, holder = await self.etcd.campaign(self.key, value, lease)
         # A campaign whose answer was lost after etcd applied it finds our own key: ours.
@@ -154,6 +170,19 @@ class Election:
             self._vacant_since = now
         return now - self._vacant_since >= self.ttl
 
+    async def _another_cluster(self) -> bool:
+        """Whether a record of the owner names another cluster: refused, and looked at
+        again only after another election TTL."""
+        records, _ = await self.etcd.get_prefix(self.prefix)
+        for record in records:
+            cluster = record_cluster(record.value)
+            if is_foreign(cluster, self.candidate.cluster):
+                self._judged(foreign(self.candidate, cluster, f"etcd holds its {record.key}"))
+                self._vacant_since = time.monotonic()
+                return True
+        self._records_read = True
+        return False
+
     def _observe(self, value: str) -> None:
         leader = Candidate.parse(value)
         name = leader.id if leader is not None else "?"
@@ -165,12 +194,12 @@ class Election:
     def _judged(self, verdict: Verdict) -> None:
         if verdict == self.verdict:
             return
-        refused = verdict.standing is Standing.REFUSED
-        if refused:
+        if verdict.refused:
             logger.error("%s", verdict.reason)
         elif verdict.reason:
             logger.info("%s", verdict.reason)
-        metrics.scope_mismatch.set(int(refused))
+        metrics.scope_mismatch.set(int(verdict.standing is Standing.REFUSED))
+        metrics.foreign_cluster.set(int(verdict.standing is Standing.FOREIGN))
         self.verdict, self._vacant_since = verdict, None
 
     def step_down(self, reason: str) -> None:

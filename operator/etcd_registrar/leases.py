@@ -5,6 +5,8 @@
   its keys.
 - Every lease is recorded under ``/etcd-registrar/<owner>/leases/<id>``, attached to the lease
   itself, so a restarted operator (or a standby) finds its predecessor's leases.
+- The record names the cluster that granted the lease (its kube-system namespace UID): an
+  operator never adopts nor renews another cluster's leases sharing its owner id.
 - The record is the lease's title: a leader adopts only the leases recorded when it reads
   them after its election, and retires an empty lease by deleting its record in a
   transaction fenced by its term before it revokes the lease. A leader deposed unawares is
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from etcd_registrar import metrics
+from etcd_registrar.candidacy import is_foreign, record_cluster
 from etcd_registrar.etcd import (
     KV,
     DeleteOp,
@@ -71,8 +74,10 @@ def read_record(kv: KV, owner_prefix: str) -> Pool:
         data = json.loads(kv.value) if len(kv.value) < 1024 else None
     except (ValueError, RecursionError):
         data = None
-    if not isinstance(data, dict) or set(data) != {"namespace", "service", "ttl"}:
-        raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}}")
+    if not isinstance(data, dict) or set(data) - {"cluster"} != {"namespace", "service", "ttl"}:
+        raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}} (and a cluster)")
+    if not isinstance(data.get("cluster", ""), str):
+        raise ValueError(f"record {kv.key!r}: cluster must be a string")
     namespace, service, ttl = data["namespace"], data["service"], data["ttl"]
     if not (isinstance(namespace, str) and isinstance(service, str)):
         raise ValueError(f"record {kv.key!r}: namespace and service must be strings")
@@ -81,8 +86,9 @@ def read_record(kv: KV, owner_prefix: str) -> Pool:
     return Pool(namespace, service, ttl)
 
 
-def _record(pool: Pool) -> str:
-    return json.dumps({"namespace": pool.namespace, "service": pool.service, "ttl": pool.ttl})
+def _record(pool: Pool, cluster: str) -> str:
+    record = {"namespace": pool.namespace, "service": pool.service, "ttl": pool.ttl}
+    return json.dumps(record | ({"cluster": cluster} if cluster else {}))
 
 
 class LeasePool:
@@ -99,8 +105,9 @@ class LeasePool:
         fence: Callable[[], Fence | None],
         leading: Callable[[], bool],
         on_lost: Callable[[Lease], None],
+        cluster: str = "",
     ) -> None:
-        self.etcd = etcd
+        self.etcd, self.cluster = etcd, cluster
         self.prefix = lease_records(owner)
         self.keys_per_lease = keys_per_lease
         self.fence, self.leading, self.on_lost = fence, leading, on_lost
@@ -129,7 +136,8 @@ class LeasePool:
 
     async def _grant(self, pool: Pool) -> int:
         lease_id = await self.etcd.grant(pool.ttl)
-        await self.etcd.put(f"{self.prefix}{lease_id:x}", _record(pool), lease_id, self.fence())
+        record = _record(pool, self.cluster)
+        await self.etcd.put(f"{self.prefix}{lease_id:x}", record, lease_id, self.fence())
         self.by_id[lease_id] = Lease(lease_id, pool, set(), time.monotonic() + pool.ttl / 3)
         metrics.leases.set(len(self.by_id))
         logger.info(
@@ -178,6 +186,9 @@ class LeasePool:
             except Exception as exc:  # RecursionError from deep JSON included
                 logger.warning("lease record %s skipped: %s", record.key, exc)
                 continue
+            if self._foreign(record):
+                logger.error("lease record %s skipped: another cluster's", record.key)
+                continue
             info = await self.etcd.time_to_live(record.lease)
             if not info.alive:
                 continue
@@ -190,6 +201,9 @@ class LeasePool:
             keys = [k for k in info.keys if k != record.key]
             self.by_id[record.lease] = Lease(record.lease, pool, set(keys), now)
         metrics.leases.set(len(self.by_id))
+
+    def _foreign(self, record: KV) -> bool:
+        return is_foreign(record_cluster(record.value), self.cluster)
 
     def keep(self, held: Iterable[str]) -> None:
         """Only `held` keys are on our leases; one left without any may be retired."""
@@ -207,6 +221,8 @@ class LeasePool:
             try:
                 pool = read_record(record, self.prefix)
             except Exception:  # noqa: S112 - the leader logged it when it adopted
+                continue
+            if self._foreign(record):
                 continue
             recorded.add(record.lease)
             if record.lease not in self.by_id:

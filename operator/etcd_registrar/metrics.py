@@ -121,6 +121,11 @@ scope_mismatch = Gauge(
     "1 while this replica refuses to run beside another installation with the same owner "
     "id (misconfiguration: /readyz fails), else 0.",
 )
+foreign_cluster = Gauge(
+    f"{_NS}_foreign_cluster",
+    "1 while another cluster uses this owner id in the same etcd (this replica stands "
+    "aside: /readyz fails), else 0.",
+)
 
 EndpointCounts = Callable[[], Mapping[ServiceId, int]]
 

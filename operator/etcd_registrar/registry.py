@@ -60,6 +60,7 @@ class Registry:
         owner: str = "default",
         keys_per_lease: int = 1000,
         on_lease_lost: Callable[[set[str]], None] = lambda keys: None,
+        cluster: str = "",
     ) -> None:
         self.etcd = etcd
         self.on_lease_lost = on_lease_lost
@@ -80,6 +81,7 @@ class Registry:
             fence=self._write_fence,
             leading=lambda: self.leading,
             on_lost=self._lease_lost,
+            cluster=cluster,
         )
         self.owner_prefix = self.leases.prefix
         self.writes = WriteQueue(self._write)

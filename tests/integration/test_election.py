@@ -43,9 +43,12 @@ def candidate(
     *,
     installation: str = INSTALLATION,
     generation: int = 1,
+    cluster: str = "",
 ) -> Election:
-    """A replica of installation `installation`, in configuration `generation`."""
-    return Election(etcd, "ha", Candidate(name, namespaces, None, installation, generation), ttl=2)
+    """A replica of installation `installation`, in configuration `generation`, of the
+    cluster `cluster`."""
+    replica = Candidate(name, namespaces, None, installation, generation, cluster)
+    return Election(etcd, "ha", replica, ttl=2)
 
 
 async def test_one_leader_and_a_resignation_hands_over_at_once(etcd: Etcd) -> None:
@@ -233,6 +236,7 @@ async def test_a_second_installation_with_another_scope_is_refused(etcd: Etcd) -
             "podSelector": None,
             "installation": INSTALLATION,
             "generation": 1,
+            "cluster": "",
         }
     finally:
         for loop in loops:
@@ -302,6 +306,69 @@ async def test_a_refused_replica_never_latches(etcd: Etcd) -> None:
         assert "other/etcd-registrar" in reason and "--owner-id" in reason
         await resign_and_time_takeover(theirs, loops[0], ours)
         assert ours.misconfigured is None
+    finally:
+        for loop in loops:
+            await loop.stop()
+
+
+async def test_a_second_cluster_with_the_same_owner_id_never_leads(
+    etcd: Etcd, etcd_server: EtcdServer
+) -> None:
+    """Review 2, R2-4: two clusters share one etcd and one owner id. The second is refused
+    loudly, naming the first; it neither adopts nor renews the first's leases, and it does
+    not lead even while the first has no leader key, as long as the first's records live.
+    Once they are gone (the first cluster is gone), it leads: nothing latches."""
+    cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
+    first = Registry(Etcd(cfg), owner="ha", cluster="uid-a")
+    await first.start()
+    second = Registry(Etcd(cfg), owner="ha", cluster="uid-b")
+    ours, theirs = candidate(etcd, "a", cluster="uid-a"), candidate(etcd, "b", cluster="uid-b")
+    loops = [Loop("a", ours.run).start()]
+    try:
+        await first.promote(await eventually(lambda: ours.fence, 5, "a leads"))
+        (key,) = endpoints(1)
+        await first.submit([key], [])
+        lease = first.held[key.key].lease
+
+        await second.start()  # adopts nothing of the other cluster
+        assert second.leases.by_id == {}
+        loops.append(Loop("b", theirs.run).start())
+        reason = await eventually(lambda: theirs.misconfigured, 5, "b refuses")
+        assert "uid-a" in reason and "--owner-id" in reason
+        assert theirs.verdict.standing is Standing.FOREIGN
+        assert REGISTRY.get_sample_value("etcd_registrar_foreign_cluster") == 1.0
+        await second.follow()
+        assert second.leases.by_id == {}  # nor renews its leases
+
+        # The first cluster's leader goes; its lease lives on (a replica of it renews it).
+        await loops[0].stop()
+        await ours.resign()
+        await holds(lambda: not theirs.leading, 3 * theirs.ttl, "the second cluster leads")
+        assert (await etcd.get_many([key.key]))[key.key].lease == lease
+
+        await first.close()  # the first cluster is gone: its leases end
+        await etcd.revoke(lease)
+        await eventually(lambda: theirs.leading, 4 * theirs.ttl, "the second cluster leads")
+        assert theirs.misconfigured is None
+        assert REGISTRY.get_sample_value("etcd_registrar_foreign_cluster") == 0.0
+    finally:
+        for loop in loops:
+            await loop.stop()
+        await second.close()
+
+
+async def test_a_replica_of_one_cluster_stands_by_for_its_own(etcd: Etcd) -> None:
+    """The cluster identity in the leader key and records tells nothing apart within one
+    cluster: a standby of the same cluster stands by, healthy, and takes over at once."""
+    a, b = candidate(etcd, "a", cluster="uid-a"), candidate(etcd, "b", cluster="uid-a")
+    loops = [Loop("a", a.run).start()]
+    try:
+        await eventually(lambda: a.leading, 5, "a leads")
+        loops.append(Loop("b", b.run).start())
+        await eventually(lambda: b.leader == "a", 5, "b stands by")
+        assert b.verdict.standing is Standing.STANDBY
+        takeover = await resign_and_time_takeover(a, loops[0], b)
+        assert takeover < b.ttl
     finally:
         for loop in loops:
             await loop.stop()

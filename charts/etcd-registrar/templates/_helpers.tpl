@@ -121,6 +121,14 @@ app.kubernetes.io/component: etcd
   verbs: ["get", "list", "watch"]
 {{- end }}
 
+{{/* The cluster's identity: the UID of the kube-system namespace, and nothing else of it. */}}
+{{- define "etcd-registrar.clusterIdentityRules" -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  resourceNames: ["kube-system"]
+  verbs: ["get"]
+{{- end }}
+
 {{/* Fail early on values that contradict each other (the schema checks each one alone). */}}
 {{- define "etcd-registrar.validate" -}}
 {{- if and .Values.etcd.auth.password.secretName (not .Values.etcd.auth.username) }}
@@ -145,8 +153,31 @@ app.kubernetes.io/component: etcd
 {{- end }}
 
 {{/*
-The owner id: the value, else <namespace>-<release>, so two releases never share one.
+The owner id: the value; else the one the installed Deployment already uses (an upgrade keeps
+its registry, whatever helm may read); else <namespace>-<release>-<cluster>, <cluster> the
+first 8 characters of the kube-system namespace's UID, so that the same release in two
+clusters sharing one etcd never shares one; else (helm template, or a helm user who may not
+read kube-system) <namespace>-<release>.
 */}}
 {{- define "etcd-registrar.ownerId" -}}
-{{- .Values.ownerId | default (printf "%s-%s" .Release.Namespace .Release.Name) | trunc 63 | trimSuffix "-" -}}
+{{- if .Values.ownerId }}
+{{- .Values.ownerId | trunc 63 | trimSuffix "-" -}}
+{{- else }}
+{{- $installed := "" }}
+{{- $deployment := lookup "apps/v1" "Deployment" .Release.Namespace (include "etcd-registrar.fullname" .) }}
+{{- range (dig "spec" "template" "spec" "containers" (list) $deployment) }}
+{{- range (get . "env" | default (list)) }}
+{{- if eq (get . "name") "ETCD_REGISTRAR_OWNER_ID" }}{{ $installed = get . "value" }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $base := printf "%s-%s" .Release.Namespace .Release.Name }}
+{{- $cluster := dig "metadata" "uid" "" (lookup "v1" "Namespace" "" "kube-system") | trunc 8 }}
+{{- if $installed }}
+{{- $installed -}}
+{{- else if $cluster }}
+{{- printf "%s-%s" ($base | trunc 54 | trimSuffix "-") $cluster -}}
+{{- else }}
+{{- $base | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+{{- end }}
 {{- end }}
