@@ -6,6 +6,7 @@ loudly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -51,12 +52,24 @@ def candidate(
     return Election(etcd, "ha", replica, ttl=2)
 
 
+@contextlib.asynccontextmanager
+async def leading_then(leader: Election, other: Election) -> AsyncIterator[Loop]:
+    """`leader` runs until it leads, then `other` runs beside it; yields the leader's loop.
+    Both are stopped afterwards."""
+    first = Loop(leader.candidate.id, leader.run).start()
+    loops = [first]
+    try:
+        await eventually(lambda: leader.leading, 5, f"{leader.candidate.id} leads")
+        loops.append(Loop(other.candidate.id, other.run).start())
+        yield first
+    finally:
+        for loop in loops:
+            await loop.stop()
+
+
 async def test_one_leader_and_a_resignation_hands_over_at_once(etcd: Etcd) -> None:
     a, b = candidate(etcd, "a"), candidate(etcd, "b")
-    loops = [Loop("election-a", a.run).start()]
-    await eventually(lambda: a.leading, 5, "a leads")
-    loops.append(Loop("election-b", b.run).start())
-    try:
+    async with leading_then(a, b):
         await eventually(lambda: b.leader == "a", 5, "b stands by for a")
         assert not b.leading and b.misconfigured is None
         started = asyncio.get_running_loop().time()
@@ -65,9 +78,6 @@ async def test_one_leader_and_a_resignation_hands_over_at_once(etcd: Etcd) -> No
         handover = asyncio.get_running_loop().time() - started
         assert handover < b.ttl, f"handover took {handover:.2f}s, the lease lives {b.ttl}s"
         assert not a.leading
-    finally:
-        for loop in loops:
-            await loop.stop()
 
 
 async def test_a_deposed_leaders_writes_are_refused_by_etcd(
@@ -222,10 +232,7 @@ async def keys(etcd: Etcd) -> set[str]:
 
 async def test_a_second_installation_with_another_scope_is_refused(etcd: Etcd) -> None:
     leader, other = candidate(etcd, "a"), candidate(etcd, "b", ("team-b",))
-    loops = [Loop("election-a", leader.run).start()]
-    await eventually(lambda: leader.leading, 5, "a leads")
-    loops.append(Loop("election-b", other.run).start())
-    try:
+    async with leading_then(leader, other):
         reason = await eventually(lambda: other.misconfigured, 5, "b refuses to stand by")
         assert "--owner-id" in reason and "team-b" in reason
         assert not other.leading
@@ -238,9 +245,6 @@ async def test_a_second_installation_with_another_scope_is_refused(etcd: Etcd) -
             "generation": 1,
             "cluster": "",
         }
-    finally:
-        for loop in loops:
-            await loop.stop()
 
 
 async def resign_and_time_takeover(old: Election, old_loop: Loop, new: Election) -> float:
@@ -258,19 +262,13 @@ async def test_a_newer_configuration_stands_by_healthy_then_leads_at_once(etcd: 
     the old leader's exit."""
     old = candidate(etcd, "old", generation=1)
     new = candidate(etcd, "new", ("shop", "team-b"), generation=2)
-    loops = [Loop("old", old.run).start()]
-    try:
-        await eventually(lambda: old.leading, 5, "old leads")
-        loops.append(Loop("new", new.run).start())
+    async with leading_then(old, new) as first:
         await eventually(lambda: new.verdict.standing is Standing.SUCCESSOR, 5, "new waits")
         assert new.misconfigured is None and not new.leading
         assert "team-b" in new.verdict.reason
-        takeover = await resign_and_time_takeover(old, loops[0], new)
+        takeover = await resign_and_time_takeover(old, first, new)
         assert takeover < new.ttl, f"the new configuration led after {takeover:.2f}s"
         assert new.misconfigured is None
-    finally:
-        for loop in loops:
-            await loop.stop()
 
 
 async def test_an_older_configuration_defers_to_a_newer_one(etcd: Etcd) -> None:
@@ -279,17 +277,11 @@ async def test_an_older_configuration_defers_to_a_newer_one(etcd: Etcd) -> None:
     so a live replica of the newer configuration would lead first."""
     new = candidate(etcd, "new", ("shop", "team-b"), generation=2)
     old = candidate(etcd, "old", generation=1)
-    loops = [Loop("new", new.run).start()]
-    try:
-        await eventually(lambda: new.leading, 5, "new leads")
-        loops.append(Loop("old", old.run).start())
+    async with leading_then(new, old) as first:
         await eventually(lambda: old.verdict.standing is Standing.SUPERSEDED, 5, "old waits")
         assert old.misconfigured is None and not old.leading
-        takeover = await resign_and_time_takeover(new, loops[0], old)
+        takeover = await resign_and_time_takeover(new, first, old)
         assert takeover >= old.ttl, f"the older configuration led after {takeover:.2f}s"
-    finally:
-        for loop in loops:
-            await loop.stop()
 
 
 async def test_a_refused_replica_never_latches(etcd: Etcd) -> None:
@@ -298,17 +290,11 @@ async def test_a_refused_replica_never_latches(etcd: Etcd) -> None:
     replica leads after an election TTL: nothing is ever left without a leader."""
     theirs = candidate(etcd, "theirs", installation="other/etcd-registrar")
     ours = candidate(etcd, "ours")
-    loops = [Loop("theirs", theirs.run).start()]
-    try:
-        await eventually(lambda: theirs.leading, 5, "theirs leads")
-        loops.append(Loop("ours", ours.run).start())
+    async with leading_then(theirs, ours) as first:
         reason = await eventually(lambda: ours.misconfigured, 5, "ours refuses")
         assert "other/etcd-registrar" in reason and "--owner-id" in reason
-        await resign_and_time_takeover(theirs, loops[0], ours)
+        await resign_and_time_takeover(theirs, first, ours)
         assert ours.misconfigured is None
-    finally:
-        for loop in loops:
-            await loop.stop()
 
 
 async def test_a_second_cluster_with_the_same_owner_id_never_leads(
@@ -361,14 +347,8 @@ async def test_a_replica_of_one_cluster_stands_by_for_its_own(etcd: Etcd) -> Non
     """The cluster identity in the leader key and records tells nothing apart within one
     cluster: a standby of the same cluster stands by, healthy, and takes over at once."""
     a, b = candidate(etcd, "a", cluster="uid-a"), candidate(etcd, "b", cluster="uid-a")
-    loops = [Loop("a", a.run).start()]
-    try:
-        await eventually(lambda: a.leading, 5, "a leads")
-        loops.append(Loop("b", b.run).start())
+    async with leading_then(a, b) as first:
         await eventually(lambda: b.leader == "a", 5, "b stands by")
         assert b.verdict.standing is Standing.STANDBY
-        takeover = await resign_and_time_takeover(a, loops[0], b)
+        takeover = await resign_and_time_takeover(a, first, b)
         assert takeover < b.ttl
-    finally:
-        for loop in loops:
-            await loop.stop()
