@@ -116,3 +116,52 @@ def test_a_frozen_leader_is_fenced_and_steps_down(
         cluster.scale(namespace, "goods", 3)
         wait_for(lambda: follows(cluster, namespace, prefix), 30, message="still followed")
         assert len(consumer.deletes()) == 1  # the scale-down, nothing else
+
+
+def test_a_rolling_upgrade_that_adds_a_namespace_hands_over(
+    cluster: Cluster, namespace: str, crd: None
+) -> None:
+    """Review 2, R2-3, as a helm upgrade adding a namespace to watchNamespaces: the new
+    replicas (a newer --config-generation, a wider scope) stand by healthy, so the rollout
+    proceeds; one of them leads within an election TTL of the last old replica's exit; the
+    added namespace's pods get registered, and no key of a ready pod is ever deleted."""
+    added = cluster.create_namespace(f"{namespace}-added")
+    old_flags = ("--resync", "2s", "--config-generation", "1")
+    new_flags = ("--resync", "2s", "--namespace", added, "--config-generation", "2")
+    replicas: list[OperatorProcess] = []
+    try:
+        replicas.append(OperatorProcess(cluster, namespace, *old_flags).start())
+        wait_for(lambda: leader_pid(cluster, namespace) == replicas[0].pid, 20, message="leads")
+        replicas.append(OperatorProcess(cluster, namespace, *old_flags).start())
+        prefix = goods(cluster, namespace)
+        root = prefix.removesuffix("goods/")
+        cluster.apply(registration("more", prefix=root.rstrip("/"), ttl=TTL), added)
+        opt_in = {"etcd-registrar.io/service": "more"}
+        cluster.create_deployment(added, deployment_manifest("more", 2, annotations=opt_in))
+        more = cluster.wait_deployment_serving(added, "more", 2)
+        wait_for(lambda: follows(cluster, namespace, prefix), 30, message="registered")
+        assert not registry_keys(cluster.etcd_endpoints, root + "more/")  # not in scope yet
+
+        with ConsumerWatch(cluster.etcd_endpoints, root) as consumer:
+            for old in list(replicas):  # maxSurge 1, maxUnavailable 0: one new, one old out
+                # start() waits for /readyz: a new replica must stand by healthy
+                replicas.append(OperatorProcess(cluster, namespace, *new_flags).start())
+                old.stop()
+                exited = time.monotonic()
+                replicas.remove(old)
+            new = {p.pid for p in replicas}
+            wait_for(lambda: leader_pid(cluster, namespace) in new, 5, message="new leads")
+            handover = time.monotonic() - exited
+            assert handover < 5, f"no leader {handover:.1f}s after the old replicas went"
+            expected = {f"{root}more/{pod.name}" for pod in more}
+            wait_for(
+                lambda: set(registry_keys(cluster.etcd_endpoints, root + "more/")) == expected,
+                30,
+                message="the added namespace's pods registered",
+            )
+            assert follows(cluster, namespace, prefix)
+            assert consumer.deletes() == [], "a consumer saw keys of ready pods go"
+    finally:
+        for proc in replicas:
+            proc.stop()
+        cluster.delete_namespace(added)
