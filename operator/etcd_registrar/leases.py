@@ -176,10 +176,11 @@ class LeasePool:
     async def adopt(self) -> None:
         """Take over the live leases recorded now, with the keys etcd has on them (the
         registry then keeps those it holds: `keep`); forget any other (a lease a standby
-        followed may have been retired since)."""
+        followed may have been retired since). The pool is swapped at the end: the leases
+        known before are renewed while the records are read."""
         records, _ = await self.etcd.get_prefix(self.prefix)
         now = time.monotonic()
-        self.by_id = {}
+        adopted: dict[int, Lease] = {}
         for record in records:
             try:
                 pool = read_record(record, self.prefix)
@@ -199,7 +200,11 @@ class LeasePool:
                 )
                 continue
             keys = [k for k in info.keys if k != record.key]
-            self.by_id[record.lease] = Lease(record.lease, pool, set(keys), now)
+            adopted[record.lease] = Lease(record.lease, pool, set(keys), now)
+        for lease_id, lease in self.by_id.items():
+            if lease.keys and lease_id not in adopted:  # gone with keys on it: lost
+                metrics.lease_regrants.inc()
+        self.by_id = adopted
         metrics.leases.set(len(self.by_id))
 
     def _foreign(self, record: KV) -> bool:

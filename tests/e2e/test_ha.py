@@ -118,21 +118,39 @@ def test_a_frozen_leader_is_fenced_and_steps_down(
         assert len(consumer.deletes()) == 1  # the scale-down, nothing else
 
 
+def roll(cluster: Cluster, namespace: str, replicas: list[OperatorProcess], *flags: str) -> None:
+    """A rolling upgrade to a configuration given by `flags`, as the chart's maxSurge 1 and
+    maxUnavailable 0 make it: one new replica ready (start() waits for /readyz, so it must
+    stand by healthy), then one old replica stopped, until none is left. A new replica
+    leads within an election TTL of the last old one's exit."""
+    for old in list(replicas):
+        replicas.append(OperatorProcess(cluster, namespace, *flags).start())
+        old.stop()
+        exited = time.monotonic()
+        replicas.remove(old)
+    new = {p.pid for p in replicas}
+    wait_for(lambda: leader_pid(cluster, namespace) in new, 5, message="a new replica leads")
+    handover = time.monotonic() - exited
+    assert handover < 5, f"no leader {handover:.1f}s after the old replicas went"
+
+
 def test_a_rolling_upgrade_that_adds_a_namespace_hands_over(
     cluster: Cluster, namespace: str, crd: None
 ) -> None:
-    """Review 2, R2-3, as a helm upgrade adding a namespace to watchNamespaces: the new
-    replicas (a newer --config-generation, a wider scope) stand by healthy, so the rollout
-    proceeds; one of them leads within an election TTL of the last old replica's exit; the
-    added namespace's pods get registered, and no key of a ready pod is ever deleted."""
+    """Review 2, R2-3, as a helm upgrade adding a namespace to watchNamespaces, then one
+    taking it out again. Each new configuration (a higher --config-generation) stands by
+    healthy, so the rollout proceeds, and leads once the old replicas are gone. The added
+    namespace's pods get registered, and their keys deleted once it leaves the scope; no key
+    of the namespace in both scopes is ever deleted."""
     added = cluster.create_namespace(f"{namespace}-added")
-    old_flags = ("--resync", "2s", "--config-generation", "1")
-    new_flags = ("--resync", "2s", "--namespace", added, "--config-generation", "2")
     replicas: list[OperatorProcess] = []
     try:
-        replicas.append(OperatorProcess(cluster, namespace, *old_flags).start())
+        first = ("--resync", "2s", "--config-generation", "1")
+        wider = ("--resync", "2s", "--namespace", added, "--config-generation", "2")
+        narrower = ("--resync", "2s", "--config-generation", "3")
+        replicas.append(OperatorProcess(cluster, namespace, *first).start())
         wait_for(lambda: leader_pid(cluster, namespace) == replicas[0].pid, 20, message="leads")
-        replicas.append(OperatorProcess(cluster, namespace, *old_flags).start())
+        replicas.append(OperatorProcess(cluster, namespace, *first).start())
         prefix = goods(cluster, namespace)
         root = prefix.removesuffix("goods/")
         cluster.apply(registration("more", prefix=root.rstrip("/"), ttl=TTL), added)
@@ -140,27 +158,21 @@ def test_a_rolling_upgrade_that_adds_a_namespace_hands_over(
         cluster.create_deployment(added, deployment_manifest("more", 2, annotations=opt_in))
         more = cluster.wait_deployment_serving(added, "more", 2)
         wait_for(lambda: follows(cluster, namespace, prefix), 30, message="registered")
-        assert not registry_keys(cluster.etcd_endpoints, root + "more/")  # not in scope yet
 
+        def more_keys() -> set[str]:
+            return set(registry_keys(cluster.etcd_endpoints, root + "more/"))
+
+        assert not more_keys()  # not in scope yet
+        expected = {f"{root}more/{pod.name}" for pod in more}
         with ConsumerWatch(cluster.etcd_endpoints, root) as consumer:
-            for old in list(replicas):  # maxSurge 1, maxUnavailable 0: one new, one old out
-                # start() waits for /readyz: a new replica must stand by healthy
-                replicas.append(OperatorProcess(cluster, namespace, *new_flags).start())
-                old.stop()
-                exited = time.monotonic()
-                replicas.remove(old)
-            new = {p.pid for p in replicas}
-            wait_for(lambda: leader_pid(cluster, namespace) in new, 5, message="new leads")
-            handover = time.monotonic() - exited
-            assert handover < 5, f"no leader {handover:.1f}s after the old replicas went"
-            expected = {f"{root}more/{pod.name}" for pod in more}
-            wait_for(
-                lambda: set(registry_keys(cluster.etcd_endpoints, root + "more/")) == expected,
-                30,
-                message="the added namespace's pods registered",
-            )
-            assert follows(cluster, namespace, prefix)
+            roll(cluster, namespace, replicas, *wider)
+            wait_for(lambda: more_keys() == expected, 30, message="the added pods registered")
             assert consumer.deletes() == [], "a consumer saw keys of ready pods go"
+
+            roll(cluster, namespace, replicas, *narrower)
+            wait_for(lambda: not more_keys(), 30, message="the keys out of scope deleted")
+            assert follows(cluster, namespace, prefix)
+            assert set(consumer.deletes()) == expected, "a key in both scopes was deleted"
     finally:
         for proc in replicas:
             proc.stop()
