@@ -30,10 +30,12 @@ class Right(NamedTuple):
     resource: str
     subresource: str = ""
     cluster_scoped: bool = False
+    name: str = ""  # one object only (RBAC resourceNames)
 
     def label(self, namespace: str) -> str:
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
         resource += f"/{self.subresource}" if self.subresource else ""
+        resource += f" {self.name}" if self.name else ""
         where = "the cluster" if self.cluster_scoped else namespace or "all namespaces"
         return f"can {self.verb} {resource} in {where}"
 
@@ -58,6 +60,8 @@ CRDS = [
     Right("list", "apiextensions.k8s.io", "customresourcedefinitions", cluster_scoped=True),
     Right("watch", "apiextensions.k8s.io", "customresourcedefinitions", cluster_scoped=True),
 ]
+# The cluster's identity (kube.py): the kube-system namespace's UID, read at start.
+IDENTITY = Right("get", "", "namespaces", cluster_scoped=True, name="kube-system")
 NAMESPACES = [
     Right("list", "", "namespaces", cluster_scoped=True),
     Right("watch", "", "namespaces", cluster_scoped=True),
@@ -69,7 +73,7 @@ def needed(namespaces: Sequence[str], readiness_gate: bool = True) -> list[tuple
     and where ("" = all namespaces, or cluster-scoped)."""
     in_scope = IN_SCOPE + ([GATE] if readiness_gate else [])
     scoped = [(right, ns) for ns in namespaces or [""] for right in in_scope]
-    cluster = CRDS + (NAMESPACES if namespaces else [])
+    cluster = [*CRDS, IDENTITY, *(NAMESPACES if namespaces else [])]
     return scoped + [(right, "") for right in cluster]
 
 
@@ -157,6 +161,7 @@ def _api_checks(report: Report, settings: Settings) -> None:
                 resource=right.resource,
                 subresource=right.subresource,
                 namespace=ns,
+                name=right.name or None,
             )
             spec = kubernetes.client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
             review = auth.create_self_subject_access_review(

@@ -789,8 +789,9 @@ def test_doctor_in_the_pod_passes_with_the_charts_rbac(
 def test_doctor_catches_the_rights_only_kopf_uses(
     cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
 ) -> None:
-    """Namespaced mode without the chart's small ClusterRole: the operator's own calls are all
-    allowed, but kopf could not watch CRDs and namespaces. doctor says so, and nothing else."""
+    """Namespaced mode without the chart's small ClusterRole: the operator's namespaced calls
+    are all allowed, but kopf could not watch CRDs and namespaces, nor the operator read its
+    cluster's identity. doctor says so, and nothing else."""
     values: Doc = {"watchNamespaces": [namespace]}
     sa = installed_rbac(values, tmp_path)
     user = f"system:serviceaccount:{namespace}:{sa}"
@@ -812,8 +813,9 @@ def test_doctor_catches_the_rights_only_kopf_uses(
         "FAIL  can watch customresourcedefinitions.apiextensions.k8s.io in the cluster",
         "FAIL  can list namespaces in the cluster",
         "FAIL  can watch namespaces in the cluster",
+        "FAIL  can get namespaces kube-system in the cluster",
     }, out
-    assert out.splitlines()[-1] == "4 checks failed"
+    assert out.splitlines()[-1] == "5 checks failed"
 
 
 def install_notes(cluster: Cluster, namespace: str, values: Doc, tmp_path: Path) -> str:

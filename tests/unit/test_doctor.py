@@ -39,6 +39,7 @@ IN_SCOPE = [
                 *(f"{right} in all namespaces" for right in IN_SCOPE),
                 f"can list {CRDS} in the cluster",
                 f"can watch {CRDS} in the cluster",
+                "can get namespaces kube-system in the cluster",  # the cluster's identity
             ],  # kopf lists namespaces only when given a list of them
             id="cluster-wide",
         ),
@@ -49,6 +50,7 @@ IN_SCOPE = [
                 *(f"{right} in web" for right in IN_SCOPE),
                 f"can list {CRDS} in the cluster",
                 f"can watch {CRDS} in the cluster",
+                "can get namespaces kube-system in the cluster",
                 "can list namespaces in the cluster",
                 "can watch namespaces in the cluster",
             ],
