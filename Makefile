@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export ETCD_REGISTRAR_CACHE ?= $(HOME)/.cache/etcd-registrar
+ACTIONLINT = $(ETCD_REGISTRAR_CACHE)/actionlint-$(shell sed -n 's/^ACTIONLINT_VERSION=//p' hack/versions.env)/actionlint
 
 .PHONY: help deps tools venv lint typecheck unit integration e2e realnode test demo cluster-up cluster-down realnode-up crds bench bench-quick kind-e2e clean
 
@@ -29,10 +30,14 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# actionlint (built once from its Go module, cached: hack/build-tools.sh) checks the
+# release workflow, which only runs on GitHub.
 lint: venv
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/lint-imports
+	@hack/build-tools.sh actionlint 2>&1 | grep -v 'cached in\|tools ready' || true
+	$(ACTIONLINT)
 
 typecheck: venv
 	$(BIN)/mypy

@@ -9,6 +9,7 @@ response time is the moment the API server had accepted the change.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -23,6 +24,10 @@ import yaml
 
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+
+
+DELETE_PAGE = 1000  # pods one DELETE removes (the API server's list limit)
+DELETE_ATTEMPTS = 6  # failed pages in a row before giving up (about a minute of backoff)
 
 
 class ApiError(RuntimeError):
@@ -132,10 +137,31 @@ class KubeApi:
         options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace}
         return await self.call("DELETE", path, options, ok=(200, 202, 404))
 
-    async def delete_all_pods(self, namespace: str) -> None:
+    async def delete_all_pods(
+        self, namespace: str, page: int = DELETE_PAGE, attempts: int = DELETE_ATTEMPTS
+    ) -> None:
+        """Remove every pod of `namespace`, `page` at a time: one DELETE of all 10,000 pods
+        ran past the API server's timeout (504). A failed page is retried with backoff;
+        ApiError once `attempts` pages in a row failed."""
         path = f"/api/v1/namespaces/{namespace}/pods"
         options = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
-        await self.call("DELETE", path, options)
+        failures, delay = 0, 1.0
+        while True:
+            try:
+                left = await self.call("GET", f"{path}?limit=1")
+                if not left.body.get("items"):
+                    return
+                await self.call("DELETE", f"{path}?limit={page}", options)
+                failures, delay = 0, 1.0
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                failures += 1
+                if failures >= attempts:
+                    raise ApiError(
+                        "DELETE", path, 0, f"gave up after {attempts} tries: {exc}"
+                    ) from exc
+                print(f"   deleting pods of {namespace} failed ({exc}); retrying in {delay:.0f}s")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def list_pods(self, namespace: str) -> list[JSON]:
         items: list[JSON] = (await self.call("GET", f"/api/v1/namespaces/{namespace}/pods")).body[

@@ -26,12 +26,12 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report, schedule
+from bench import claims, machine, report, schedule
 from bench.failover import failover
 from bench.kubeapi import KubeApi
 from bench.population import NodeKeeper, Population
@@ -78,6 +78,7 @@ class Setup:
     binaries: dict[str, str]  # floor, selfreg, probe
     args: argparse.Namespace
     logs: Path
+    teardown_errors: list[str] = field(default_factory=list)  # reported, never fatal
 
 
 def subjects(setup: Setup, namespace: str, log_dir: Path) -> list[Subject]:
@@ -165,8 +166,14 @@ async def populated(setup: Setup, n: int, name: str, gated: bool = False) -> Asy
                         "have been marked not ready behind the benchmark's back"
                     )
         finally:
-            await pop.delete_all()
-            await keeper.stop()
+            # A teardown that fails is reported with the results, never fatal: the sizes
+            # measured so far are already written, and the next size uses a fresh namespace.
+            try:
+                await pop.delete_all()
+                await keeper.stop()
+            except Exception as exc:
+                print(f"   WARNING: teardown of {namespace} failed: {exc}")
+                setup.teardown_errors.append(f"{namespace}: {exc}")
             cluster.delete_namespace(namespace)
 
 
@@ -230,18 +237,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sizes: list[dict[str, Any]] = []
     raw: dict[int, dict[str, list[float]]] = {}
     setup = Setup(cluster, binaries, args, logs)
-    for n in [] if args.gated_only else args.sizes:
-        result, raw[n] = await run_size(setup, n)
-        sizes.append(result)
-    gated: dict[str, Any] | None = None
-    if args.gated:
-        gated, _ = await run_gated(setup, args.gated)
-    info["load_average_end"] = machine.load_average()
-    when = args.started_at
-    document = {
-        "when": when.isoformat(timespec="seconds"),
+    out = args.results / f"{args.stamp}.json"
+    document: dict[str, Any] = {
+        "when": args.started_at.isoformat(timespec="seconds"),
         "quick": args.quick,
-        "duration_s": round(time.monotonic() - started),
         "settings": {
             "churn_seconds": args.churn_seconds,
             "churn_rate": args.churn_rate,
@@ -254,9 +253,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         },
         "machine": info,
         "sizes": sizes,
-        "gated": gated,
+        "gated": None,
+        "claims": claims.measure(),
+        "teardown_errors": setup.teardown_errors,
     }
-    out = args.results / f"{args.stamp}.json"
+    for n in [] if args.gated_only else args.sizes:
+        result, raw[n] = await run_size(setup, n)
+        sizes.append(result)
+        # Each size is kept as soon as it is measured: a later size failing loses nothing.
+        out.write_text(json.dumps(document | {"partial": True}, indent=2) + "\n")
+    if args.gated:
+        document["gated"], _ = await run_gated(setup, args.gated)
+    info["load_average_end"] = machine.load_average()
+    document["duration_s"] = round(time.monotonic() - started)
     out.write_text(json.dumps(document, indent=2) + "\n")
     written = [out]
     if not args.gated_only and (args.docs or (not args.quick and args.results == RESULTS)):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the pinned Kubernetes binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kubelet), kwok, the etcd server and helm from the Go module proxy into
-# versioned directories under $ETCD_REGISTRAR_CACHE. Idempotent: a directory whose stamp
-# file exists (written only after a successful build) is not rebuilt.
+# kube-scheduler, kubectl, kubelet), kwok, the etcd server, helm and actionlint from the Go
+# module proxy into versioned directories under $ETCD_REGISTRAR_CACHE. Idempotent: a
+# directory whose stamp file exists (written only after a successful build) is not rebuilt.
+# `hack/build-tools.sh actionlint` builds only the tools named (make lint needs only that).
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -45,9 +46,15 @@ build_helm() {
     helm "${h}/cmd/helm"
 }
 
+build_actionlint() {
+  go_build actionlint "${ACTIONLINT_VERSION}" "${ACTIONLINT_BIN_DIR}" "${HACK_DIR}/tools/actionlint" \
+    github.com/rhysd/actionlint \
+    "-X github.com/rhysd/actionlint.version=${ACTIONLINT_VERSION}" \
+    actionlint github.com/rhysd/actionlint/cmd/actionlint
+}
+
 T_ALL="$(now_ms)"
-build_k8s
-build_kwok
-build_etcd
-build_helm
+for tool in "${@:-k8s kwok etcd helm actionlint}"; do
+  for t in ${tool}; do "build_${t}"; done
+done
 log "tools ready ($(elapsed "${T_ALL}"))"

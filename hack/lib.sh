@@ -11,6 +11,7 @@ ETCD_REGISTRAR_CACHE="${ETCD_REGISTRAR_CACHE:-${HOME}/.cache/etcd-registrar}"
 K8S_BIN_DIR="${ETCD_REGISTRAR_CACHE}/k8s-${K8S_VERSION}"
 KWOK_BIN_DIR="${ETCD_REGISTRAR_CACHE}/kwok-${KWOK_VERSION}"
 ETCD_BIN_DIR="${ETCD_REGISTRAR_CACHE}/etcd-${ETCD_VERSION}"
+ACTIONLINT_BIN_DIR="${ETCD_REGISTRAR_CACHE}/actionlint-${ACTIONLINT_VERSION}"
 # kubelet runs only on the real node (hack/realnode-up.sh); built with the rest so the shared
 # packages compile once.
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)

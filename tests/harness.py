@@ -17,6 +17,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import yaml
+
+from tests.pki import Pki
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HACK_DIR = REPO_ROOT / "hack"
@@ -114,10 +117,10 @@ def assert_stays(
 # --------------------------------------------------------------------------- toolchain
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` nobody listens on right now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -223,17 +226,27 @@ class EtcdServer:
     lease state) as a real etcd restart would; wipe() simulates losing the data.
     """
 
+    scheme = "http"
+
     def __init__(
-        self, base_dir: Path | None = None, etcd_bin: str | None = None, name: str = "test"
+        self,
+        base_dir: Path | None = None,
+        etcd_bin: str | None = None,
+        name: str = "test",
+        host: str = "127.0.0.1",
     ) -> None:
         self.binary = etcd_bin or etcd_path()
         self.name = name
+        self.host = host  # the loopback address clients reach it on
+        # A single member elects itself after one election timeout: 250 ms instead of the
+        # default 1 s makes each (re)start in outage tests ~1 s faster on etcd 3.4.
+        self.heartbeat_ms, self.election_ms = 50, 250
         self._owns_base_dir = base_dir is None
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="etcd-registrar-etcd-"))
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "etcd.log"
-        self.client_port = free_port()
+        self.client_port = free_port(host)
         self.peer_port = free_port()
         # What the other members dial (an EtcdCluster puts a PeerNetwork relay here) and the
         # whole membership; by default a cluster of this one member.
@@ -243,9 +256,14 @@ class EtcdServer:
         _live_etcds.add(self)
 
     @property
+    def listen_url(self) -> str:
+        """Where it takes clients, e.g. http://127.0.0.1:41234."""
+        return f"{self.scheme}://{self.host}:{self.client_port}"
+
+    @property
     def endpoint(self) -> str:
-        """Client URL, e.g. http://127.0.0.1:41234."""
-        return f"http://127.0.0.1:{self.client_port}"
+        """Client URL, as clients are given it (and etcd advertises it)."""
+        return self.listen_url
 
     @property
     def pid(self) -> int | None:
@@ -273,16 +291,14 @@ class EtcdServer:
             self.binary,
             f"--name={self.name}",
             f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={self.endpoint}",
+            f"--listen-client-urls={self.listen_url}",
             f"--advertise-client-urls={self.endpoint}",
             f"--listen-peer-urls=http://127.0.0.1:{self.peer_port}",
             f"--initial-advertise-peer-urls={self.advertised_peer_url}",
             f"--initial-cluster={self.initial_cluster}",
             f"--initial-cluster-state={state}",
-            # A single member elects itself after one election timeout: 250 ms instead of
-            # the default 1 s makes each (re)start in outage tests ~1 s faster on etcd 3.4.
-            "--heartbeat-interval=50",
-            "--election-timeout=250",
+            f"--heartbeat-interval={self.heartbeat_ms}",
+            f"--election-timeout={self.election_ms}",
             "--logger=zap",
             "--log-outputs=stderr",
             *self.extra_args(),
@@ -347,7 +363,7 @@ class EtcdServer:
     def healthy(self) -> bool:
         """One /health probe (etcd answers {"health":"true"} when it has a leader)."""
         try:
-            with self.open_url(f"{self.endpoint}/health") as resp:
+            with self.open_url(f"{self.listen_url}/health") as resp:
                 body = json.loads(resp.read() or b"{}")
         except (OSError, ValueError):
             return False
@@ -368,6 +384,11 @@ class EtcdServer:
                     f"etcd {self.endpoint} not healthy after {timeout:g}s: {self.log_tail()}"
                 )
             time.sleep(0.05)
+
+    def is_leader(self) -> bool:
+        """Whether this member leads its cluster now (its own metrics say so)."""
+        with self.open_url(f"{self.listen_url}/metrics") as resp:
+            return b"\netcd_server_is_leader 1" in resp.read()
 
     def version(self) -> str:
         """The server version (e.g. "3.4.23"), from its /version endpoint."""
@@ -393,6 +414,52 @@ class EtcdServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TlsEtcdServer(EtcdServer):
+    """An etcd that takes only TLS clients with a certificate of its CA, and whose own
+    certificate names only `address`: the IP address or DNS name in its URL. A DNS name
+    must resolve to `host`: under .localhost, gRPC's resolver makes it loopback."""
+
+    scheme = "https"
+
+    def __init__(
+        self,
+        pki: Pki,
+        base_dir: Path | None = None,
+        etcd_bin: str | None = None,
+        name: str = "test",
+        host: str = "127.0.0.1",
+        address: str | None = None,
+    ) -> None:
+        super().__init__(base_dir, etcd_bin, name, host)
+        self.pki = pki
+        self.address = address or host
+        self.trusted = pki.ca  # the CA whose client certificates etcd accepts
+        self.client = "root"  # the client certificate of the harness's own requests
+        pki.issue(f"server-{name}", "etcd", server=self.address)
+        if not (pki.dir / f"{self.client}.crt").exists():
+            pki.issue(self.client, self.client)
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{self.address}:{self.client_port}"
+
+    def extra_args(self) -> list[str]:
+        d = self.pki.dir
+        return [f"--cert-file={d / f'server-{self.name}.crt'}",
+                f"--key-file={d / f'server-{self.name}.key'}",
+                f"--trusted-ca-file={self.trusted}", "--client-cert-auth"]  # fmt: skip
+
+    def open_url(self, url: str) -> Any:
+        context = ssl.create_default_context(cafile=str(self.pki.ca))
+        # The harness dials the listening IP, which a DNS-named certificate does not name;
+        # checking names is the client under test's job.
+        context.check_hostname = False
+        context.load_cert_chain(
+            self.pki.dir / f"{self.client}.crt", self.pki.dir / f"{self.client}.key"
+        )
+        return urllib.request.urlopen(url, timeout=1, context=context)  # noqa: S310
 
 
 class PeerNetwork:
@@ -506,15 +573,20 @@ def _shut(sock: socket.socket) -> None:
 
 class EtcdCluster:
     """A private etcd cluster of `size` members on loopback, for failover scenarios: stop,
-    pause or partition (`PeerNetwork.cut`) one member while the others keep a quorum."""
+    pause or partition (`PeerNetwork.cut`) one member while the others keep a quorum.
+    `make_member(i, directory)` makes the i-th (default: a plain EtcdServer named "m<i>")."""
 
-    def __init__(self, size: int = 3, etcd_bin: str | None = None) -> None:
+    def __init__(
+        self,
+        size: int = 3,
+        etcd_bin: str | None = None,
+        make_member: Callable[[int, Path], EtcdServer] | None = None,
+    ) -> None:
         self.base_dir = Path(tempfile.mkdtemp(prefix="etcd-registrar-cluster-"))
         self.network = PeerNetwork()
         relays = [self.network.relay() for _ in range(size)]
-        self.members = [
-            EtcdServer(self.base_dir / f"m{i}", etcd_bin, name=f"m{i}") for i in range(size)
-        ]
+        make = make_member or (lambda i, dir_: EtcdServer(dir_, etcd_bin, name=f"m{i}"))
+        self.members = [make(i, self.base_dir / f"m{i}") for i in range(size)]
         for member, relay in zip(self.members, relays, strict=True):
             self.network.forward(relay, member.peer_port)
             member.advertised_peer_url = relay
@@ -533,6 +605,11 @@ class EtcdCluster:
         for member in self.members:
             member.wait_healthy(timeout)
         return self
+
+    def leader(self) -> EtcdServer:
+        """The member that leads now (fails while there is none)."""
+        (leader,) = [m for m in self.members if m.running and m.is_leader()]
+        return leader
 
     def partition(self, member: EtcdServer) -> None:
         """Cut `member` off from the others; its process and client port stay up."""

@@ -4,7 +4,7 @@
 // = `ip:port` on one lease kept alive by clientv3. No batching, no sweep, no status, no
 // Events, no ownership records: what is left is the cost of the pipeline itself.
 //
-// It applies the operator's readiness rule (DESIGN §2.4) and its opt-in annotation, so both
+// It applies the operator's readiness rule (docs/annotations.md) and its opt-in annotation, so both
 // write the same keys for the same pods. Prints "synced" once the informer has listed.
 package main
 

@@ -13,7 +13,7 @@ import (
 	"etcd-registrar.io/bench/internal/must"
 )
 
-// state is what the registry should make of the pod (DESIGN §2.4, as bench/floor reads it).
+// state is what the registry should make of the pod (docs/annotations.md, as bench/floor reads it).
 // A pod with readiness gates is on a node no kubelet manages, so its Ready is computed here
 // as a kubelet would: R once ContainersReady and every gate condition are True, C while its
 // containers are ready but a gate is not (the moment it asks to be registered).

@@ -17,7 +17,6 @@ import kubernetes
 from aiohttp import web
 
 from etcd_registrar import metrics
-from etcd_registrar.candidacy import Candidate
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.config import Settings
 from etcd_registrar.controller import Controller
@@ -30,8 +29,9 @@ from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, pr
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
-from etcd_registrar.source import Defaults, ServiceId
+from etcd_registrar.source import ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
+from etcd_registrar.tenancy import ClaimPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +68,17 @@ class App:
         cluster `cluster` (its identity, "" if unknown); nothing is connected or started yet."""
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         registry = Registry(etcd, owner=config.owner_id, cluster=cluster)
-        kube = Kube(api or load_config(), config.namespace, config.pod_selector)
-        defaults = Defaults(
-            config.default_ttl,
-            config.default_format,
-            config.default_prefix,
-            max_value_bytes=config.max_value_bytes,
-            allowed_prefixes=tuple(config.allowed_prefix),
-        )
+        kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
         controller = Controller(
             registry,
             kube,
-            defaults,
+            config.defaults(),
             resync=config.resync,
             max_keys_per_namespace=config.max_keys_per_namespace,
+            claims=ClaimPolicy(
+                max_per_namespace=config.max_claims_per_namespace,
+                assigned_only=config.claims == "assigned",
+            ),
         )
         etcd_check = EtcdCheck(
             lambda: registry.etcd.ping(registry.owner_prefix), timeout=config.etcd_timeout
@@ -93,15 +90,8 @@ class App:
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
         claims = ClaimStore(registry.etcd, config.owner_id, cluster)
-        candidate = Candidate(
-            f"{socket.gethostname()}/{os.getpid()}",  # a pod's host name is its name
-            tuple(sorted(config.namespace)),
-            config.pod_selector,
-            config.installation or "",
-            config.config_generation,
-            cluster,
-        )
-        election = Election(registry.etcd, config.owner_id, candidate)
+        replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
+        election = Election(registry.etcd, config.owner_id, config.candidate(replica, cluster))
         gates = Gates(
             controller,
             kube,
@@ -121,9 +111,12 @@ class App:
             gates,
         )
         controller.notify = gates.notify = app.events.post
+        controller.repost = lambda current: app.events.repost([*current, *gates.warnings()])
         gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured
+        controller.etcd_reachable = lambda: health.etcd.reachable
+        health.etcd.on_change = controller.mark_all_dirty  # Ready's reason follows etcd
         return app
 
     async def start(self) -> None:
@@ -147,7 +140,7 @@ class App:
             self.servers.append(await serve(port, handlers))
         self.loops.append(Loop("etcd-check", self.health.etcd.run).start())
         # Keepalives start before any pod handler runs: with many pods the first handler
-        # may come later than a short lease lives (DESIGN §4).
+        # may come later than a short lease lives.
         await self.registry.start()
         self._deposed()  # a standby until elected
         self.election.on_elected = self._elected
@@ -156,6 +149,7 @@ class App:
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
+        self.loops.append(Loop("warnings", self.events.run).start())
         self.loops.append(Loop("pod-watch", self._follow_pods).start())
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
             self._elected(None)

@@ -25,10 +25,23 @@ logger = logging.getLogger(__name__)
 CHUNK = 128  # ops per transaction: claims change rarely, a handful at a time
 
 
+def recorded_owner(value: str) -> str:
+    """The namespace a claim record names; ValueError if it is not a record we wrote."""
+    namespace = json.loads(value)["namespace"] if len(value) < 1024 else None
+    if not isinstance(namespace, str) or not re.fullmatch(DNS_LABEL_PATTERN, namespace):
+        raise ValueError(f"{namespace!r} is not a namespace name")
+    return namespace
+
+
+def claim_record(owner: str, identity: str) -> str:
+    """Where the operators of `owner` record the owner of `identity`."""
+    return f"{owner_keys(owner)}claims/{identity}"
+
+
 class ClaimStore:
     def __init__(self, etcd: Etcd, owner: str, cluster: str = "") -> None:
         self.etcd, self.cluster = etcd, cluster
-        self.prefix = f"{owner_keys(owner)}claims/"
+        self.prefix = claim_record(owner, "")
         self._pending: dict[str, str | None] = {}  # identity -> owner (None: released)
         self._wakeup = asyncio.Event()
         # Only the leader records claims, fenced like its other writes (HA).
@@ -50,15 +63,11 @@ class ClaimStore:
         owners: dict[str, str] = {}
         for record in records:
             try:
-                namespace = json.loads(record.value)["namespace"]
-                if not re.fullmatch(DNS_LABEL_PATTERN, namespace):
-                    raise ValueError(f"{namespace!r} is not a namespace name")
                 if is_foreign(record_cluster(record.value), self.cluster):
                     raise ValueError("another cluster's")
+                owners[record.key.removeprefix(self.prefix)] = recorded_owner(record.value)
             except Exception as exc:  # anything: a bad record must not stop the start
                 logger.warning("claim record %s skipped: %s", record.key, exc)
-                continue
-            owners[record.key.removeprefix(self.prefix)] = namespace
         return owners
 
     def record(self, identity: str, owner: str | None) -> None:
@@ -76,8 +85,9 @@ class ClaimStore:
             try:
                 await self._write(batch)
                 backoff.reset()
-            except Fenced:
+            except Fenced:  # deposed: kept for when this replica leads again
                 self.leading = False
+                self._pending = batch | self._pending  # newer records win
             except EtcdError as exc:
                 logger.warning("recording %d claims failed (%s); retrying", len(batch), exc)
                 self._pending = batch | self._pending  # newer records win

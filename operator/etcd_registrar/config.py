@@ -6,6 +6,7 @@ the Helm values and the docs).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,7 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_target
+from etcd_registrar.candidacy import Candidate
+from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_targets
 from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
 from etcd_registrar.source import Defaults
@@ -81,6 +83,15 @@ class Settings(BaseSettings):
     max_keys_per_namespace: int = Field(
         10_000, ge=1, description="Keys one namespace may hold; more are refused (etcd quota)."
     )
+    max_claims_per_namespace: int = Field(
+        100, ge=1, description="Service ranges one namespace may own (assigned ones aside)."
+    )
+    claims: Literal["first-come", "assigned"] = Field(
+        "first-come",
+        description="Who may own a service range: the first namespace to ask (first-come), or "
+        "only one an administrator assigned it to (assigned; Namespace annotation "
+        "etcd-registrar.io/claims).",
+    )
     max_value_bytes: int = Field(
         16_384, ge=256, le=1_048_576, description="Largest value a key may hold (etcd quota)."
     )
@@ -93,6 +104,14 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz and /readyz; 0 disables.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log lines shown; debug also shows kopf's."
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="Kubeconfig file, used outside a pod; default $KUBECONFIG, "
+        "then ~/.kube/config (in a pod: its ServiceAccount).",
+    )
 
     @field_validator("etcd_endpoints", "namespace", "allowed_prefix", mode="before")
     @classmethod
@@ -106,7 +125,7 @@ class Settings(BaseSettings):
     @field_validator("etcd_endpoints")
     @classmethod
     def _valid_endpoints(cls, value: list[str]) -> list[str]:
-        grpc_target(value)  # raises ValueError with the reason
+        grpc_targets(value)  # raises ValueError with the reason
         return value
 
     @field_validator("resync", mode="before")
@@ -140,6 +159,38 @@ class Settings(BaseSettings):
                 f"{', '.join(self.allowed_prefix)}: set --default-prefix under one of them"
             )
         return self
+
+    def missing_file(self) -> str | None:
+        """The first file setting whose file cannot be read, as `--flag path: reason`."""
+        for name in ("etcd_ca", "etcd_cert", "etcd_key", "etcd_password_file", "kubeconfig"):
+            path: Path | None = getattr(self, name)
+            if path is None or (path.is_file() and os.access(path, os.R_OK)):
+                continue
+            reason = "no such file" if not path.exists() else "not a readable file"
+            return f"--{name.replace('_', '-')} {path}: {reason}"
+        return None
+
+    def candidate(self, replica: str, cluster: str = "") -> Candidate:
+        """What replica `replica` of this configuration, in cluster `cluster`, stands for in
+        the leader key (candidacy.py)."""
+        return Candidate(
+            replica,
+            tuple(sorted(self.namespace)),
+            self.pod_selector,
+            self.installation or "",
+            self.config_generation,
+            cluster,
+        )
+
+    def defaults(self) -> Defaults:
+        """What applies to a service no registration (or field) decides."""
+        return Defaults(
+            self.default_ttl,
+            self.default_format,
+            self.default_prefix,
+            max_value_bytes=self.max_value_bytes,
+            allowed_prefixes=tuple(self.allowed_prefix),
+        )
 
     def etcd(self) -> EtcdConfig:
         return EtcdConfig(

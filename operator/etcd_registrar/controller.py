@@ -25,7 +25,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Endpoint, RegistrationId
 from etcd_registrar.status import Findings, StatusWriter
 from etcd_registrar.supervisor import Loop
-from etcd_registrar.tenancy import RELEASE_GRACE
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers
 from etcd_registrar.writer import Write
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,16 @@ class Notice:
     reason: str
     message: str
     pod: Mapping[str, Any]  # apiVersion/kind/metadata of the pod the event is about
+
+    @property
+    def namespace(self) -> str:
+        namespace: str = self.pod["metadata"]["namespace"]
+        return namespace
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What tells two notices apart: the pod's uid, the reason and the message."""
+        return (self.pod["metadata"]["uid"], self.reason, self.message)
 
 
 class Submitted(NamedTuple):
@@ -71,21 +81,25 @@ class Controller:
         *,
         resync: float = 30.0,
         max_keys_per_namespace: int = 10_000,
-        claim_grace: float = RELEASE_GRACE,
+        claims: ClaimPolicy | None = None,
     ) -> None:
         self.registry = registry
         self.kube = kube
         self.resync = resync
         self.state = DesiredState(
-            defaults, max_keys_per_namespace=max_keys_per_namespace, claim_grace=claim_grace
+            defaults, max_keys_per_namespace=max_keys_per_namespace, claims=claims
         )
         registry.on_lease_lost = self._replan
         registry.on_taken = self._replan
         registry.on_refused = self._refused
         # Events found outside a pod event (sweep, lease loss, refused writes): App posts them.
         self.notify: Callable[[list[Notice]], None] = lambda notices: None
+        # After each sweep, every Warning whose cause holds: App posts the dropped ones again.
+        self.repost: Callable[[list[Notice]], None] = lambda notices: None
         # Every change of the owner of a service identity is recorded in etcd.
         self.on_claim: Callable[[str, str | None], None] = lambda identity, owner: None
+        # What the registrations' Ready condition says while keys wait (App: the etcd check).
+        self.etcd_reachable: Callable[[], bool] = lambda: True
         self.conflicts: dict[str, Conflict] = {}
         self.taken: dict[str, Endpoint] = {}  # wanted keys another writer holds
         self.refused: dict[str, str] = {}  # key -> why etcd refused its write
@@ -103,7 +117,9 @@ class Controller:
         self.last_sweep = time.monotonic()
 
     def _findings(self) -> Findings:
-        return Findings(self.registry.held, self.conflicts, self.taken, self.refused)
+        return Findings(
+            self.registry.held, self.conflicts, self.taken, self.refused, self.etcd_reachable()
+        )
 
     # --- events -----------------------------------------------------------------------------
 
@@ -164,6 +180,25 @@ class Controller:
             self.statuses.seen(ident, body.get("status"))
         self._apply(change)
 
+    def on_namespace(self, body: Mapping[str, Any]) -> None:
+        """A Namespace was seen: the claims its administrator's assignment moves change hands."""
+        handovers, errors = self.state.on_namespace(body)
+        for error in errors:
+            logger.warning(
+                "namespace %s: annotation %s: %s skipped",
+                body["metadata"]["name"],
+                ASSIGNMENT,
+                error,
+            )
+        self._hand_over(handovers)
+
+    def _hand_over(self, handovers: Handovers) -> None:
+        """Record the claims that changed hands; render whoever wants keys around them."""
+        for identity, (old, new) in handovers.items():
+            logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
+            self.on_claim(identity, new)
+            self._apply(self.state.reclaimed(identity))
+
     def _record(self, change: Change) -> None:
         """Record the claims `change` made; mark the statuses it may have changed."""
         for identity, namespace in change.claims.items():
@@ -172,8 +207,17 @@ class Controller:
         self.statuses.mark(change.dirty)
 
     def _apply(self, change: Change) -> None:
-        """Apply a change found outside a pod event; its Warnings go to `notify`."""
+        """Apply a change found outside a pod event; its Warnings go to `notify`: the pods'
+        new problems (the leader's), then what planning found."""
         self._record(change)
+        if self.leading and change.renewed:
+            self.notify(
+                [
+                    Notice("Warning", "InvalidRegistration", message, self.state.pods[uid].ref)
+                    for uid, messages in change.renewed.items()
+                    for message in messages
+                ]
+            )
         if change.keys:
             self.notify(self._plan_and_submit(change.keys).warnings)
 
@@ -188,8 +232,8 @@ class Controller:
         for key in keys:
             self.conflicts.pop(key, None)
             self.taken.pop(key, None)
-            if key in self.registry.held:
-                self.refused.pop(key, None)
+            if key in self.registry.held or key not in self.state.claims:
+                self.refused.pop(key, None)  # written since, or no pod wants it any more
             elif key in self.refused:
                 warnings.update(self._refusal_warnings(key))
         for conflict in result.conflicts:
@@ -231,6 +275,24 @@ class Controller:
                     notices.append(Notice("Warning", "Conflict", message, pod.ref))
             if now:
                 self.warned[key] = now
+        return notices
+
+    def warnings(self) -> list[Notice]:
+        """Every Warning whose cause holds now: the pods' problems, and the conflicts and
+        the keys taken or refused that their pods were warned of."""
+        pods = self.state.pods
+        notices = [
+            Notice("Warning", "InvalidRegistration", message, pods[uid].ref)
+            for uid, problems in self.state.problems.items()
+            if uid in pods
+            for message in problems
+        ]
+        notices += [
+            Notice("Warning", "Conflict", message, pods[uid].ref)
+            for warned in self.warned.values()
+            for uid, message in warned.items()
+            if uid in pods
+        ]
         return notices
 
     def _replan(self, keys: set[str]) -> None:
@@ -332,10 +394,7 @@ class Controller:
             await self.relist_registrations()
         except Exception as exc:
             logger.warning("registration relist failed: %s", exc)
-        for identity, (old, new) in self.state.tenancy.lapse(time.monotonic()).items():
-            logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
-            self.on_claim(identity, new)
-            self._apply(self.state.reclaimed(identity))
+        self._hand_over(self.state.tenancy.lapse(time.monotonic()))
         known = set(self.state.pods)
         try:
             live = await self.kube.list_pod_uids()
@@ -358,6 +417,7 @@ class Controller:
             repaired += submitted.changes
             await asyncio.sleep(0)
         self.mark_all_dirty()
+        self.repost(self.warnings())
         metrics.sweeps.inc()
         if repaired:
             metrics.drift.inc(repaired)
@@ -393,7 +453,8 @@ class Controller:
         """Lead: write what the warm view wants, now (a sweep, once the view is complete)."""
         self.leading = True
         for identity, entry in self.state.tenancy.identities.items():
-            self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
+            if entry.owner is not None:
+                self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
         self.notify(self._untold_problems())
         self.mark_all_dirty()
         if self.view_complete.is_set():

@@ -41,6 +41,14 @@ _PORT_RULE = (
 )
 
 
+# The JSON Schema keywords a structural schema takes as they are: every constraint pydantic
+# emits reaches the API server (tests/unit/test_crd.py checks none is dropped).
+COPIED = (
+    "type", "description", "enum", "format", "pattern", "minLength", "maxLength",
+    "minimum", "maximum", "multipleOf", "minItems", "maxItems", "minProperties", "maxProperties",
+)  # fmt: skip
+
+
 def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Translate one pydantic JSON Schema node into a structural OpenAPI v3 node."""
     defs = schema.get("$defs", defs) or {}
@@ -57,14 +65,13 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
         if "description" in schema:
             node["description"] = schema["description"]
         return node
-    out: dict[str, Any] = {}
-    for key in ("type", "description", "enum", "pattern", "minLength", "maxLength", "format"):
-        if key in schema:
-            out[key] = schema[key]
-    if "minimum" in schema:
-        out["minimum"] = schema["minimum"]
-    if "maximum" in schema:
-        out["maximum"] = schema["maximum"]
+    out: dict[str, Any] = {key: schema[key] for key in COPIED if key in schema}
+    # JSON Schema's exclusive bounds are numbers; OpenAPI v3.0's are flags on the bound.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if exclusive in schema:
+            out[bound], out[exclusive] = schema[exclusive], True
+    if schema.get("uniqueItems"):  # Kubernetes refuses uniqueItems; a set list says the same
+        out["x-kubernetes-list-type"] = "set"
     if "const" in schema:
         out["enum"] = [schema["const"]]
     if "default" in schema and schema["default"] is not None:
@@ -150,6 +157,19 @@ def crd() -> dict[str, Any]:
                             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        # -o wide: why a registration is not Ready
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "priority": 1,
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                        },
+                        {
+                            "name": "Message",
+                            "type": "string",
+                            "priority": 1,
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+                        },
                     ],
                     "schema": {
                         "openAPIV3Schema": {

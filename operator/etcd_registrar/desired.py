@@ -21,9 +21,18 @@ from etcd_registrar.source import (
     Registration,
     RegistrationId,
     ServiceId,
+    assigned_ranges,
     desired_for_pod,
 )
-from etcd_registrar.tenancy import RELEASE_GRACE, Claims, Member
+from etcd_registrar.tenancy import (
+    Blocker,
+    ClaimPolicy,
+    Claims,
+    Handovers,
+    Member,
+    as_range,
+    overlap,
+)
 
 
 @dataclass(slots=True)
@@ -34,6 +43,9 @@ class Change:
     keys: set[str] = field(default_factory=set)
     dirty: set[RegistrationId] = field(default_factory=set)
     claims: dict[str, str] = field(default_factory=dict)
+    # pod uid -> its problems, for pods rendered again whose problems changed (a pod event's
+    # own are in PodChange.problems)
+    renewed: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -54,12 +66,12 @@ class DesiredState:
         defaults: Defaults,
         *,
         max_keys_per_namespace: int = 10_000,
-        claim_grace: float = RELEASE_GRACE,
+        claims: ClaimPolicy | None = None,
     ) -> None:
         self.defaults = defaults
         self.max_keys_per_namespace = max_keys_per_namespace
         # Who owns each service identity (key range).
-        self.tenancy = Claims(claim_grace)
+        self.tenancy = Claims(claims)
         self.interest: dict[str, dict[str, ServiceId]] = {}  # member -> identity -> service
         self.pods: dict[str, PodView] = {}
         self.pods_by_ns: dict[str, set[str]] = {}
@@ -88,7 +100,9 @@ class DesiredState:
             return None  # not opted in, nothing held: the common case stays cheap
         change = PodChange(pod=pod)
         endpoints, problems = self._desired(pod, regs, change)
-        return self._settle(change, endpoints, [p.message for p in problems])
+        self._settle(change, endpoints, [p.message for p in problems])
+        self._enclosed(change)
+        return change
 
     def forget(self, uid: str) -> PodChange | None:
         """Pod `uid` is gone: it holds no keys and wants no range any more (None: it was
@@ -106,17 +120,22 @@ class DesiredState:
     ) -> PodChange:
         """Record what the pod of `change` holds now and the problems it has."""
         pod = change.pod
-        if problems and tuple(problems) != self.problems.get(pod.uid):
+        if self._note(pod.uid, problems):
             change.problems = problems
-        if problems:
-            self.problems[pod.uid] = tuple(problems)
-        else:
-            self.problems.pop(pod.uid, None)
         change.endpoints = endpoints
         change.before = self.keys_by_pod.get(pod.uid, set())
         change.after = self._claim(pod.uid, endpoints, change)
         change.keys |= change.before | change.after
         return change
+
+    def _note(self, uid: str, problems: list[str]) -> bool:
+        """Record pod `uid`'s problems; True if they are new (to be reported)."""
+        new = bool(problems) and tuple(problems) != self.problems.get(uid)
+        if problems:
+            self.problems[uid] = tuple(problems)
+        else:
+            self.problems.pop(uid, None)
+        return new
 
     def _desired(
         self, pod: PodView, regs: list[Registration], change: Change
@@ -150,24 +169,27 @@ class DesiredState:
         self, namespace: str, endpoints: list[Endpoint], problems: list[Problem]
     ) -> tuple[list[Endpoint], list[Problem]]:
         """The endpoints in ranges `namespace` may write to; the others are refused."""
-        kept = [e for e in endpoints if self.tenancy.admits(e.identity, namespace)]
-        if len(kept) == len(endpoints):
-            return endpoints, problems
-        refused = [
-            Problem(e.service, self.intrusion(e.service, e.identity, namespace))
-            for e in endpoints
-            if e not in kept
-        ]
+        kept: list[Endpoint] = []
+        refused: list[Problem] = []
+        for e in endpoints:
+            blocker = self.tenancy.blocker(e.identity, namespace) or self.tenancy.key_blocker(
+                e.key, namespace
+            )
+            if blocker is None:
+                kept.append(e)
+            else:
+                refused.append(
+                    Problem(e.service, _refusal(e.service, e.identity, namespace, blocker))
+                )
         return kept, [*problems, *refused]
 
-    def intrusion(self, service: str, identity: str, namespace: str) -> str:
-        """Why `namespace` gets no keys of `service` in the range `identity`."""
-        owner = self.tenancy.owner(identity)
-        return (
-            f"{service}: the keys under {identity} belong to namespace {owner}, so this "
-            f"namespace gets none there: ask {owner} to add {namespace} to spec.shareWith of "
-            "its ServiceRegistration, or use another service name or prefix"
-        )
+    def intrusion(self, service: str, identity: str, namespace: str) -> str | None:
+        """Why `namespace` gets no keys of `service` in the range `identity` (None: it may)."""
+        if (blocker := self.tenancy.blocker(identity, namespace)) is not None:
+            return _refusal(service, identity, namespace, blocker)
+        if unclaimable := self.tenancy.unclaimable(identity, namespace):
+            return f"{service}: no keys under {identity}: {unclaimable}"
+        return None
 
     def _within_quota(
         self, pod: PodView, endpoints: list[Endpoint], problems: list[Problem]
@@ -241,6 +263,7 @@ class DesiredState:
         self._recompute(ident.namespace, services, change)
         for identity in reshared:
             self._recompute_identity(identity, change)
+        self._enclosed(change)
         return change
 
     def _registration_present(
@@ -289,29 +312,55 @@ class DesiredState:
             holds = self.keys_by_pod.get(uid, set())
             if pod.service not in names and not holds and not any(r.selects(pod) for r in regs):
                 continue
-            endpoints, _ = self._desired(pod, regs, change)
+            endpoints, problems = self._desired(pod, regs, change)
+            messages = [p.message for p in problems]
+            if self._note(uid, messages):
+                change.renewed[uid] = messages
             change.keys |= holds | self._claim(uid, endpoints, change)
         for sid in services:
             change.keys |= self.keys_by_service.get(sid, set())
 
     # --- tenancy ----------------------------------------------------------------------------
 
+    def on_namespace(self, body: Mapping[str, Any]) -> tuple[Handovers, list[str]]:
+        """A Namespace was seen: the ranges an administrator assigned to it now stand. Returns
+        the claims that changed hands (each to be `reclaimed`), and what was wrong with its
+        annotation."""
+        ranges, errors = assigned_ranges(body, self.defaults)
+        return self.tenancy.assign(body["metadata"]["name"], ranges), errors
+
     def reclaimed(self, identity: str) -> Change:
-        """The owner of `identity` changed: re-render whoever wants keys there."""
+        """The owner of `identity` changed: the heir's own registration shares it at once,
+        and whoever wants keys in a range overlapping it is rendered again."""
         change = Change()
+        owner = self.tenancy.owner(identity)
+        for reg in self.effective.values():
+            if reg.namespace == owner and reg.identity == identity:
+                self.tenancy.share(identity, owner, reg.share_with)
         self._recompute_identity(identity, change)
         return change
 
-    def _recompute_identity(self, identity: str, change: Change) -> None:
-        """Re-render every pod and registration that wants keys in `identity` (its owner or
-        its shares changed)."""
+    def _recompute_identity(self, identity: str, change: Change, but: str | None = None) -> None:
+        """Re-render every pod and registration that wants keys in a range overlapping
+        `identity` (its owner or its shares changed), those of namespace `but` aside."""
+        changed = as_range(identity)
         services: dict[str, set[ServiceId]] = {}
         for member in list(self.interest.values()):
-            if (sid := member.get(identity)) is not None:
-                services.setdefault(sid.namespace, set()).add(sid)
+            for wanted, sid in member.items():
+                if sid.namespace != but and overlap(as_range(wanted), changed):
+                    services.setdefault(sid.namespace, set()).add(sid)
         for namespace, sids in services.items():
             self._recompute(namespace, sids, change)
             change.dirty |= {r.id for r in self._regs_in(namespace)}
+
+    def _enclosed(self, change: Change) -> None:
+        """A range claimed now may enclose keys other namespaces hold (admitted earlier into
+        a wider or a shared range): render those again, so that none stays inside it."""
+        done: set[str] = set()
+        while todo := change.claims.keys() - done:
+            identity = todo.pop()
+            done.add(identity)
+            self._recompute_identity(identity, change, but=change.claims[identity])
 
     def restore(
         self,
@@ -332,7 +381,11 @@ class DesiredState:
             reg = governing.get(sid)
             layout = reg.layout if reg and reg.layout else self.defaults.layout
             identity = layout.service_range(sid.service, sid.namespace)
-            if key.startswith(identity) and self.tenancy.owner(identity) is None:
+            if (
+                key.startswith(identity)
+                and self.tenancy.owner(identity) is None
+                and self.tenancy.admits(identity, sid.namespace)
+            ):
                 holders.setdefault(identity, set()).add(sid.namespace)
         derived: dict[str, str] = {}
         for identity, namespaces in holders.items():
@@ -345,3 +398,17 @@ class DesiredState:
                 derived[identity] = oldest[0][1] if oldest else next(iter(namespaces))
                 self.tenancy.restore(identity, derived[identity])
         return derived
+
+
+def _refusal(service: str, identity: str, namespace: str, blocker: Blocker) -> str:
+    """Why `namespace` gets no keys of `service` under `identity`: both ranges and the owner."""
+    where = (
+        f"the keys under {identity}"
+        if blocker.range == identity
+        else f"its keys under {identity} overlap the range {blocker.range}, and the keys there"
+    )
+    return (
+        f"{service}: {where} belong to namespace {blocker.owner}, so this namespace gets none "
+        f"there: ask {blocker.owner} to add {namespace} to spec.shareWith of its "
+        "ServiceRegistration, or use another service name, prefix or key template"
+    )

@@ -3,25 +3,48 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import kubernetes
 
-from etcd_registrar import GROUP, PLURAL, VERSION
+from etcd_registrar import GROUP, PLURAL, VERSION, crd
+from etcd_registrar.candidacy import Candidate, judge
 from etcd_registrar.config import Settings
+from etcd_registrar.election import leader_key
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
-from etcd_registrar.kube import REQUEST_TIMEOUT, load_config
+from etcd_registrar.formats import RESERVED_PREFIX
+from etcd_registrar.kube import REQUEST_TIMEOUT, explain, load_config
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.source import Defaults
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
+# How to fix each failed check, {placeholders} filled in; docs/troubleshooting.md quotes
+# them, and tests/unit/test_docs.py checks that it quotes nothing else.
 CRD_FIX = (
     "etcd-registrar crds | kubectl apply -f -   "
     f"(or kubectl apply -f crds/{CRD_NAME}.yaml, or the Helm chart with crds.enabled=true)"
 )
+KUBECONFIG_FIX = "run in a pod with a ServiceAccount, or pass --kubeconfig (or set KUBECONFIG)"
+API_FIX = "check the API server address and credentials in the kubeconfig"
+RIGHT_FIX = "grant it in the operator's (Cluster)Role; see charts/"
+ETCD_FIX = "check --etcd-endpoints, TLS files (--etcd-ca/--etcd-cert/--etcd-key) and network"
+ETCD_AUTH_FIX = "check --etcd-username/--etcd-password-file; the user must read {owner}"
+WRITE_FIX = "give the etcd user readwrite on the prefix {owner} (see docs/secure-etcd.md)"
+PREFIX_FIX = (
+    "grant the operator's etcd role readwrite on the prefix {prefix}: "
+    "etcdctl role grant-permission ROLE --prefix=true readwrite {prefix}"
+)
+PREFIX_OTHER_FIX = "see docs/secure-etcd.md"
+MEMBER_FIX = "check that this member runs, and that its certificate names {host}"
+SCOPE_FIX = "give each installation (each cluster sharing this etcd) its own --owner-id (ownerId)"
+FIXES = [CRD_FIX, KUBECONFIG_FIX, API_FIX, RIGHT_FIX, ETCD_FIX, ETCD_AUTH_FIX, WRITE_FIX]
+FIXES += [PREFIX_FIX, PREFIX_OTHER_FIX, MEMBER_FIX, SCOPE_FIX]
+CRD_CURRENT = "CRD is this version's"
+SKIPPED = "needs {needs}, which failed above"
 
 
 class Right(NamedTuple):
@@ -73,8 +96,8 @@ def needed(namespaces: Sequence[str], readiness_gate: bool = True) -> list[tuple
     and where ("" = all namespaces, or cluster-scoped)."""
     in_scope = IN_SCOPE + ([GATE] if readiness_gate else [])
     scoped = [(right, ns) for ns in namespaces or [""] for right in in_scope]
-    cluster = [*CRDS, IDENTITY, *(NAMESPACES if namespaces else [])]
-    return scoped + [(right, "") for right in cluster]
+    # Namespaces in every mode: the service ranges an administrator assigns (tenancy).
+    return scoped + [(right, "") for right in [*CRDS, IDENTITY, *NAMESPACES]]
 
 
 class Problem(Exception):
@@ -85,35 +108,45 @@ class Problem(Exception):
         self.fix = fix
 
 
-def explain(exc: BaseException) -> str:
-    """One line for a failure: the API server's own message, not its headers and body."""
-    if isinstance(exc, kubernetes.client.ApiException):
-        message = exc.reason or ""
-        with contextlib.suppress(TypeError, ValueError, KeyError):  # a Status, or not
-            message = json.loads(exc.body or "")["message"]
-        return f"{exc.status} {message}".strip()
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+class Doubt(Exception):
+    """Not a failure, but worth a look (no leader: no operator of this owner id runs)."""
 
 
-def summary(failures: int) -> str:
+def summary(failures: int, skipped: int = 0) -> str:
     if not failures:
         return "all checks passed"
-    return f"{failures} check{'' if failures == 1 else 's'} failed"
+    line = f"{failures} check{'' if failures == 1 else 's'} failed"
+    return f"{line}, {skipped} skipped" if skipped else line
 
 
 class Report:
+    """Prints each check's outcome in one line, a failure's fix in a second one. A check
+    that needs one which failed is skipped, naming it: one root cause, one FAIL."""
+
     def __init__(self) -> None:
         self.failures = 0
+        self.skipped = 0
 
-    def check(self, name: str, action: Callable[[], str], fix: str) -> None:
+    def check(self, name: str, action: Callable[[], str], fix: str) -> bool:
         try:
             detail = action()
+        except Doubt as doubt:
+            print(f"warn  {name}: {doubt}")
+            return True
         except Exception as exc:
-            self.failures += 1
-            print(f"FAIL  {name}: {explain(exc)}\n      fix: {getattr(exc, 'fix', fix)}")
-        else:
-            print(f"ok    {name}: {detail}")
+            self.fail(name, explain(exc), getattr(exc, "fix", fix))
+            return False
+        print(f"ok    {name}: {detail}")
+        return True
+
+    def fail(self, name: str, reason: str, fix: str) -> None:
+        self.failures += 1
+        print(f"FAIL  {name}: {reason}\n      fix: {fix}")
+
+    def skip(self, names: Sequence[str], needs: str) -> None:
+        self.skipped += len(names)
+        for name in names:
+            print(f"skip  {name}: {SKIPPED.format(needs=needs)}")
 
 
 def crd_served(
@@ -137,22 +170,26 @@ def crd_served(
 
 
 def _api_checks(report: Report, settings: Settings) -> None:
-    try:
-        api = load_config()
+    rights = needed(settings.namespace, settings.readiness_gate)
+    later = ["CRD installed", *(right.label(ns) for right, ns in rights), CRD_CURRENT]
+    try:  # one attempt per call: urllib3's retries would log three warnings for each
+        api = load_config(settings.kubeconfig, retries=False)
     except Exception as exc:
-        report.failures += 1
-        print(f"FAIL  kubeconfig: {explain(exc)}")
-        print("      fix: run in a pod with a ServiceAccount, or set KUBECONFIG")
+        report.fail("kubeconfig", explain(exc), KUBECONFIG_FIX)
+        report.skip(["API server", *later], "the kubeconfig")
         return
     version = kubernetes.client.VersionApi(api)
-    report.check(
-        "API server",
+    if not report.check(
+        f"API server {api.configuration.host}",
         lambda: str(version.get_code(_request_timeout=REQUEST_TIMEOUT).git_version),
-        "check the API server address and credentials in the kubeconfig",
-    )
-    report.check("CRD installed", lambda: crd_served(api), CRD_FIX)
+        API_FIX,
+    ):
+        report.skip(later, "the API server")
+        return
+    installed = report.check("CRD installed", lambda: crd_served(api), CRD_FIX)
     auth = kubernetes.client.AuthorizationV1Api(api)
-    for right, ns in needed(settings.namespace, settings.readiness_gate):
+    allowed: dict[Right, bool] = {}
+    for right, ns in rights:
 
         def ask(right: Right = right, ns: str = ns) -> str:
             attributes = kubernetes.client.V1ResourceAttributes(
@@ -172,13 +209,40 @@ def _api_checks(report: Report, settings: Settings) -> None:
                 raise PermissionError(getattr(review.status, "reason", None) or "denied")
             return "allowed"
 
-        report.check(right.label(ns), ask, "grant it in the operator's (Cluster)Role; see charts/")
+        allowed[right] = report.check(right.label(ns), ask, RIGHT_FIX) and allowed.get(right, True)
+    if not installed:
+        report.skip([CRD_CURRENT], "'CRD installed'")
+    elif not allowed[CRDS[0]]:
+        report.skip([CRD_CURRENT], f"'{CRDS[0].label('')}'")
+    else:
+        report.check(CRD_CURRENT, lambda: crd_current(api), CRD_FIX)
+
+
+def crd_current(api: kubernetes.client.ApiClient) -> str:
+    """That the installed CRD's schema for this version is the one this binary generates:
+    an older CRD lets through what the operator refuses, a newer one the reverse."""
+    extensions = kubernetes.client.ApiextensionsV1Api(api)
+    response: Any = extensions.list_custom_resource_definition(
+        field_selector=f"metadata.name={CRD_NAME}",
+        _request_timeout=REQUEST_TIMEOUT,
+        _preload_content=False,  # the raw schema: the client's models drop what they lack
+    )
+    [installed] = json.loads(response.data)["items"]
+    [ours] = crd.crd()["spec"]["versions"]
+    theirs = {v["name"]: v for v in installed["spec"]["versions"]}.get(VERSION, {})
+    if theirs.get("schema") != ours["schema"]:
+        raise Problem(
+            f"the installed {CRD_NAME} {VERSION} schema is not this version's "
+            "(etcd-registrar crds | kubectl diff -f - shows the difference)",
+            CRD_FIX,
+        )
+    return f"the schema of {VERSION} is this version's"
 
 
 async def _outcome(action: Callable[[], Awaitable[str]]) -> str | Exception:
     try:
         return await action()
-    except (EtcdError, Problem) as exc:
+    except (EtcdError, Problem, Doubt) as exc:
         return exc
 
 
@@ -195,8 +259,7 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
         except EtcdUnavailable:
             raise
         except EtcdError as exc:  # it answered, and refused
-            fix = f"check --etcd-username/--etcd-password-file; the user must read {owner}"
-            raise Problem(str(exc), fix) from None
+            raise Problem(str(exc), ETCD_AUTH_FIX.format(owner=owner)) from None
         try:
             return f"etcd {await etcd.version()}"
         except EtcdError as exc:
@@ -216,24 +279,49 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
             except EtcdUnavailable:
                 raise
             except EtcdError as exc:
-                fix = (
-                    f"grant the operator's etcd role readwrite on the prefix {prefix}: etcdctl "
-                    f"role grant-permission ROLE --prefix=true readwrite {prefix}"
-                )
-                raise Problem(str(exc), fix) from None
+                raise Problem(str(exc), PREFIX_FIX.format(prefix=prefix)) from None
             return "allowed (nothing written)"
 
         return probe
 
+    async def leader() -> str:
+        key = leader_key(settings.owner_id)
+        found = (await etcd.get_many([key])).get(key)
+        if found is None:
+            raise Doubt(
+                f"none: no operator of owner id {settings.owner_id} runs, or none is elected yet"
+            )
+        leader = Candidate.parse(found.value)
+        verdict = judge(settings.candidate("doctor"), leader)
+        if verdict.refused or leader is None:
+            raise Problem(verdict.reason, SCOPE_FIX)
+        return f"{leader.id}, watching {leader.describe_scope()}"
+
+    async def owners() -> str:
+        try:
+            records, _ = await etcd.get_prefix(f"{RESERVED_PREFIX}/", keys_only=True)
+        except EtcdUnavailable:
+            raise
+        except EtcdError as exc:  # a least-privilege user may read only its own
+            return f"not listed ({explain(exc)})"
+        ids = sorted({r.key.split("/")[2] for r in records if r.key.count("/") >= 3})
+        others = ", ".join(i for i in ids if i != settings.owner_id) or "none"
+        mine = "" if settings.owner_id in ids else " (nothing recorded yet)"
+        return f"{settings.owner_id}{mine}; other owner ids: {others}"
+
     prefixes = _registry_prefixes(settings)
+    urls = settings.etcd_endpoints if len(settings.etcd_endpoints) > 1 else []
     try:
         reached = await _outcome(reachable)
-        # Unreachable: the write would only fail the same way, after another timeout.
-        wrote = reached if isinstance(reached, Exception) else await _outcome(write)
-        permitted = {
-            p: reached if isinstance(reached, Exception) else await _outcome(may_write(p))
-            for p in prefixes
-        }
+        # Unreachable or refused: the rest would only fail the same way, after more timeouts.
+        wrote = permitted = leading = owner_ids = None
+        members: dict[str, str | Exception] = {}
+        if not isinstance(reached, Exception):
+            # The operator moves past a member that fails: say which, while the others serve.
+            members = {url: await _outcome(_member_answers(settings, url, owner)) for url in urls}
+            wrote = await _outcome(write)
+            permitted = {p: await _outcome(may_write(p)) for p in prefixes}
+            leading, owner_ids = await _outcome(leader), await _outcome(owners)
     finally:
         await etcd.close()
 
@@ -248,15 +336,43 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
     report.check(
         f"etcd reachable at {endpoints}",
         show(reached),
-        "check --etcd-endpoints, TLS files (--etcd-ca/--etcd-cert/--etcd-key) and network",
+        ETCD_FIX,
     )
-    report.check(
-        "etcd lease and write",
-        show(wrote),
-        f"give the etcd user readwrite on the prefix {owner} (see docs/secure-etcd.md)",
-    )
-    for prefix, result in permitted.items():
-        report.check(f"etcd read/write under {prefix}", show(result), "see docs/secure-etcd.md")
+    under = [f"etcd read/write under {p}" for p in prefixes]
+    member_checks = [f"etcd member {url}" for url in urls]
+    later = ["etcd lease and write", *member_checks, *under, "leader", "owner ids in etcd"]
+    if wrote is None or permitted is None or leading is None or owner_ids is None:
+        report.skip(later, "etcd")
+        return
+    report.check(later[0], show(wrote), WRITE_FIX.format(owner=owner))
+    for check, (url, result) in zip(member_checks, members.items(), strict=True):
+        report.check(check, show(result), MEMBER_FIX.format(host=_host(url)))
+    for check, result in zip(under, permitted.values(), strict=True):
+        report.check(check, show(result), PREFIX_OTHER_FIX)
+    report.check("leader", show(leading), ETCD_AUTH_FIX.format(owner=owner))
+    report.check("owner ids in etcd", show(owner_ids), ETCD_AUTH_FIX.format(owner=owner))
+
+
+def _member_answers(settings: Settings, url: str, owner: str) -> Callable[[], Awaitable[str]]:
+    """That the member at `url` alone answers a read, over its own connection."""
+
+    async def ping() -> str:
+        member = Etcd(dataclasses.replace(settings.etcd(), endpoints=(url,)))
+        try:
+            await member.ping(owner + "leases/")
+        except EtcdUnavailable:
+            raise
+        except EtcdError as exc:  # it answered, and refused: the check above says why
+            return f"answers ({explain(exc)})"
+        finally:
+            await member.close()
+        return "answers"
+
+    return ping
+
+
+def _host(url: str) -> str:
+    return urlsplit(url if "://" in url else f"http://{url}").hostname or url
 
 
 def _registry_prefixes(settings: Settings) -> list[str]:
@@ -271,5 +387,5 @@ def run_checks(settings: Settings) -> int:
     report = Report()
     _api_checks(report, settings)
     asyncio.run(_etcd_checks(report, settings))
-    print(summary(report.failures))
+    print(summary(report.failures, report.skipped))
     return 0 if not report.failures else 1

@@ -31,12 +31,18 @@ UNKNOWN_TTL = 1  # a keepalive answer for a lease another run granted: only "ali
 
 
 class Overlay:
-    """The writes of a dry run, laid over what etcd answers. Pure: the adapter does the I/O."""
+    """The writes of a dry run, laid over what etcd answers. Pure: the adapter does the I/O.
+
+    It remembers only where it differs from etcd, so a dry run of days with pod churn holds
+    what the registry holds, not every key it ever wrote: a delete of a key etcd lacks is no
+    tombstone, a tombstone goes once a read finds etcd without the key too, a lease the dry
+    run granted is forgotten with its revoke, and one etcd granted once etcd has it no more.
+    """
 
     def __init__(self) -> None:
         self.keys: dict[str, KV | None] = {}  # key -> as the dry run left it (None: deleted)
         self.granted: dict[int, int] = {}  # lease the dry run granted -> its TTL
-        self.revoked: set[int] = set()
+        self.revoked: set[int] = set()  # leases etcd granted and the dry run revoked
         self._ids = itertools.count(-1, -1)  # negative: never an id etcd grants
 
     def grant(self, ttl: int) -> int:
@@ -45,17 +51,25 @@ class Overlay:
         return lease
 
     def revoke(self, lease: int) -> None:
-        self.granted.pop(lease, None)
-        self.revoked.add(lease)
+        """Its keys go with it, as in etcd."""
+        for key, kv in self.keys.items():
+            if kv is not None and kv.lease == lease:
+                self.keys[key] = None
+        if self.granted.pop(lease, None) is None:
+            self.revoked.add(lease)  # etcd's: its keys in etcd are gone from the dry run's view
+
+    def gone(self, lease: int) -> bool:
+        """The dry run revoked `lease`, or never granted it (a negative id it forgot)."""
+        return lease in self.revoked or (lease < 0 and lease not in self.granted)
 
     def view(self, key: str, actual: KV | None) -> KV | None:
         """`key` as the dry run would have left it, given what etcd holds there."""
         kv = self.keys.get(key, actual)  # None stored: deleted
-        return None if kv is None or kv.lease in self.revoked else kv
+        return None if kv is None or self.gone(kv.lease) else kv
 
     def apply(self, ops: Sequence[Op], actual: Mapping[str, KV]) -> dict[int, KV | None]:
-        """Record `ops` where their guards hold, as etcd would apply them; the refused ones
-        as `TxnResult.refused` has them."""
+        """Record `ops` where their guards hold, as etcd would apply them (`actual`: what
+        etcd holds at the ops' keys); the refused ones as `TxnResult.refused` has them."""
         refused: dict[int, KV | None] = {}
         for n, op in enumerate(ops):
             found = self.view(op.key, actual.get(op.key))
@@ -64,21 +78,39 @@ class Overlay:
                 refused[n] = found
             elif isinstance(op, PutOp):
                 self.keys[op.key] = KV(op.key, op.value, op.lease, 0)
-            else:
+            elif op.key in actual:
                 self.keys[op.key] = None
+            else:  # etcd lacks it too: nothing to remember
+                self.keys.pop(op.key, None)
         return refused
 
+    def unwritten(self, keys: Iterable[str]) -> list[str]:
+        """The keys of `keys` whose value only etcd can tell: not put by the dry run."""
+        return [k for k in keys if self.keys.get(k) is None]
+
     def many(self, keys: Iterable[str], actual: Mapping[str, KV]) -> dict[str, KV]:
+        """`keys` as the dry run sees them (`actual`: etcd's answer for `unwritten(keys)`)."""
+        keys = list(keys)
+        self._agreed(k for k in keys if k not in actual)
         return {k: kv for k in keys if (kv := self.view(k, actual.get(k))) is not None}
 
     def prefix(self, prefix: str, actual: Iterable[KV]) -> list[KV]:
         found = {kv.key: kv for kv in actual}
+        self._agreed(k for k in list(self.keys) if k.startswith(prefix) and k not in found)
         keys = found.keys() | {k for k in self.keys if k.startswith(prefix)}
         return [kv for k in sorted(keys) if (kv := self.view(k, found.get(k))) is not None]
 
+    def _agreed(self, absent: Iterable[str]) -> None:
+        """etcd holds none of `absent`: their tombstones say nothing more."""
+        for key in absent:
+            if key in self.keys and self.keys[key] is None:
+                del self.keys[key]
+
     def lease_info(self, lease: int, actual: LeaseInfo) -> LeaseInfo:
         """`lease` as the dry run would have left it, given etcd's answer."""
-        if lease in self.revoked:
+        if not actual.alive:
+            self.revoked.discard(lease)  # etcd has it no more either
+        if not actual.alive or self.gone(lease):
             return LeaseInfo(-1, 0, [])
         keys = [k for k in actual.keys if k not in self.keys]
         keys += [k for k, kv in self.keys.items() if kv is not None and kv.lease == lease]
@@ -86,7 +118,7 @@ class Overlay:
 
     def keepalive(self, lease: int) -> int:
         """The TTL a keepalive of `lease` is answered with (0: etcd no longer has it)."""
-        return 0 if lease in self.revoked else self.granted.get(lease, UNKNOWN_TTL)
+        return 0 if self.gone(lease) else self.granted.get(lease, UNKNOWN_TTL)
 
 
 def _guard_holds(expect: int, found: KV | None) -> bool:
@@ -105,7 +137,7 @@ class DryRunEtcd(Etcd):
     async def txn(self, ops: Sequence[Op], fence: Fence | None = None) -> TxnResult:
         """Recorded; guards are judged on the overlaid view. `fence` is not checked: a dry
         run never leads an election."""
-        actual = await super().get_many(op.key for op in ops if op.key not in self.overlay.keys)
+        actual = await super().get_many(op.key for op in ops)
         return TxnResult(0, self.overlay.apply(ops, actual), dry_run=True)
 
     async def campaign(self, key: str, value: str, lease: int) -> tuple[bool, KV | None]:
@@ -114,7 +146,7 @@ class DryRunEtcd(Etcd):
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, KV]:
         keys = list(keys)
-        actual = await super().get_many(k for k in keys if k not in self.overlay.keys)
+        actual = await super().get_many(self.overlay.unwritten(keys))
         return self.overlay.many(keys, actual)
 
     async def get_prefix(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KV], int]:
@@ -131,6 +163,8 @@ class DryRunEtcd(Etcd):
         ttl = self.overlay.granted.get(lease)
         if ttl is not None:  # etcd never heard of it
             actual = LeaseInfo(ttl, ttl, [])
+        elif lease < 0:  # one the dry run granted and revoked
+            actual = LeaseInfo(-1, 0, [])
         else:
             actual = await super().time_to_live(lease)
         return self.overlay.lease_info(lease, actual)

@@ -60,7 +60,7 @@ class Election:
     ) -> None:
         self.etcd, self.candidate, self.ttl = etcd, candidate, ttl
         self.prefix = owner_keys(owner)
-        self.key = f"{self.prefix}leader"
+        self.key = leader_key(owner)
         self.fence: Fence | None = None
         self.leader: str | None = None  # the id of the replica that leads, as last seen
         self.verdict = STANDBY  # what this replica is beside that leader
@@ -227,3 +227,7 @@ class Election:
 
 class _LeaseLost(Exception):
     """Our election lease is gone, or may be: whatever we believe, we lead no more."""
+
+
+def leader_key(owner: str) -> str:
+    return f"{owner_keys(owner)}leader"

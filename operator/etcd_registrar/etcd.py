@@ -1,8 +1,9 @@
 """The etcd adapter: every etcd call of the project goes through here.
 
-Built on aetcd's generated gRPC stubs with our own ``grpc.aio`` channel, which covers what
-aetcd 1.0's client lacks (DESIGN §5): TLS and client certificates, re-authentication when
-the token expires, one long-lived LeaseKeepAlive stream, and fast reconnects after an outage.
+Built on aetcd's generated gRPC stubs with our own ``grpc.aio`` channels, which cover what
+aetcd 1.0's client lacks: TLS and client certificates, re-authentication when
+the token expires, one long-lived LeaseKeepAlive stream, fast reconnects after an outage,
+and a channel per member of a TLS cluster, each verifying that member's own certificate.
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ logger = logging.getLogger(__name__)
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 _WATCH_RETRY_DELAY = 0.5  # between re-creations of a broken watch (etcd may be refusing)
 
-# Fail over between members as etcd's Go client does: a connection to every member, calls
-# spread round-robin, and a read a member refuses as UNAVAILABLE (down, or "no leader")
-# tried again at once, which puts it on the next member. Writes (Txn, LeaseGrant) are not
+# Fail over between members as etcd's Go client does. Plain http IP endpoints share one
+# channel that spreads calls round-robin over them. Otherwise (TLS, or host names) each member
+# gets a channel of its own, named by its endpoint: gRPC checks a server's certificate against
+# its channel's target, so a multi-address channel would check every member against one
+# name. Calls go to one member until it fails at the transport (UNAVAILABLE: down, or "no
+# leader"; or a deadline), then to the next; streams broken that way reopen on the next.
+# A read refused as UNAVAILABLE is tried again at once, which puts it on another member
+# (the channel's retry policy, then the next member). Writes (Txn, LeaseGrant) are not
 # retried here: their UNAVAILABLE may come after etcd applied them, and a campaign or a put
-# guarded on absence would then find its own key; the caller retries, and round-robin sends
-# that call elsewhere too. "hasleader" metadata makes a member without a leader refuse at
-# once instead of letting calls hang until their deadline, and makes it cancel our
-# keepalive and watch streams when it loses its leader, so they move too.
+# guarded on absence would then find its own key; the caller retries, on the next member.
+# "hasleader" metadata makes a member without a leader refuse at once instead of letting
+# calls hang until their deadline, and makes it cancel our keepalive and watch streams when
+# it loses its leader, so they move too.
 _REQUIRE_LEADER = (("hasleader", "true"),)
 _RETRIED = {
     "KV": ("Range",),
@@ -45,6 +51,8 @@ _RETRIED = {
     "Watch": ("Watch",),
     "Maintenance": ("Status",),
 }
+_IDEMPOTENT = {method for methods in _RETRIED.values() for method in methods}
+_MEMBER_FAILED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [
@@ -211,34 +219,36 @@ class LeaseInfo:
         return self.ttl >= 0  # etcd answers -1 for a lease it does not have
 
 
-def grpc_target(endpoints: Sequence[str]) -> tuple[str, bool]:
-    """gRPC target for the endpoint URLs, and whether they use TLS.
+def grpc_targets(endpoints: Sequence[str]) -> tuple[list[str], bool]:
+    """The gRPC targets for the endpoint URLs, a channel each, and whether they use TLS.
 
-    Several IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``) that
-    gRPC balances over; a host name is resolved by gRPC's DNS resolver.
+    Several plain http IP endpoints become one multi-address target (``ipv4:a:2379,b:2379``)
+    that gRPC balances over. Otherwise every endpoint is a target of its own (a host name is
+    resolved by gRPC's DNS resolver): over TLS each member's certificate is checked against
+    its own name or IP.
     """
     urls = [urlsplit(e if "://" in e else f"http://{e}") for e in endpoints]
     if not urls:
         raise ValueError("no etcd endpoints configured")
-    secure = {u.scheme for u in urls}
-    if secure - {"http", "https"} or len(secure) > 1:
+    schemes = {u.scheme for u in urls}
+    if schemes - {"http", "https"} or len(schemes) > 1:
         raise ValueError(f"etcd endpoints must all be http:// or all https://: {list(endpoints)}")
+    secure = schemes == {"https"}
     hosts = [(u.hostname or "127.0.0.1", u.port or 2379) for u in urls]
-    if len(hosts) == 1:
-        host, port = hosts[0]
-        return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), "https" in secure
+    targets = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in hosts]
+    family = _ip_family([h for h, _ in hosts])
+    if len(hosts) == 1 or secure or family is None:
+        return targets, secure
+    return [f"{family}:" + ",".join(targets)], secure
+
+
+def _ip_family(hosts: Sequence[str]) -> str | None:
+    """The family of `hosts` (ipv4 or ipv6) if all are IP addresses of one, else None."""
     try:
-        families = {ipaddress.ip_address(h).version for h, _ in hosts}
+        families = {ipaddress.ip_address(h).version for h in hosts}
     except ValueError:
-        raise ValueError(
-            "several etcd endpoints must be IP addresses; for names use one DNS name that "
-            "resolves to all members"
-        ) from None
-    if families == {4}:
-        return "ipv4:" + ",".join(f"{h}:{p}" for h, p in hosts), "https" in secure
-    if families != {6}:
-        raise ValueError("etcd endpoints mix IPv4 and IPv6 addresses; use one family")
-    return "ipv6:" + ",".join(f"[{h}]:{p}" for h, p in hosts), "https" in secure
+        return None
+    return {frozenset({4}): "ipv4", frozenset({6}): "ipv6"}.get(frozenset(families))
 
 
 # etcd's answers that mean "try again": a rate limit, and a token whose auth revision is
@@ -271,35 +281,66 @@ def _token_stale(exc: grpc.aio.AioRpcError) -> bool:
     )
 
 
+class Member:
+    """One gRPC channel and its stubs: a member of the etcd cluster, or all of them behind
+    one balanced channel."""
+
+    def __init__(self, target: str, channel: grpc.aio.Channel) -> None:
+        self.target, self.channel = target, channel
+        self.kv = rpc.KVStub(channel)
+        self.lease = rpc.LeaseStub(channel)
+        self.watcher = rpc.WatchStub(channel)
+        self.maintenance = rpc.MaintenanceStub(channel)
+        self.auth = rpc.AuthStub(channel)
+
+
 class Etcd:
     """An etcd v3 client with the handful of calls the registrar needs."""
 
     def __init__(self, config: EtcdConfig) -> None:
         self.config = config
-        self._channel: grpc.aio.Channel | None = None
+        self._members: list[Member] = []
+        self._current = 0  # the member calls go to
         self._tls_files: tuple[float, ...] = ()
         self._metadata: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def member(self) -> Member:
+        """The member calls go to now."""
+        return self._members[self._current]
+
     async def connect(self) -> None:
-        target, secure = grpc_target(self.config.endpoints)
+        targets, secure = grpc_targets(self.config.endpoints)
         self._tls_files = self._tls_stamp()
         if secure or self.config.ca:
             creds = grpc.ssl_channel_credentials(
                 _read(self.config.ca), _read(self.config.key), _read(self.config.cert)
             )
-            self._channel = grpc.aio.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+            channels = [
+                grpc.aio.secure_channel(t, creds, options=_CHANNEL_OPTIONS) for t in targets
+            ]
         else:
-            self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        self.kv = rpc.KVStub(self._channel)
-        self.lease = rpc.LeaseStub(self._channel)
-        self.watcher = rpc.WatchStub(self._channel)
-        self.maintenance = rpc.MaintenanceStub(self._channel)
-        self.auth = rpc.AuthStub(self._channel)
+            channels = [grpc.aio.insecure_channel(t, options=_CHANNEL_OPTIONS) for t in targets]
+        self._members = [Member(t, c) for t, c in zip(targets, channels, strict=True)]
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        members, self._members = self._members, []
+        for member in members:
+            await member.channel.close()
+
+    def _failed(self, member: Member, exc: grpc.aio.AioRpcError) -> None:
+        """Move on from `member` if it failed at the transport: to the next member, unless
+        another call has moved on already."""
+        if exc.code() not in _MEMBER_FAILED or len(self._members) < 2:
+            return
+        if self._members[self._current] is member:
+            self._current = (self._current + 1) % len(self._members)
+            logger.warning(
+                "etcd member %s failed (%s); going on with %s",
+                member.target,
+                exc.code().name,
+                self.member.target,
+            )
 
     def _tls_stamp(self) -> tuple[float, ...]:
         """When the TLS files last changed: a rotated certificate shows here."""
@@ -309,12 +350,13 @@ class Etcd:
     async def _reconnect_if_rotated(self) -> bool:
         """Reconnect with the TLS files on disk if they changed since we connected (a
         certificate rotated, the server no longer takes the old one); True if we did."""
-        if self._channel is None or self._tls_stamp() == self._tls_files:
+        if not self._members or self._tls_stamp() == self._tls_files:
             return False
         logger.info("etcd TLS files changed on disk; reconnecting with them")
-        old = self._channel
+        old = self._members
         await self.connect()
-        await old.close()
+        for member in old:
+            await member.channel.close()
         return True
 
     async def _authenticate(self) -> None:
@@ -323,48 +365,55 @@ class Etcd:
         password = self.config.password or ""
         if self.config.password_file is not None:
             password = self.config.password_file.read_text().strip()
-        response = await self.auth.Authenticate(
-            rpc.AuthenticateRequest(name=self.config.username, password=password),
-            timeout=self.config.timeout,
-        )
+        member = self.member
+        try:
+            response = await member.auth.Authenticate(
+                rpc.AuthenticateRequest(name=self.config.username, password=password),
+                timeout=self.config.timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            self._failed(member, exc)
+            raise _map_error(exc) from None
         self._metadata = (("token", response.token),)
 
     async def _call(self, rpc_name: str, request: Any, operation: str | None = None) -> Any:
         """One unary call, e.g. ``kv.Range``; re-authenticates once when the token expired.
+        A read refused as UNAVAILABLE is tried once on each other member.
 
         Timed and counted under `operation` (default: the RPC name in snake case)."""
-        operation = operation or _snake(rpc_name.split(".")[1])
-        if self._channel is None:
-            await self.connect()
         stub, name = rpc_name.split(".")
-        method = getattr(getattr(self, stub), name)
+        operation = operation or _snake(name)
+        if not self._members:
+            await self.connect()
         if self.config.username and not self._metadata:
-            await self._guarded(self._authenticate)
-        for attempt in (1, 2):
+            await self._authenticate()
+        relogged = rotated = False
+        moves = len(self._members) - 1 if name in _IDEMPOTENT else 0
+        while True:
+            member = self.member
             started = time.monotonic()
             try:
-                return await method(
+                return await getattr(getattr(member, stub), name)(
                     request, timeout=self.config.timeout, metadata=_REQUIRE_LEADER + self._metadata
                 )
             except grpc.aio.AioRpcError as exc:
                 metrics.etcd_errors.labels(operation, exc.code().name).inc()
-                if _token_stale(exc) and self.config.username and attempt == 1:
-                    await self._guarded(self._authenticate)
+                if _token_stale(exc) and self.config.username and not relogged:
+                    relogged = True
+                    await self._authenticate()
                     continue
                 unavailable = exc.code() == grpc.StatusCode.UNAVAILABLE
-                if unavailable and attempt == 1 and await self._reconnect_if_rotated():
-                    method = getattr(getattr(self, stub), name)
+                if unavailable and not rotated:
+                    rotated = True
+                    if await self._reconnect_if_rotated():
+                        continue
+                self._failed(member, exc)
+                if unavailable and moves > 0:
+                    moves -= 1
                     continue
                 raise _map_error(exc) from None
             finally:
                 metrics.etcd_requests.labels(operation).observe(time.monotonic() - started)
-        raise AssertionError("unreachable")
-
-    async def _guarded(self, action: Any) -> None:
-        try:
-            await action()
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
 
     # --- KV -------------------------------------------------------------------------------
 
@@ -465,16 +514,20 @@ class Etcd:
 
     async def keepalive_stream(self) -> KeepAliveStream:
         """A new keepalive stream, logged in: a stream opened with a token etcd no longer
-        takes (expired, or the password changed) is refused, and the leases would lapse."""
-        if self._channel is None:
+        takes (expired, or the password changed) is refused, and the leases would lapse.
+        Opened on the member in use; one that breaks it moves us on to the next."""
+        if not self._members:
             raise EtcdUnavailable("not connected")
         if self.config.username and not self._metadata:
-            await self._guarded(self._authenticate)
-        call = self.lease.LeaseKeepAlive(metadata=_REQUIRE_LEADER + self._metadata)
-        return KeepAliveStream(call, self._forget_token)
+            await self._authenticate()
+        member = self.member
+        call = member.lease.LeaseKeepAlive(metadata=_REQUIRE_LEADER + self._metadata)
+        return KeepAliveStream(call, functools.partial(self._stream_broke, member))
 
-    def _forget_token(self) -> None:
-        self._metadata = ()
+    def _stream_broke(self, member: Member, exc: grpc.aio.AioRpcError) -> None:
+        if _token_stale(exc):
+            self._metadata = ()  # the next stream logs in again
+        self._failed(member, exc)
 
     # --- watch and status -----------------------------------------------------------------
 
@@ -484,16 +537,18 @@ class Etcd:
         A watch broken by a disconnect (or moved off a member that lost its leader) resumes
         from the revision after the last event; raises WatchCompacted once etcd no longer
         holds the history it would resume from."""
-        if self._channel is None:
+        if not self._members:
             await self.connect()
         start = prefix.encode()
         while True:
             create = rpc.WatchCreateRequest(
                 key=start, range_end=_prefix_end(start), start_revision=start_revision
             )
-            # wait_for_ready: after a disconnect, wait for the channel instead of failing
-            call = self.watcher.Watch(
-                metadata=_REQUIRE_LEADER + self._metadata, wait_for_ready=True
+            # A lone channel: after a disconnect, wait for it instead of failing. With several
+            # members, fail, and resume on the next one.
+            member = self.member
+            call = member.watcher.Watch(
+                metadata=_REQUIRE_LEADER + self._metadata, wait_for_ready=len(self._members) == 1
             )
             try:
                 await call.write(rpc.WatchRequest(create_request=create))
@@ -515,6 +570,7 @@ class Etcd:
                 error = _map_error(exc)
                 if not error.retryable:
                     raise error from None
+                self._failed(member, exc)
                 logger.warning("watch broke (%s); resuming at revision %d", error, start_revision)
                 await asyncio.sleep(_WATCH_RETRY_DELAY)
             finally:
@@ -544,12 +600,11 @@ class Etcd:
 class KeepAliveStream:
     """One LeaseKeepAlive bidi stream shared by every lease (not one stream per refresh)."""
 
-    def __init__(self, call: Any, token_refused: Callable[[], None]) -> None:
-        self._call, self._token_refused = call, token_refused
+    def __init__(self, call: Any, broke: Callable[[grpc.aio.AioRpcError], None]) -> None:
+        self._call, self._broke = call, broke  # `broke`: tells the client what broke it
 
     def _error(self, exc: grpc.aio.AioRpcError) -> EtcdError:
-        if _token_stale(exc):
-            self._token_refused()  # the next stream logs in again
+        self._broke(exc)
         return _map_error(exc)
 
     async def send(self, lease: int) -> None:

@@ -30,7 +30,7 @@ FORMATS: tuple[Format, ...] = (
     "coredns",
 )
 
-# Placeholders users may put in `key` and `value` templates (DESIGN 2.2).
+# Placeholders users may put in `key` and `value` templates (docs/crd.md).
 PLACEHOLDERS = frozenset(
     {"prefix", "service", "namespace", "pod", "uid", "node", "ip", "port", "address", "scheme"}
 )

@@ -1,5 +1,6 @@
-"""The readiness gate (DESIGN 2.4): the pod condition `GATE` a pod waits on when it declares
-it in spec.readinessGates, so that Kubernetes makes it Ready only once consumers can find it.
+"""The readiness gate (docs/annotations.md#readiness-gate): the pod condition `GATE` a pod
+waits on when it declares it in spec.readinessGates, so that Kubernetes makes it Ready only
+once consumers can find it.
 
 Level-triggered, like the controller: what the condition should say is computed from the
 controller's state (the pod, its keys, what etcd holds), never remembered from an event. A
@@ -32,8 +33,8 @@ from dataclasses import dataclass
 
 from etcd_registrar import metrics
 from etcd_registrar.controller import Controller, Notice
-from etcd_registrar.events import TokenBucket
 from etcd_registrar.kube import Kube, now
+from etcd_registrar.pacing import PacedQueue, TokenBucket
 from etcd_registrar.readiness import FINISHED, GATE
 from etcd_registrar.source import PodView
 from etcd_registrar.supervisor import Backoff
@@ -114,6 +115,10 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
     )
 
 
+def _disabled(pod: PodView) -> Notice:
+    return Notice("Warning", "ReadinessGateDisabled", DISABLED, pod.ref)
+
+
 def _committed(controller: Controller, uid: str, key: str) -> bool:
     """etcd holds `key` with the value pod `uid` wants there."""
     held = controller.registry.held.get(key)
@@ -143,13 +148,14 @@ class Gates:
         self.notify: Callable[[list[Notice]], None] = lambda notices: None
         # The patches to make, coalesced per pod uid, by priority: True ones hold up
         # rollouts; False ones must land before the pod's containers are ready again;
-        # Terminating only informs (the pod is never Ready again).
-        self.queues: tuple[dict[str, Verdict], ...] = ({}, {}, {})
+        # Terminating only informs (the pod is never Ready again). Within a priority the
+        # namespaces take turns: one flapping many gated pods delays no other's rollout.
+        self.queue: PacedQueue[str, Verdict] = PacedQueue(
+            TokenBucket(GATE_PATCH_RATE, GATE_PATCH_BURST), priorities=3
+        )
         self.threads: ThreadPoolExecutor | None = None  # the patches' own, while run() runs
         self.sent: dict[str, tuple[str, str]] = {}  # pod uid -> patched, echo not seen yet
         self.warned: set[str] = set()  # pods told the gate is disabled
-        self.bucket = TokenBucket(GATE_PATCH_RATE, GATE_PATCH_BURST)
-        self.wakeup = asyncio.Event()
 
     def outcome(self, uid: str, committed: asyncio.Future[None] | None) -> None:
         """After a pod event: examine the pod now, and again once its writes commit."""
@@ -168,23 +174,24 @@ class Gates:
         if not self.enabled:
             if uid not in self.warned and self.may_write():  # one replica tells, not each
                 self.warned.add(uid)
-                self.notify([Notice("Warning", "ReadinessGateDisabled", DISABLED, pod.ref)])
+                self.notify([_disabled(pod)])
             return
         if uid in self.sent and self.sent[uid] == pod.state.gate:
             del self.sent[uid]  # our patch has arrived: the pod's own condition is the truth
         wanted = verdict(self.controller, pod, self.etcd_reachable())
         have = self.sent.get(uid, pod.state.gate) if trust_sent else pod.state.gate
-        self._unqueue(uid)
         if wanted is not None and wanted.condition != have:
-            self.queues[wanted.priority][uid] = wanted
-            self.wakeup.set()
+            self.queue.put(pod.namespace, uid, wanted, wanted.priority)
+        else:
+            self.queue.discard(uid)
 
-    def _unqueue(self, uid: str) -> None:
-        for queue in self.queues:
-            queue.pop(uid, None)
+    def warnings(self) -> list[Notice]:
+        """The Warnings whose cause holds now: gated pods told the gate is disabled."""
+        pods = self.controller.state.pods
+        return [_disabled(pods[uid]) for uid in self.warned if uid in pods]
 
     def _forget(self, uid: str) -> None:
-        self._unqueue(uid)
+        self.queue.discard(uid)
         self.sent.pop(uid, None)
         self.warned.discard(uid)
 
@@ -192,7 +199,7 @@ class Gates:
         """Examine every gated pod again, believing only the pods' own conditions; forget
         the pods the sweep found gone."""
         pods = self.controller.state.pods
-        for uid in {*self.sent, *self.warned}.union(*self.queues) - pods.keys():
+        for uid in {*self.sent, *self.warned, *self.queue} - pods.keys():
             self._forget(uid)
         waiting = 0
         for uid, pod in list(pods.items()):
@@ -224,19 +231,8 @@ class Gates:
 
     async def _next(self) -> str:
         """The pod to patch next, once this replica may write and the rate allows it."""
-        while True:
-            queue = next((q for q in self.queues if q), None)
-            if queue is None:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            elif not self.may_write():
-                await asyncio.sleep(1.0)
-            elif self.bucket.take():
-                uid = next(iter(queue))
-                del queue[uid]
-                return uid
-            else:
-                await asyncio.sleep(1 / GATE_PATCH_RATE)
+        uid, _ = await self.queue.next(self.may_write)
+        return uid
 
     async def _patch(self, uid: str) -> bool:
         """Patch `GATE` of pod `uid` as it should be now (a standby queued from a view that
@@ -267,9 +263,8 @@ class Gates:
                 return True
             metrics.gate_patches.labels("error").inc()
             logger.warning("could not set %s of pod %s/%s: %s", GATE, pod.namespace, pod.name, exc)
-            if not any(uid in queue for queue in self.queues):  # a newer one wins
-                self.queues[wanted.priority][uid] = wanted
-                self.wakeup.set()
+            if uid not in self.queue:  # a newer one wins
+                self.queue.put(pod.namespace, uid, wanted, wanted.priority)
             return False
         metrics.gate_patches.labels(status).inc()
         self.sent[uid] = wanted.condition

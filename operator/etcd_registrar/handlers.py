@@ -37,3 +37,10 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def registration_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Re-render the keys of every pod this registration governs; status follows."""
     memo.app.controller.on_registration(type, body)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An administrator's assignment of service ranges (annotation) may have changed."""
+    if type != "DELETED":
+        memo.app.controller.on_namespace(body)

@@ -51,8 +51,10 @@ class EtcdCheck:
         self.ping, self.timeout, self.interval = ping, timeout, interval
         self.reachable = False
         self.reason = "not checked yet"
+        self.on_change: Callable[[], None] = lambda: None  # reachable changed
 
     async def check(self) -> bool:
+        was = self.reachable
         try:
             await asyncio.wait_for(self.ping(), self.timeout)
         except Exception as exc:  # whatever the failure, etcd did not answer
@@ -64,6 +66,8 @@ class EtcdCheck:
             if not self.reachable and self.reason != "not checked yet":
                 logger.info("etcd reachable again")
             self.reachable, self.reason = True, "ok"
+        if self.reachable != was:
+            self.on_change()
         return self.reachable
 
     async def run(self) -> None:

@@ -7,17 +7,21 @@ rare (a pod UID list per sweep, debounced status patches, rate-limited Events).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kubernetes
 
 from etcd_registrar import GROUP, PLURAL, VERSION
+from etcd_registrar.supervisor import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +44,59 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def load_config() -> kubernetes.client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig ($KUBECONFIG)."""
+def load_config(
+    kubeconfig: Path | None = None, retries: bool = True
+) -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (`kubeconfig`, else
+    $KUBECONFIG, else ~/.kube/config), in the order kopf's own login tries them. Raises
+    kubernetes.config.ConfigException when there are none. `retries=False`: one attempt per
+    call (urllib3 retries a failed GET 3 times, logging a warning each time)."""
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+    config = kubernetes.client.Configuration.get_default_copy()
+    if not retries:
+        config.retries = False
+    return kubernetes.client.ApiClient(config)
+
+
+def explain(exc: BaseException) -> str:
+    """One line for a failed call: the API server's own message (not its headers and body),
+    or the network's reason ("Connection refused"), not urllib3's wrapping."""
+    if isinstance(exc, kubernetes.client.ApiException):
+        message = exc.reason or ""
+        with contextlib.suppress(TypeError, ValueError, KeyError):  # a Status, or not
+            message = json.loads(exc.body or "")["message"]
+        return f"{exc.status} {message}".strip()
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def wait_for_api_server(
+    api: kubernetes.client.ApiClient, sleep: Callable[[float], None] = time.sleep
+) -> str:
+    """The API server's version, once it answers: until then one warning line per attempt,
+    with jittered backoff (kopf would retry its startup every 60 s with a traceback)."""
+    version = kubernetes.client.VersionApi(api)
+    backoff = Backoff(base=1.0, cap=30.0)
+    while True:
+        try:
+            return str(version.get_code(_request_timeout=REQUEST_TIMEOUT).git_version)
+        except Exception as exc:  # the network's or the server's: either way, try again
+            delay = backoff.delay()
+            logger.warning(
+                "API server %s not reachable (%s); retrying in %.1f s",
+                api.configuration.host,
+                explain(exc),
+                delay,
+            )
+            sleep(delay)
 
 
 class Kube:

@@ -43,12 +43,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(log_format: Literal["text", "json"]) -> None:
-    """Set up logging for `run` (kopf's handler, levels and text format, or our JSON)."""
+def configure(log_format: Literal["text", "json"], level: str = "info") -> None:
+    """Set up logging for `run` (kopf's handler and text format, or our JSON) at `level`."""
     import kopf
 
-    kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)
+    # kopf's debug mode also lets asyncio's own log lines through.
+    kopf.configure(debug=level == "debug", log_format=kopf.LogFormat.FULL)
     root = logging.getLogger()
+    root.setLevel(level.upper())
     if log_format == "json":
         for handler in root.handlers:
             handler.setFormatter(JsonFormatter())
@@ -59,7 +61,8 @@ def configure(log_format: Literal["text", "json"]) -> None:
         )
     logging.captureWarnings(True)
     # kopf logs every handler success at INFO: one line per pod event is noise at scale.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if level != "debug":
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

@@ -10,13 +10,13 @@ what the operator holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
 
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from etcd_registrar import __version__
 from etcd_registrar.source import ServiceId
 
 _NS = "etcd_registrar"
@@ -39,7 +39,8 @@ propagation = Histogram(
 etcd_requests = Histogram(
     f"{_NS}_etcd_request_duration_seconds",
     "etcd request latency by operation (txn = writes, get = key reads, range = prefix reads, "
-    "lease_grant, lease_revoke, lease_time_to_live, ping = readiness check, status), "
+    "lease_grant, lease_revoke, lease_time_to_live, campaign = leader election, "
+    "probe = doctor's may-write check, ping = readiness check, status), "
     "failed requests included.",
     ["operation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -75,7 +76,9 @@ conflicts = Gauge(
 )
 events_dropped = Counter(
     f"{_NS}_events_dropped_total",
-    "Normal Registered/Deregistered Events not posted: over the rate limit (bulk changes).",
+    "Events not posted, by type: Normal ones over their rate limit (bulk changes), Warnings "
+    "over their namespace's share of the queue (posted again after the next sweep).",
+    ["type"],
 )
 invalid = Counter(
     f"{_NS}_invalid_inputs_total",
@@ -164,7 +167,4 @@ def watch_state(endpoints: EndpointCounts, etcd_reachable: Callable[[], bool]) -
     prometheus_client.REGISTRY.register(_state)
 
 
-try:
-    build_info.labels(metadata.version("etcd-registrar")).set(1)
-except metadata.PackageNotFoundError:  # running from a source tree without installing
-    build_info.labels("unknown").set(1)
+build_info.labels(__version__).set(1)

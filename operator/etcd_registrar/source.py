@@ -19,7 +19,7 @@ from etcd_registrar.model import (
     parse_pod_annotations,
 )
 from etcd_registrar.readiness import PodState, should_register
-from etcd_registrar.tenancy import within
+from etcd_registrar.tenancy import ASSIGNMENT, within
 
 PortList = tuple[tuple[str | None, int], ...]
 
@@ -349,3 +349,36 @@ def _wanted(pod: PodView, registrations: Iterable[Registration]) -> dict[str, Re
         if reg.selects(pod):
             wanted.setdefault(reg.service, reg)
     return wanted
+
+
+MAX_ASSIGNED = 1000  # ranges one Namespace annotation may assign
+
+
+def assigned_ranges(
+    namespace: Mapping[str, Any], defaults: Defaults
+) -> tuple[list[str], list[str]]:
+    """The ranges an administrator assigned to a Namespace (its annotation ``ASSIGNMENT``,
+    comma-separated): a key range as written (``/services/payments/``, a trailing ``/``
+    added), or a service name standing for its range in the operator's default layout. Also
+    returns what was wrong with the entries skipped."""
+    text = ((namespace.get("metadata") or {}).get("annotations") or {}).get(ASSIGNMENT, "")
+    ranges: list[str] = []
+    errors: list[str] = []
+    for entry in (e.strip() for e in str(text).split(",")):
+        if not entry:
+            continue
+        if "/" in entry:
+            range_ = entry if entry.endswith("/") else f"{entry}/"
+            if not within(range_, ()) or any(s in (".", "..") for s in range_.split("/")):
+                errors.append(f"{entry!r}: not a key range this operator may assign")
+                continue
+        elif re.fullmatch(SERVICE_PATTERN, entry) and len(entry) <= 63:
+            range_ = defaults.layout.service_range(entry)
+        else:
+            errors.append(f"{entry!r}: neither a key range (with /) nor a service name")
+            continue
+        ranges.append(range_)
+    if len(ranges) > MAX_ASSIGNED:
+        errors.append(f"{len(ranges)} ranges, over the limit of {MAX_ASSIGNED}: none assigned")
+        ranges = []
+    return ranges, errors

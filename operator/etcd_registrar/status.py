@@ -32,6 +32,7 @@ class Findings:
     conflicts: Mapping[str, Conflict]  # keys several pods claim
     taken: Container[str]  # wanted keys another writer holds
     refused: Mapping[str, str]  # key -> why etcd refused its write
+    etcd_reachable: bool = True  # the latest reachability check's answer
 
 
 def conditions(reg: Registration, state: DesiredState, found: Findings) -> list[Condition]:
@@ -66,26 +67,36 @@ def conditions(reg: Registration, state: DesiredState, found: Findings) -> list[
                 f"are not overwritten, e.g. {taken[0]}: delete them or use another prefix",
             )
         )
-    admitted = reg.identity is None or state.tenancy.admits(reg.identity, reg.namespace)
-    if reg.identity is not None and not admitted:
-        clashes.insert(0, ("NotOwner", state.intrusion(reg.service, reg.identity, reg.namespace)))
+    refusal = reg.identity and state.intrusion(reg.service, reg.identity, reg.namespace)
+    admitted = not refusal
+    if refusal:
+        clashes.insert(0, ("NotOwner", refusal))
     if clashes:
         out.append(("Conflict", True, clashes[0][0], "; ".join(m for _, m in clashes)))
     refused = sorted(k for k in keys if k in found.refused)
     ready = not reg.error and governing is reg and admitted and held == len(keys)
+    # Ready=False names its cause, so that `kubectl wait` and alerts can tell them apart.
+    pending = f"{len(keys) - held} of {len(keys)} keys not yet written to etcd"
     if ready:
-        message = f"{held} keys held in etcd"
+        reason, message = "Synced", f"{held} keys held in etcd"
     elif refused:
-        message = (
-            f"etcd refused {len(refused)} keys, e.g. {refused[0]}: {found.refused[refused[0]]}"
+        why = found.refused[refused[0]]
+        reason, message = (
+            "EtcdRefused",
+            f"etcd refused {len(refused)} keys, e.g. {refused[0]}: {why}",
         )
     elif reg.error:
-        message = reg.error
+        reason, message = "InvalidSpec", reg.error
     elif governing is not None and governing is not reg:
+        reason = "Duplicate"
         message = f"service {reg.service} is governed by {governing.name}; this one is unused"
+    elif clashes and clashes[0][0] in ("NotOwner", "KeyTaken"):
+        reason, message = clashes[0]
+    elif not found.etcd_reachable:
+        reason, message = "EtcdUnavailable", f"{pending}: etcd is not reachable"
     else:
-        message = f"{len(keys) - held} of {len(keys)} keys not yet written to etcd"
-    out.insert(0, ("Ready", ready, "Synced" if ready else "NotSynced", message))
+        reason, message = "Pending", pending
+    out.insert(0, ("Ready", ready, reason, message))
     return out
 
 

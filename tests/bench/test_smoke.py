@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from bench import report, schedule, stats
-from bench.population import State
+from bench.kubeapi import JSON, KubeApi
+from bench.population import State, pod_manifest
 from bench.profile import summarise
 from bench.run import main_async, parse_args
+from tests.harness import Cluster
 
 
 class FakeStream:
@@ -128,6 +130,15 @@ def test_report_renders_targets_and_ratios() -> None:
     assert "| churn at 1,000 pods, register: p50 ≤ 15 ms | 10.0 ms | yes |" in text
     assert "| within 2x of the Go floor at p50 (churn, 1,000) | 5.0x | **no** |" in text
     assert "| 1,000 | 5.0x / 5.0x / 5.0x / 5.0x |" in text
+    assert "Tenancy: the claim check" not in text  # a run without the claim check
+
+
+def test_report_renders_the_claim_check() -> None:
+    row = dict.fromkeys(
+        ["key_admitted_us", "key_refused_us", "new_range_us", "range_around_all_us"], 1.5
+    )
+    text = "\n".join(report.claim_check({"claims": [row | {"claims": 10_000, "scan_us": 900.4}]}))
+    assert "| 10,000 | 1.50 | 1.50 | 1.50 | 1.50 | 900 |" in text
 
 
 @pytest.mark.e2e
@@ -159,6 +170,27 @@ def test_a_tiny_run_measures_every_scenario(tmp_path: Path) -> None:
     assert failover["standby_idle"]["rss_mib"] > 0
     gated = doc["gated"]["churn"]["containers_ready_to_ready"]
     assert gated["missed"] == 0 and gated["latency_ms"]["count"] > 0
+    assert [row["claims"] for row in doc["claims"]] == [1_000, 10_000]
+    assert doc["teardown_errors"] == []
+
+
+@pytest.mark.e2e
+def test_every_pod_is_deleted_a_page_at_a_time() -> None:
+    """10,000 pods in one DELETE ran past the API server's timeout (504): pages converge."""
+    cluster = Cluster.ensure_up()
+    namespace = cluster.create_namespace("bench-pages")
+
+    async def run() -> list[JSON]:
+        async with KubeApi(cluster.kubeconfig) as api:
+            for i in range(5):
+                await api.create_pod(namespace, pod_manifest(f"p{i}", "nowhere"))
+            await api.delete_all_pods(namespace, page=2)
+            return await api.list_pods(namespace)
+
+    try:
+        assert asyncio.run(run()) == []
+    finally:
+        cluster.delete_namespace(namespace)
 
 
 def test_the_gate_is_timed_from_containers_ready_to_ready() -> None:

@@ -1,4 +1,5 @@
-"""When each pod IP was serving (DESIGN 2.4), recorded from a watch on a namespace's pods.
+"""When each pod IP was serving (the readiness rule, docs/annotations.md), recorded from a
+watch on a namespace's pods.
 
 The consumer tests check every address a consumer ever showed against this record: an
 address must belong to a pod that was serving at about that moment.

@@ -1,10 +1,12 @@
 """The Helm chart (charts/etcd-registrar) against the local cluster.
 
 Every rendering is checked by the API server itself (`kubectl apply --dry-run=server`), so
-a field the server rejects fails here, not at a user's install. The one exception is the
-ServiceMonitor: its CRD (prometheus-operator) is not installed in the test cluster and
-installing one would change the cluster for every other test, so that document is left out
-of the server dry-run and checked against the metrics Service it must select instead.
+a field the server rejects fails here, not at a user's install. The exceptions are the
+ServiceMonitor and the PrometheusRule: their CRDs (prometheus-operator) are not installed in
+the test cluster and installing them would change the cluster for every other test, so those
+documents are left out of the server dry-run and checked against what they must match
+instead (the metrics Service; the rules file, which tests/unit/test_chart_monitoring.py
+checks).
 
 The chart's CRD is not a hand-edited copy: files/crds/ holds the file `etcd-registrar crds`
 generates (crds/ at the repository root) and test_chart_crd_is_the_generated_one fails when
@@ -13,7 +15,10 @@ they differ.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
+import itertools
 import json
 import os
 import re
@@ -21,11 +26,15 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
+from kopf._core.reactor import observation
 
+from etcd_registrar import GROUP, PLURAL, doctor, handlers, kube, podwatch
 from etcd_registrar.cli import build_parser, load_settings, service_prefix
 from etcd_registrar.config import Settings
 from etcd_registrar.formats import FORMATS, Format
@@ -80,10 +89,16 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# An etcd to point at: the chart refuses to install with neither etcd.endpoints nor the
+# bundled etcd (test_an_install_without_etcd_is_refused).
+ETCD: Doc = {"etcd": {"endpoints": ["http://10.0.0.1:2379"]}}
+
+
 def render(values: Doc, tmp_path: Path, release: str = "er", namespace: str = "reg") -> list[Doc]:
-    """`helm template` with `values`, parsed into documents (fails the test on an error)."""
+    """`helm template` with `values` (ETCD unless they set `etcd`), parsed into documents
+    (fails the test on an error)."""
     values_file = tmp_path / f"values-{release}.yaml"
-    values_file.write_text(yaml.safe_dump(values))
+    values_file.write_text(yaml.safe_dump({**ETCD, **values}))
     proc = helm("template", release, str(CHART), "--namespace", namespace, "-f", str(values_file))
     assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -130,6 +145,14 @@ def tls_auth_values() -> Doc:
     }
 
 
+def secure_etcd_doc_values() -> Doc:
+    """The chart values docs/secure-etcd.md shows, as written."""
+    page = (REPO_ROOT / "docs" / "secure-etcd.md").read_text()
+    section = page.split("## How the chart mounts credentials", 1)[1]
+    values: Doc = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    return values
+
+
 def check_default(docs: list[Doc], _: list[str]) -> None:
     deployment = one(docs, "Deployment", "etcd-registrar")
     # HA: a standby beside the leader, a new replica up before an old one goes, never the
@@ -168,6 +191,15 @@ def check_default(docs: list[Doc], _: list[str]) -> None:
     crd = one(docs, "CustomResourceDefinition")
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert not by_kind(docs, "Role")
+    # `helm test` runs doctor as the operator: its ServiceAccount, environment and volumes.
+    hook = one(docs, "Pod", "-doctor")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (doctor,) = hook["spec"]["containers"]
+    assert doctor["command"] == ["etcd-registrar", "doctor"]
+    assert doctor["env"] == container["env"] and doctor["image"] == container["image"]
+    assert doctor["volumeMounts"] == container["volumeMounts"]
+    assert hook["spec"]["serviceAccountName"] == pod["serviceAccountName"]
+    assert hook["spec"]["securityContext"] == pod["securityContext"]
 
 
 def check_namespaced(docs: list[Doc], namespaces: list[str]) -> None:
@@ -180,8 +212,8 @@ def check_namespaced(docs: list[Doc], namespaces: list[str]) -> None:
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == sorted(
         namespaces
     )
-    # The only ClusterRole left holds what kopf reads cluster-wide; no pods, no events.
-    cluster_role = one(docs, "ClusterRole")
+    # The operator's only ClusterRole holds what kopf reads cluster-wide; no pods, no events.
+    cluster_role = one(docs, "ClusterRole", "-cluster")
     resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert resources == {"customresourcedefinitions", "namespaces"}
 
@@ -202,6 +234,9 @@ def check_tls_auth(docs: list[Doc], _: list[str]) -> None:
     assert {"name": "etcd-credentials", "mountPath": mount, "readOnly": True} in container[
         "volumeMounts"
     ]
+    hook = one(docs, "Pod", "-doctor")["spec"]
+    assert hook["containers"][0]["volumeMounts"] == container["volumeMounts"]
+    assert hook["volumes"] == one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     sources = next(v for v in volumes if v["name"] == "etcd-credentials")["projected"]["sources"]
     assert [s["secret"] for s in sources] == [
@@ -214,6 +249,17 @@ def check_tls_auth(docs: list[Doc], _: list[str]) -> None:
     ]
 
 
+def check_secure_etcd_doc(docs: list[Doc], _: list[str]) -> None:
+    env = env_of(operator_container(docs))
+    mount = "/etc/etcd-registrar/etcd"
+    endpoints = secure_etcd_doc_values()["etcd"]["endpoints"]
+    assert env["ETCD_REGISTRAR_ETCD_ENDPOINTS"] == ",".join(endpoints)
+    assert len(endpoints) > 1 and all(e.startswith("https://") for e in endpoints)
+    assert env["ETCD_REGISTRAR_ETCD_CA"] == f"{mount}/ca.crt"
+    assert env["ETCD_REGISTRAR_ETCD_CERT"] == f"{mount}/tls.crt"
+    assert env["ETCD_REGISTRAR_ETCD_PASSWORD_FILE"] == f"{mount}/password"
+
+
 def check_monitoring(docs: list[Doc], _: list[str]) -> None:
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service", "-metrics")
@@ -223,6 +269,17 @@ def check_monitoring(docs: list[Doc], _: list[str]) -> None:
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [
         p["name"] for p in service["spec"]["ports"]
     ]
+    # The alerts and the dashboard arrive as the chart's files have them (checked by
+    # tests/unit/test_chart_monitoring.py).
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    dashboard = one(docs, "ConfigMap", "-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Platform"}
+    assert json.loads(dashboard["data"]["etcd-registrar.json"]) == json.loads(
+        (CHART / "files" / "dashboard.json").read_text()
+    )
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]
@@ -258,6 +315,61 @@ def check_bundled_etcd(docs: list[Doc], _: list[str]) -> None:
     assert operator_selector != etcd["spec"]["selector"]
     assert not by_kind(docs, "CustomResourceDefinition")  # crds.enabled=false
     assert not any(d["metadata"]["name"].endswith("-metrics") for d in by_kind(docs, "Service"))
+    # The unauthenticated etcd admits, on its client port, the operator and the listed
+    # consumers only (R2-13).
+    policy = one(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == etcd["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "client", "protocol": "TCP"}]
+    doctor = one(docs, "Pod", "-doctor")["metadata"]["labels"]
+    operator, test_pod, *consumers = ingress["from"]
+    assert operator == {"podSelector": operator_selector}
+    assert test_pod["podSelector"]["matchLabels"].items() <= doctor.items()
+    assert consumers == CONSUMERS
+
+
+CONSUMERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]
+
+
+EXTRAS: Doc = {
+    "replicaCount": 1,
+    "priorityClassName": "system-cluster-critical",
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+        },
+        {
+            "maxSkew": 2,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"team": "platform"}},
+        },
+    ],
+    "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "ca-bundle"}}],
+    "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/extra", "readOnly": True}],
+    "extraEnv": [{"name": "SSL_CERT_DIR", "value": "/etc/ssl/extra"}],
+}
+
+
+def check_extras(docs: list[Doc], _: list[str]) -> None:
+    deployment = one(docs, "Deployment", "etcd-registrar")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    own, given = pod["topologySpreadConstraints"]
+    assert own == {
+        **EXTRAS["topologySpreadConstraints"][0],
+        "labelSelector": deployment["spec"]["selector"],
+    }
+    assert given == EXTRAS["topologySpreadConstraints"][1]
+    assert EXTRAS["extraVolumes"][0] in pod["volumes"]
+    container = operator_container(docs)
+    assert EXTRAS["extraVolumeMounts"][0] in container["volumeMounts"]
+    assert env_of(container)["SSL_CERT_DIR"] == "/etc/ssl/extra"
+    # One replica: a budget could only block drains.
+    assert not by_kind(docs, "PodDisruptionBudget")
 
 
 SCHEDULING: Doc = {
@@ -284,9 +396,13 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
     "default": (lambda _: {}, check_default),
     "namespaced": (lambda namespaces: {"watchNamespaces": namespaces}, check_namespaced),
     "tls-auth": (lambda _: tls_auth_values(), check_tls_auth),
+    # docs/secure-etcd.md's example: a TLS cluster of three members by name (audit row 1.1)
+    "secure-etcd-doc": (lambda _: secure_etcd_doc_values(), check_secure_etcd_doc),
     "servicemonitor-pdb": (
         lambda _: {
             "serviceMonitor": {"enabled": True, "additionalLabels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "additionalLabels": {"release": "prometheus"}},
+            "dashboards": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
             "podDisruptionBudget": {"enabled": True},
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
             **SCHEDULING,
@@ -295,9 +411,10 @@ VALUE_SETS: dict[str, tuple[Callable[[list[str]], Doc], Callable[[list[Doc], lis
         },
         check_monitoring,
     ),
+    "extras": (lambda _: EXTRAS, check_extras),
     "bundled-etcd": (
         lambda _: {
-            "etcd": {"enabled": True},
+            "etcd": {"enabled": True, "networkPolicy": {"clients": CONSUMERS}},
             "crds": {"enabled": False},
             "metrics": {"enabled": False},
             "format": "json",
@@ -327,19 +444,22 @@ def other_namespace(cluster: Cluster) -> Iterator[str]:
 
 def server_dry_run(cluster: Cluster, docs: list[Doc]) -> None:
     """Every document through the API server's validation and admission, nothing stored."""
-    checked = [d for d in docs if d["kind"] != "ServiceMonitor"]  # CRD not installed: see top
+    # prometheus-operator's CRDs are not installed: see the top of this module. The `helm
+    # test` Pod goes through restricted_pod_dry_run (its ServiceAccount is not created).
+    skipped = {"ServiceMonitor", "PrometheusRule", "Pod"}
+    checked = [d for d in docs if d["kind"] not in skipped]
     cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=dump(checked))
 
 
-def restricted_pod_dry_run(cluster: Cluster, namespace: str, deployment: Doc) -> None:
-    """Create the Deployment's pod (dry run) in a namespace that enforces Pod Security
-    "restricted": admission refuses it if the pod template does not meet the profile."""
-    template = deployment["spec"]["template"]
+def restricted_pod_dry_run(cluster: Cluster, namespace: str, workload: Doc) -> None:
+    """Create the pod of a Deployment, or a Pod, (dry run) in a namespace that enforces Pod
+    Security "restricted": admission refuses it if the pod does not meet the profile."""
+    template = workload["spec"].get("template", workload)
     spec = {**template["spec"], "serviceAccountName": "default"}  # the chart's SA is not created
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": deployment["metadata"]["name"], "namespace": namespace},
+        "metadata": {"name": workload["metadata"]["name"], "namespace": namespace},
         "spec": spec,
     }
     cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod))
@@ -352,7 +472,7 @@ def test_lint_is_clean(tmp_path: Path) -> None:
     sets = {"default": {}, **{k: make(["a", "b"]) for k, (make, _) in VALUE_SETS.items()}}
     for name, values in sets.items():
         values_file = tmp_path / f"{name}.yaml"
-        values_file.write_text(yaml.safe_dump(values))
+        values_file.write_text(yaml.safe_dump({**ETCD, **values}))
         proc = helm("lint", "--strict", str(CHART), "-f", str(values_file))
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0 and "[WARNING]" not in out and "[ERROR]" not in out, (
@@ -400,8 +520,8 @@ def test_rendered_chart_passes_server_dry_run(
         "pod-security.kubernetes.io/warn=restricted",
     )
     server_dry_run(cluster, docs)
-    for deployment in by_kind(docs, "Deployment"):
-        restricted_pod_dry_run(cluster, namespace, deployment)
+    for workload in by_kind(docs, "Deployment") + by_kind(docs, "Pod"):
+        restricted_pod_dry_run(cluster, namespace, workload)
 
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
@@ -411,8 +531,10 @@ def test_rendered_config_is_what_the_operator_reads(
     """The container's env and args, parsed by the operator's own CLI and Settings: a renamed
     flag or a value the operator refuses fails here, not in a crash-looping pod."""
     make_values, _ = VALUE_SETS[value_set]
-    container = operator_container(render(make_values(["a", "b"]), tmp_path))
-    env = env_of(container)
+    values = make_values(["a", "b"])
+    container = operator_container(render(values, tmp_path))
+    extra = {e["name"] for e in values.get("extraEnv", [])}  # the user's own, not settings
+    env = {k: v for k, v in env_of(container).items() if k not in extra}
     fields = {f"ETCD_REGISTRAR_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= fields, f"not operator settings: {set(env) - fields}"
     for name in [n for n in os.environ if n.startswith("ETCD_REGISTRAR_")]:
@@ -434,6 +556,8 @@ def test_rendered_config_is_what_the_operator_reads(
     if value_set == "tls-auth":
         assert settings.etcd_password_file == Path("/etc/etcd-registrar/etcd/password")
         assert settings.etcd_endpoints == ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]
+    if value_set == "secure-etcd-doc":
+        assert settings.etcd_endpoints == secure_etcd_doc_values()["etcd"]["endpoints"]
     if value_set == "bundled-etcd":
         assert (settings.resync, settings.default_ttl, settings.dry_run) == (60.0, 30, True)
         assert (settings.owner_id, settings.log_format) == ("cluster-a", "json")
@@ -506,7 +630,7 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
         ({"ownerId": "has space"}, ["/ownerId"]),
         ({"etcd": {"endpoints": ["http://a:2379,http://b:2379"]}}, ["/etcd/endpoints/0"]),
         (
-            {"etcd": {"auth": {"password": {"secretName": "etcd-auth"}}}},
+            {"etcd": {**ETCD["etcd"], "auth": {"password": {"secretName": "etcd-auth"}}}},
             ["etcd.auth.username is required"],
         ),
         (
@@ -514,6 +638,9 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
             ["not https://"],
         ),
         ({"serviceMonitor": {"enabled": True}, "metrics": {"enabled": False}}, ["metrics.enabled"]),
+        ({"prometheusRule": {"enabled": True}, "metrics": {"enabled": False}}, ["metrics.enabled"]),
+        ({"topologySpreadConstraints": [{"maxSkew": 1}]}, ["/topologySpreadConstraints/0"]),
+        ({"extraVolumeMounts": [{"name": "x"}]}, ["/extraVolumeMounts/0", "mountPath"]),
     ],
     ids=[
         "ttl-format-logformat",
@@ -526,17 +653,29 @@ def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespac
         "user-missing",
         "tls-on-http",
         "monitor-without-metrics",
+        "rules-without-metrics",
+        "spread-incomplete",
+        "mount-without-path",
     ],
 )
 def test_bad_values_are_refused_with_the_field_named(
     tmp_path: Path, values: Doc, fields: list[str]
 ) -> None:
     values_file = tmp_path / "bad.yaml"
-    values_file.write_text(yaml.safe_dump(values))
+    values_file.write_text(yaml.safe_dump({**ETCD, **values}))
     proc = helm("template", "er", str(CHART), "-f", str(values_file))
     assert proc.returncode != 0, f"accepted {values}"
     for field in fields:
         assert field in proc.stderr, f"{field!r} not named in:\n{proc.stderr}"
+
+
+def test_an_install_without_etcd_is_refused() -> None:
+    """The chart's defaults name no etcd: rather than pods that never turn Ready, helm
+    refuses, and says what to set."""
+    proc = helm("template", "er", str(CHART))
+    assert proc.returncode != 0, "installed with no etcd to write to"
+    assert "etcd.endpoints is required" in proc.stderr, proc.stderr
+    assert "etcd.enabled=true" in proc.stderr, proc.stderr
 
 
 # --------------------------------------------------------------------------- RBAC
@@ -589,16 +728,18 @@ def can_get_namespace(cluster: Cluster, user: str, name: str) -> bool:
 ALLOWED = [
     ("list", "pods"),
     ("watch", "pods"),
-    ("get", "pods"),
     ("create", "events"),
-    ("patch", "events"),
-    ("create", "events.events.k8s.io"),
     ("list", "serviceregistrations.etcd-registrar.io"),
     ("watch", "serviceregistrations.etcd-registrar.io"),
     ("patch", "serviceregistrations.etcd-registrar.io/status"),
     ("patch", "pods/status"),  # the readiness gate's condition (readinessGate.enabled)
 ]
 DENIED = [
+    ("get", "pods"),  # unused grants (GRANT_USES)
+    ("patch", "events"),
+    ("create", "events.events.k8s.io"),
+    ("get", "serviceregistrations.etcd-registrar.io"),
+    ("get", "serviceregistrations.etcd-registrar.io/status"),
     ("patch", "pods"),
     ("update", "pods"),
     ("delete", "pods"),
@@ -611,6 +752,75 @@ DENIED = [
     ("list", "configmaps"),
     ("delete", "events"),
 ]
+
+
+Grant = tuple[str, str, str]  # (API group, resource[/subresource], verb)
+
+# Every grant the chart gives the operator, and the call that needs it: (module, text of the
+# call in its source). A grant with no row here fails test_every_grant_is_used, and so does
+# a row whose call is gone from the code.
+GRANT_USES: dict[Grant, tuple[ModuleType, str]] = {
+    ("", "pods", "list"): (kube, "core.list_namespaced_pod("),
+    ("", "pods", "watch"): (podwatch, "watch=True"),
+    ("", "pods/status", "patch"): (kube, "core.patch_namespaced_pod_status,"),
+    ("", "events", "create"): (kube, "core.create_namespaced_event,"),
+    # kopf's own Events go to core/v1 too (kopf's references.EVENTS is Selector('v1', 'events')).
+    (GROUP, PLURAL, "list"): (kube, "custom.list_namespaced_custom_object,"),
+    (GROUP, PLURAL, "watch"): (handlers, "@kopf.on.event(GROUP, VERSION, PLURAL)"),
+    (GROUP, f"{PLURAL}/status", "patch"): (kube, "custom.patch_namespaced_custom_object_status,"),
+    # kopf's observer of CRDs; namespaces: the ranges an administrator assigns (tenancy).
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): (observation, ".CRDS)"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): (observation, ".CRDS)"),
+    ("", "namespaces", "list"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
+    ("", "namespaces", "watch"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
+}
+
+
+def operator_grants(docs: list[Doc], sa: str) -> set[Grant]:
+    """What the chart grants the operator's ServiceAccount: the rules of every (Cluster)Role
+    a binding gives it, one (group, resource, verb) each."""
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"].endswith("Role")}
+    grants: set[Grant] = set()
+    for binding in (d for d in docs if d["kind"].endswith("RoleBinding")):
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa for s in binding["subjects"]):
+            continue
+        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        for rule in role["rules"]:
+            for group, resource, verb in itertools.product(
+                rule["apiGroups"], rule["resources"], rule["verbs"]
+            ):
+                grants.add((group, resource, verb))
+    return grants
+
+
+def doctor_rights(namespaces: list[str], gate: bool) -> set[Grant]:
+    """The rights `etcd-registrar doctor` checks, as grants."""
+    return {
+        (r.group, f"{r.resource}/{r.subresource}" if r.subresource else r.resource, r.verb)
+        for r, _ in doctor.needed(namespaces, gate)
+    }
+
+
+def test_every_grant_is_used() -> None:
+    for grant, (module, call) in GRANT_USES.items():
+        source = Path(module.__file__ or "").read_text()
+        assert call in source, f"{grant}: {call!r} is no longer in {module.__name__}"
+
+
+@pytest.mark.parametrize("gate", [True, False], ids=["gate", "no-gate"])
+@pytest.mark.parametrize("namespaced", [False, True], ids=["cluster-wide", "namespaced"])
+def test_the_chart_grants_only_what_the_code_uses(
+    tmp_path: Path, namespaced: bool, gate: bool
+) -> None:
+    """Each rendered grant has a call that uses it (GRANT_USES), and the chart grants
+    exactly what doctor checks: a grant added without a use fails here."""
+    namespaces = ["a", "b"] if namespaced else []
+    values = {"watchNamespaces": namespaces, "readinessGate": {"enabled": gate}}
+    docs = render(values, tmp_path)
+    grants = operator_grants(docs, one(docs, "ServiceAccount")["metadata"]["name"])
+    unused = grants - set(GRANT_USES)
+    assert not unused, f"granted, but no code uses it (or add it to GRANT_USES): {unused}"
+    assert grants == doctor_rights(namespaces, gate)
 
 
 def assert_permissions(cluster: Cluster, user: str, *scope: str) -> None:
@@ -630,7 +840,9 @@ def test_rbac_cluster_wide_is_least_privilege(
     assert_permissions(cluster, user, "--all-namespaces")
     assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can_i(cluster, user, "patch", "customresourcedefinitions.apiextensions.k8s.io")
-    assert not can_i(cluster, user, "list", "namespaces")  # kopf does not need it cluster-wide
+    # namespaces are read for the ranges an administrator assigns (tenancy), never written
+    assert can_i(cluster, user, "watch", "namespaces")
+    assert not can_i(cluster, user, "patch", "namespaces")
     assert can_get_namespace(cluster, user, "kube-system")  # the cluster's identity
     assert not can_get_namespace(cluster, user, "default")
 
@@ -656,6 +868,43 @@ def test_rbac_namespaced_mode_stays_in_its_namespaces(
     assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert can_i(cluster, user, "watch", "namespaces")
     assert can_get_namespace(cluster, user, "kube-system")  # the cluster's identity
+
+
+def test_aggregated_roles_let_namespace_users_manage_registrations(
+    cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
+) -> None:
+    """Users bound to the built-in edit or view role in a namespace get ServiceRegistrations
+    with it (the aggregation controller copies the chart's rules into those roles), and
+    nothing of their status, nor anything in another namespace."""
+    installed_rbac({}, tmp_path)
+    for user, role in (("alice", "edit"), ("bob", "view")):
+        cluster.kubectl(
+            "create",
+            "rolebinding",
+            f"{user}-{role}",
+            f"--clusterrole={role}",
+            f"--user={user}",
+            "-n",
+            namespace,
+        )
+    sreg = "serviceregistrations.etcd-registrar.io"
+    scope = ("-n", namespace)
+    wait_for(
+        lambda: (
+            can_i(cluster, "alice", "create", sreg, *scope)
+            and can_i(cluster, "bob", "list", sreg, *scope)
+        ),
+        30,
+        message="the chart's rules aggregated into edit and view",
+    )
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        assert can_i(cluster, "alice", verb, sreg, *scope), f"edit cannot {verb}"
+    for verb in ("get", "list", "watch"):
+        assert can_i(cluster, "bob", verb, sreg, *scope), f"view cannot {verb}"
+    for verb in ("create", "patch", "delete"):
+        assert not can_i(cluster, "bob", verb, sreg, *scope), f"view can {verb}"
+    assert not can_i(cluster, "alice", "patch", f"{sreg}/status", *scope)
+    assert not can_i(cluster, "alice", "list", sreg, "-n", "default")
 
 
 def test_operator_runs_with_exactly_the_charts_rbac(
@@ -739,6 +988,100 @@ def test_a_disabled_gate_is_a_warning_not_a_hang(
         operator.stop()
 
 
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+@pytest.fixture
+def admission_policy(cluster: Cluster, namespace: str) -> Iterator[Callable[[Path], None]]:
+    """Apply the chart's ValidatingAdmissionPolicy and its binding (release named after the
+    test namespace); both are deleted afterwards."""
+
+    def install(tmp_path: Path) -> None:
+        values = {"admissionPolicy": {"enabled": True}}
+        docs = render(values, tmp_path, release=namespace, namespace=namespace)
+        cluster.kubectl(
+            "apply", "-f", "-", input=dump([d for d in docs if d["kind"] in POLICY_KINDS])
+        )
+
+    yield install
+    cluster.kubectl(
+        "delete",
+        ",".join(k.lower() for k in POLICY_KINDS),
+        "-l",
+        f"app.kubernetes.io/instance={namespace}",
+        "--ignore-not-found",
+    )
+
+
+def test_admission_policy_lets_the_operator_patch_only_its_condition(
+    cluster: Cluster,
+    namespace: str,
+    installed_rbac: Any,
+    admission_policy: Callable[[Path], None],
+    tmp_path: Path,
+) -> None:
+    """RBAC lets the operator's ServiceAccount patch any part of a pod's status; with
+    admissionPolicy.enabled the API server refuses all but the etcd-registrar.io/registered
+    condition (R2-12). The patches are the operator's own (kube.Kube, authenticated as the
+    chart's ServiceAccount). Others (the kubelet, an admin) are not affected."""
+    sa = installed_rbac({}, tmp_path)
+    kubeconfig = cluster.write_service_account_kubeconfig(namespace, sa, tmp_path / "sa.kc")
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    as_sa = kube.Kube(api)
+    core = kubernetes.client.CoreV1Api(as_sa.api)
+    cluster.create_deployment(namespace, deployment_manifest("web", 1))
+    (pod,) = cluster.wait_deployment_serving(namespace, "web", 1)
+    uid = cluster.get_json("pod", pod.name, "-n", namespace)["metadata"]["uid"]
+
+    def set_condition(kind: str, message: str) -> None:
+        condition = {"type": kind, "status": "True", "reason": "Test", "message": message}
+        asyncio.run(as_sa.patch_pod_condition(namespace, pod.name, uid, condition))
+
+    def refusal(patch: Callable[[], object]) -> str:
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            patch()
+        assert refused.value.status == 403, refused.value
+        return str(refused.value.body)
+
+    set_condition("example.com/other", "before the policy")  # RBAC alone allows it
+    admission_policy(tmp_path)
+    attempts = itertools.count()
+
+    def other_condition_refused() -> str | None:
+        try:  # a new message each time: a patch that changes nothing is not refused
+            set_condition("example.com/other", f"attempt {next(attempts)}")
+        except kubernetes.client.ApiException as exc:
+            return str(exc.body)
+        return None
+
+    refused = wait_for(other_condition_refused, 30, message="the policy refuses the SA's patch")
+    assert f"may change only the {GATE} condition" in refused, refused
+    set_condition(GATE, "registered")  # the readiness gate's own condition goes through
+    conditions = cluster.get_json("pod", pod.name, "-n", namespace)["status"]["conditions"]
+    assert {"type": GATE, "message": "registered"}.items() <= next(
+        c for c in conditions if c["type"] == GATE
+    ).items()
+    for body, field in (
+        ({"status": {"phase": "Failed"}}, "status.phase"),
+        ({"metadata": {"labels": {"hijacked": "yes"}}}, "metadata.labels"),
+        ({"metadata": {"annotations": {"hijacked": "yes"}}}, "metadata.annotations"),
+    ):
+        patch = functools.partial(core.patch_namespaced_pod_status, pod.name, namespace, body)
+        message = refusal(patch)
+        assert field in message, message
+    # Only the operator's ServiceAccount is bound: the cluster admin still may.
+    cluster.kubectl(
+        "patch",
+        "pod",
+        pod.name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "-p",
+        json.dumps({"status": {"conditions": [{"type": "example.com/other", "status": "False"}]}}),
+    )
+
+
 def doctor_in_pod(cluster: Cluster, container: Doc, kubeconfig: Path) -> str:
     """`etcd-registrar doctor` as `kubectl exec` runs it in the operator pod: no flags, the
     container's environment and the ServiceAccount's credentials (the cluster's registry etcd
@@ -783,7 +1126,7 @@ def test_doctor_in_the_pod_passes_with_the_charts_rbac(
     scope = namespace if namespaced else "all namespaces"
     assert f"ok    can list pods in {scope}: allowed" in out
     assert "ok    can watch customresourcedefinitions.apiextensions.k8s.io in the cluster" in out
-    assert ("ok    can watch namespaces in the cluster" in out) is namespaced
+    assert "ok    can watch namespaces in the cluster" in out  # both modes (tenancy)
 
 
 def test_doctor_catches_the_rights_only_kopf_uses(
@@ -815,7 +1158,7 @@ def test_doctor_catches_the_rights_only_kopf_uses(
         "FAIL  can watch namespaces in the cluster",
         "FAIL  can get namespaces kube-system in the cluster",
     }, out
-    assert out.splitlines()[-1] == "5 checks failed"
+    assert out.splitlines()[-1] == "5 checks failed, 1 skipped"  # the CRD schema check: no list
 
 
 def install_notes(cluster: Cluster, namespace: str, values: Doc, tmp_path: Path) -> str:
@@ -845,6 +1188,19 @@ def test_notes_tell_how_to_opt_in_and_see_keys(
     assert "etcd-registrar ls" in notes and "etcdctl get" in notes
     assert f"http://er-etcd-registrar-etcd.{namespace}.svc:2379" in notes
     assert "crds.enabled=false" in notes
+
+
+def test_notes_say_the_bundled_etcd_is_not_for_production(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    notes = install_notes(cluster, namespace, {"etcd": {"enabled": True}}, tmp_path)
+    assert "NOT FOR PRODUCTION" in notes
+    assert "A NetworkPolicy admits only the operator, its `helm test` pod;" in notes
+    open_etcd = {"etcd": {"enabled": True, "networkPolicy": {"enabled": False}}}
+    notes = install_notes(cluster, namespace, open_etcd, tmp_path)
+    assert "WARNING: etcd.networkPolicy.enabled=false: any pod" in notes
+    without = render({"etcd": {"enabled": True, "networkPolicy": {"enabled": False}}}, tmp_path)
+    assert not by_kind(without, "NetworkPolicy")
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The readiness gate (issue #14, DESIGN 2.4): gated pods turn Ready only once their key is
-in etcd, so a rolling update waits for discoverability."""
+"""The readiness gate (issue #14, docs/annotations.md#readiness-gate): gated pods turn Ready
+only once their key is in etcd, so a rolling update waits for discoverability."""
 
 from __future__ import annotations
 

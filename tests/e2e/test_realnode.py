@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -148,8 +149,9 @@ def test_chart_runs_the_image_on_the_real_node(
 ) -> None:
     """helm install with the chart's defaults (its replicas, read-only root, UID 65532, no
     capabilities) into a namespace that enforces Pod Security "restricted": the operator pods
-    become Ready through their own probes, doctor passes inside a pod, they register a pod, an
-    upgrade rolls them without a single DELETE in the registry, and uninstall leaves the CRD."""
+    become Ready through their own probes, doctor passes inside a pod and as `helm test`, they
+    register a pod, an upgrade rolls them without a single DELETE in the registry, and
+    uninstall leaves the CRD."""
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
@@ -194,6 +196,9 @@ def test_chart_runs_the_image_on_the_real_node(
 
     doctor = in_pod("etcd-registrar", "doctor")  # KubectlError on a non-zero exit
     assert doctor.splitlines()[-1] == "all checks passed", doctor
+    # `helm test`: the same doctor in a hook pod of its own, with the operator's rights
+    tested = helm(cluster, "test", release, "-n", namespace, "--timeout=120s")
+    assert re.search(r"Phase:\s+Succeeded", tested), tested
 
     cluster.create_deployment(namespace, real_node.demo_deployment("goods", 1, OPT_IN))
     goods = serving_on_the_node(cluster, real_node, namespace, 1)

@@ -3,7 +3,10 @@ versions (Debian's 3.4 and the 3.6 most users run), and a controller on a real r
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from kubernetes.client import ApiClient
@@ -13,7 +16,7 @@ from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
-from tests.harness import EtcdCluster, EtcdServer, built_etcd_path
+from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port
 
 OWNER = "t"  # the owner id of the registries under test
 
@@ -61,3 +64,26 @@ async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
     # The sweep and status loops are not started: they are the only users of the API client.
     yield Controller(registry, Kube(ApiClient()), Defaults())
     await registry.close()
+
+
+class Kubeconfig(NamedTuple):
+    path: Path
+    server: str
+
+
+@pytest.fixture
+def unreachable_kubeconfig(tmp_path: Path) -> Kubeconfig:
+    """A kubeconfig whose API server is a port on 127.0.0.1 nobody listens on."""
+    server = f"https://127.0.0.1:{free_port()}"
+    cluster = {"server": server, "insecure-skip-tls-verify": True}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "c", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "c"}}],
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return Kubeconfig(path, server)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
 
 from etcd_registrar import desired as desired_module
-from etcd_registrar.claimstore import ClaimStore
+from etcd_registrar.claimstore import ClaimStore, claim_record
 from etcd_registrar.controller import Controller, Notice
-from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.kube import Kube
+from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
 from tests.aio import eventually
 from tests.harness import EtcdServer
@@ -92,6 +96,68 @@ async def test_a_conflict_a_registration_change_causes_is_posted(controller: Con
     controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
     (warning,) = posted
     assert (warning.reason, warning.pod["metadata"]["name"]) == ("Conflict", "goods-1")
+
+
+async def test_the_sweep_names_every_warning_whose_cause_holds(controller: Controller) -> None:
+    """So that a Warning dropped earlier (its namespace's share of the queue full) is posted
+    again while its cause remains, and only then (R2-7)."""
+    reposted: list[list[Notice]] = []
+    controller.repost = reposted.append
+    controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
+    for n in range(2):
+        pod = pod_body(name=f"goods-{n}", created=f"2024-01-01T00:0{n}:00Z", annotations=opt_in())
+        controller.on_pod(None, pod)
+    bad = pod_body(name="bad", labels={"app": "bad"}, annotations=opt_in("bad", port="nope"))
+    controller.on_pod(None, bad)
+    await controller.sweep()
+    assert sorted((n.reason, n.pod["metadata"]["name"]) for n in reposted[-1]) == [
+        ("Conflict", "goods-1"),
+        ("InvalidRegistration", "bad"),
+    ]
+    controller.on_pod("DELETED", bad)
+    controller.on_pod("DELETED", pod_body(name="goods-0"))  # goods-1 holds the key alone
+    await controller.sweep()
+    assert reposted[-1] == []
+
+
+class SmallRequests(EtcdServer):
+    """An etcd that refuses requests over 2 KiB: a value the operator allows, etcd refuses."""
+
+    def extra_args(self) -> list[str]:
+        return ["--max-request-bytes=2048"]
+
+
+async def test_refused_and_taken_keys_are_forgotten_with_the_pods_that_wanted_them() -> None:
+    """R2-10: a tenant whose keys etcd refuses, rolling out often, must not grow the
+    controller's memory with every pod name it ever had."""
+    with SmallRequests() as server:
+        server.start()
+        config = EtcdConfig(endpoints=(server.endpoint,))
+        registry, other = Registry(Etcd(config), owner="c"), Etcd(config)
+        await registry.start()
+        try:
+            controller = Controller(registry, Kube(ApiClient()), Defaults(format="json"))
+            await other.put("/services/goods/goods-taken", "another writer's")
+            big = opt_in(metadata={"blob": "x" * 3000})  # under --max-value-bytes
+            for name, annotations in (("goods-big", big), ("goods-taken", opt_in())):
+                outcome = controller.on_pod("ADDED", pod_body(name=name, annotations=annotations))
+                assert outcome.committed is not None
+                await outcome.committed
+            assert set(controller.state.claims) == {
+                "/services/goods/goods-big",
+                "/services/goods/goods-taken",
+            }
+            await eventually(
+                lambda: "/services/goods/goods-big" in controller.refused, 10, "refused"
+            )
+            await eventually(lambda: "/services/goods/goods-taken" in controller.taken, 10, "taken")
+            for name in ("goods-big", "goods-taken"):
+                controller.on_pod("DELETED", pod_body(name=name))
+            assert controller.refused == {} and controller.taken == {}
+            assert controller.warned == {} and controller.conflicts == {}
+        finally:
+            await registry.close()
+            await other.close()
 
 
 async def test_the_echo_of_a_status_patch_renders_no_pod(
@@ -194,3 +260,70 @@ async def test_a_standby_that_takes_over_tells_the_problems_it_saw(
     assert "nope" in posted[0].message
     controller.promote()  # told once
     assert len(posted) == 1
+
+
+async def test_a_claim_batch_refused_by_the_fence_is_written_when_leading_again(
+    etcd_server: EtcdServer,
+) -> None:
+    """R2-9: a deposed leader's fenced claim writes are kept, not dropped, and land once it
+    leads again (a dropped release would come back at the next restart)."""
+    etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    store = ClaimStore(etcd, "c")
+    running = asyncio.create_task(store.run())
+    try:
+        first = await etcd.grant(10)
+        won, held = await etcd.campaign("/etcd-registrar/c/leader", "{}", first)
+        assert won and held is not None
+        store.lead(Fence("/etcd-registrar/c/leader", held.create_revision))
+        await etcd.revoke(first)  # deposed: the leader key is gone
+        store.record("/services/pay/", "team-b")
+        await eventually(lambda: not store.leading, 5, "the fenced write noticed")
+        second = await etcd.grant(10)
+        won, held = await etcd.campaign("/etcd-registrar/c/leader", "{}", second)
+        assert won and held is not None
+        store.lead(Fence("/etcd-registrar/c/leader", held.create_revision))
+        await eventually(store.load, 5, "the kept claim written")
+        assert await store.load() == {"/services/pay/": "team-b"}
+    finally:
+        running.cancel()
+        await etcd.close()
+
+
+def test_claims_ls_lists_every_owner_id_and_release_asks_first(etcd_server: EtcdServer) -> None:
+    """`etcd-registrar claims ls|release`: an administrator's view, and a confirmed release."""
+
+    async def record() -> None:
+        etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+        try:
+            await etcd.put(claim_record("cluster-a", "/services/pay/"), '{"namespace": "team-b"}')
+            await etcd.put(claim_record("cluster-b", "/skydns/x/"), '{"namespace": "team-c"}')
+            await etcd.put(claim_record("cluster-b", "/services/bad/"), '{"namespace": "../x"}')
+        finally:
+            await etcd.close()
+
+    asyncio.run(record())
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "etcd_registrar", "claims", *args]
+        return subprocess.run(
+            [*command, "--etcd-endpoints", etcd_server.endpoint],
+            capture_output=True, text=True, check=False, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    listed = cli("ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [
+        {"owner_id": "cluster-a", "range": "/services/pay/", "namespace": "team-b"},
+        {"owner_id": "cluster-b", "range": "/skydns/x/", "namespace": "team-c"},
+    ]
+    assert "skipped /etcd-registrar/cluster-b/claims//services/bad/" in listed.stderr
+    assert "cluster-b" not in cli("ls", "--owner-id", "cluster-a").stdout
+
+    unasked = cli("release", "/services/pay/", "--owner-id", "cluster-a")
+    assert unasked.returncode == 2 and "add --yes" in unasked.stderr
+    assert "/services/pay/" in cli("ls").stdout
+    missing = cli("release", "/services/nope/", "--owner-id", "cluster-a", "--yes")
+    assert missing.returncode == 1 and "no claim on '/services/nope/'" in missing.stderr
+    released = cli("release", "/services/pay/", "--owner-id", "cluster-a", "--yes")
+    assert released.returncode == 0, released.stderr
+    assert "/services/pay/" not in cli("ls").stdout

@@ -1,5 +1,6 @@
-"""The etcd adapter's watch against a real etcd: it outlives a restart and a member that
-loses its leader, and reports a compacted history instead of hanging."""
+"""The etcd adapter against a real etcd: its watch outlives a restart and a member that
+loses its leader, and reports a compacted history instead of hanging; members named over
+plain http are used one at a time. TLS clusters: test_etcd_cluster_tls.py."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ async def test_watch_resumes_after_etcd_restarts(etcd_server: EtcdServer, reader
 async def test_watch_from_a_compacted_revision_says_so(reader: Etcd) -> None:
     first = await reader.put(PREFIX + "a", "1")
     last = await reader.put(PREFIX + "a", "2")
-    await reader.kv.Compact(rpc.CompactionRequest(revision=last, physical=True))
+    await reader.member.kv.Compact(rpc.CompactionRequest(revision=last, physical=True))
 
     async def watch() -> None:
         async for _ in reader.watch_prefix(PREFIX, first):
@@ -100,3 +101,20 @@ async def test_watches_move_off_a_member_without_leader(etcd_cluster: EtcdCluste
             watcher.cancel()
         await etcd.close()
         await writer.close()
+
+
+async def test_plain_http_members_by_name_are_used_one_at_a_time(etcd_cluster: EtcdCluster) -> None:
+    """Host names over plain http get a channel per member too (gRPC resolves names under
+    .localhost to loopback): the client moves past a stopped member."""
+    urls = [m.endpoint.replace("127.0.0.1", f"{m.name}.localhost") for m in etcd_cluster.members]
+    etcd = Etcd(EtcdConfig(endpoints=tuple(urls), timeout=2))
+    try:
+        await etcd.put(PREFIX + "before", "1")
+        assert etcd.member.target == urls[0].removeprefix("http://")
+        etcd_cluster.members[0].stop()
+        await eventually(lambda: _written(etcd, PREFIX + "after", "2"), 10, "a write after")
+        assert etcd.member.target != urls[0].removeprefix("http://")
+        kvs, _ = await etcd.get_prefix(PREFIX)
+        assert {kv.key for kv in kvs} == {PREFIX + "before", PREFIX + "after"}
+    finally:
+        await etcd.close()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from etcd_registrar.controller import Controller
-from etcd_registrar.gates import Verdict, verdict
+from etcd_registrar.gates import Gates, Verdict, verdict
 from etcd_registrar.readiness import GATE
 from tests.unit.builders import opt_in, pod_body, registration_body
 
@@ -104,3 +104,19 @@ async def test_the_younger_of_two_pods_with_one_key_is_in_conflict(
     assert winner is not None and winner.condition == ("True", "Registered")
     assert loser is not None and loser.condition == ("False", "Conflict")
     assert "goods-a" in loser.message
+
+
+async def test_a_namespace_flapping_many_gated_pods_delays_anothers_patch_by_a_turn(
+    controller: Controller,
+) -> None:
+    """R2-7: 1,000 gated pods of one namespace queued for a patch, then one of another
+    namespace: that one is patched second, not after the thousand."""
+    gates = Gates(controller, controller.kube)
+    bad = opt_in("goods", port="nope")
+    flood = [gated(name=f"bad-{i}", namespace="flood", annotations=bad) for i in range(1000)]
+    mine = gated(name="mine", namespace="quiet", ready=False)
+    for body in [*flood, mine]:
+        controller.on_pod("ADDED", body)
+        gates.examine(body["metadata"]["uid"])
+    first_two = [await gates._next(), await gates._next()]
+    assert mine["metadata"]["uid"] in first_two, first_two

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,8 +25,9 @@ from etcd_registrar.etcd import Etcd, EtcdConfig, Fence, Op, TxnResult
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.registry import Registry
 from tests.aio import eventually
-from tests.harness import EtcdServer, built_etcd_path
+from tests.harness import TlsEtcdServer, built_etcd_path
 from tests.integration.test_registry import endpoints
+from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
 
@@ -36,70 +35,17 @@ OWNER = "sec"
 ROLE_PREFIXES = ("/services/", owner_keys(OWNER))
 
 
-class Pki:
-    """A CA and certificates made with openssl, for one test."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.ca = self.new_ca("ca")
-
-    def _run(self, *args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=self.dir, check=True, capture_output=True)
-
-    def new_ca(self, name: str) -> Path:
-        self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                  "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "1",
-                  "-subj", f"/CN={name}")  # fmt: skip
-        return self.dir / f"{name}.crt"
-
-    def issue(self, name: str, cn: str, *, server: bool = False, ca: str = "ca") -> Path:
-        extensions = "subjectAltName=IP:127.0.0.1\n" if server else ""
-        extensions += f"extendedKeyUsage={'serverAuth,clientAuth' if server else 'clientAuth'}\n"
-        (self.dir / f"{name}.ext").write_text(extensions)
-        self._run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                  "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                  "-subj", f"/CN={cn}")  # fmt: skip
-        self._run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-                  "-CAcreateserial", "-out", f"{name}.crt", "-days", "1",
-                  "-extfile", f"{name}.ext")  # fmt: skip
-        return self.dir / f"{name}.crt"
-
-
-class SecureEtcd(EtcdServer):
-    """An etcd that takes only TLS clients with a certificate of its CA."""
-
-    def __init__(self, pki: Pki, etcd_bin: str) -> None:
-        super().__init__(etcd_bin=etcd_bin)
-        self.pki = pki
-        self.trusted = pki.ca  # the CA whose client certificates etcd accepts
-        self.root = "root"  # etcdctl's client certificate
-        pki.issue("server", "etcd", server=True)
-        pki.issue("root", "root")
-
-    @property
-    def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self.client_port}"
+class SecureEtcd(TlsEtcdServer):
+    """A TLS etcd with password auth, whose tokens expire after 2 idle seconds."""
 
     def extra_args(self) -> list[str]:
-        d = self.pki.dir
-        return [f"--cert-file={d / 'server.crt'}", f"--key-file={d / 'server.key'}",
-                f"--trusted-ca-file={self.trusted}", "--client-cert-auth",
-                "--auth-token-ttl=2"]  # fmt: skip
-
-    def open_url(self, url: str) -> Any:
-        context = ssl.create_default_context(cafile=str(self.pki.ca))
-        context.load_cert_chain(
-            self.pki.dir / f"{self.root}.crt", self.pki.dir / f"{self.root}.key"
-        )
-        import urllib.request
-
-        return urllib.request.urlopen(url, timeout=1, context=context)  # noqa: S310
+        return [*super().extra_args(), "--auth-token-ttl=2"]
 
     def etcdctl(self, *args: str, input_: str | None = None) -> str:
         d = self.pki.dir
         done = subprocess.run(
             ["etcdctl", f"--endpoints={self.endpoint}", f"--cacert={self.pki.ca}",
-             f"--cert={d / f'{self.root}.crt'}", f"--key={d / f'{self.root}.key'}", *args],
+             f"--cert={d / f'{self.client}.crt'}", f"--key={d / f'{self.client}.key'}", *args],
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
             check=True, input=input_,
         )  # fmt: skip
@@ -116,7 +62,7 @@ def secure_etcd(pki: Pki) -> Iterator[SecureEtcd]:
     binary = built_etcd_path()
     if binary is None:
         pytest.fail("etcd 3.6 is not built: run `make tools`", pytrace=False)
-    with SecureEtcd(pki, binary) as server:
+    with SecureEtcd(pki, etcd_bin=binary) as server:
         server.start()
         server.etcdctl("user", "add", "root", "--no-password")
         server.etcdctl("user", "grant-role", "root", "root")
@@ -225,7 +171,7 @@ async def test_rotated_password_and_certificate_are_picked_up(
     pki.new_ca("ca2")
     pki.issue("client2", "registrar", ca="ca2")
     pki.issue("root2", "root", ca="ca2")
-    secure_etcd.trusted, secure_etcd.root = pki.dir / "ca2.crt", "root2"
+    secure_etcd.trusted, secure_etcd.client = pki.dir / "ca2.crt", "root2"
     assert config.cert is not None and config.key is not None
     config.cert.write_bytes((pki.dir / "client2.crt").read_bytes())
     config.key.write_bytes((pki.dir / "client2.key").read_bytes())

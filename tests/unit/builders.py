@@ -11,7 +11,7 @@ from etcd_registrar.source import Endpoint
 
 CREATED = "2024-01-01T00:00:00Z"
 
-# The sample endpoint every format test renders (DESIGN 2.3).
+# The sample endpoint every format test renders (docs/formats.md).
 SAMPLE: dict[str, Any] = {
     "service": "goods",
     "namespace": "shop",

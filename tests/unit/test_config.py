@@ -1,4 +1,5 @@
-"""Operator configuration (DESIGN 2.5): Settings from the environment, durations, endpoints."""
+"""Operator configuration (docs/configuration.md): Settings from the environment, durations,
+endpoints."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from etcd_registrar.config import Settings, parse_duration
-from etcd_registrar.etcd import EtcdConfig, grpc_target
+from etcd_registrar.etcd import EtcdConfig, grpc_targets
 from etcd_registrar.formats import FORMATS, Format
 from etcd_registrar.source import Defaults
 
@@ -25,6 +26,11 @@ from etcd_registrar.source import Defaults
             ["http://10.0.0.1:1", "http://10.0.0.2:2"],
         ),
         ({"ETCD_ENDPOINTS": " http://a:1 , "}, "etcd_endpoints", ["http://a:1"]),
+        (
+            {"ETCD_ENDPOINTS": "https://etcd-0.etcd:2379,https://etcd-1.etcd:2379"},
+            "etcd_endpoints",
+            ["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"],
+        ),
         ({"NAMESPACE": "shop,web"}, "namespace", ["shop", "web"]),
         ({}, "namespace", []),
         ({"DEFAULT_TTL": "20"}, "default_ttl", 20),
@@ -60,7 +66,7 @@ def test_settings_from_env(
         ({"RESYNC": "abc"}, "resync"),
         ({"RESYNC": "0"}, "resync"),
         ({"ETCD_ENDPOINTS": ""}, "etcd_endpoints"),
-        ({"ETCD_ENDPOINTS": "http://a:1,http://b:2"}, "etcd_endpoints"),
+        ({"ETCD_ENDPOINTS": "http://a:1,https://b:2"}, "etcd_endpoints"),
         ({"ETCD_ENDPOINTS": "unix:///run/etcd.sock"}, "etcd_endpoints"),
         ({"LOG_FORMAT": "xml"}, "log_format"),
     ],
@@ -111,42 +117,60 @@ def test_mixed_schemes_refused(endpoints: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("endpoints", "target", "secure"),
+    ("endpoints", "targets", "secure"),
     [
-        (["http://etcd:2379"], "etcd:2379", False),
-        (["https://etcd.example.org"], "etcd.example.org:2379", True),
-        (["10.0.0.1:2380"], "10.0.0.1:2380", False),
-        (["http://[fd00::1]:2379"], "[fd00::1]:2379", False),
+        (["http://etcd:2379"], ["etcd:2379"], False),
+        (["https://etcd.example.org"], ["etcd.example.org:2379"], True),
+        (["10.0.0.1:2380"], ["10.0.0.1:2380"], False),
+        (["http://[fd00::1]:2379"], ["[fd00::1]:2379"], False),
         (
             ["http://10.0.0.1:2379", "http://10.0.0.2:2380"],
-            "ipv4:10.0.0.1:2379,10.0.0.2:2380",
+            ["ipv4:10.0.0.1:2379,10.0.0.2:2380"],
             False,
         ),
-        (["https://10.0.0.1", "https://10.0.0.2"], "ipv4:10.0.0.1:2379,10.0.0.2:2379", True),
-        (["http://[fd00::1]:1", "http://[fd00::2]:2"], "ipv6:[fd00::1]:1,[fd00::2]:2", False),
+        (["http://[fd00::1]:1", "http://[fd00::2]:2"], ["ipv6:[fd00::1]:1,[fd00::2]:2"], False),
+        # over TLS a channel per member, so that each certificate is checked against its own
+        # name or IP; the same for names and for addresses of both families
+        (["https://10.0.0.1", "https://10.0.0.2"], ["10.0.0.1:2379", "10.0.0.2:2379"], True),
+        (
+            ["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"],
+            ["etcd-0.etcd:2379", "etcd-1.etcd:2379"],
+            True,
+        ),
+        (["http://etcd-0:2379", "http://etcd-1:2379"], ["etcd-0:2379", "etcd-1:2379"], False),
+        (["http://10.0.0.1:2379", "http://etcd-1:2379"], ["10.0.0.1:2379", "etcd-1:2379"], False),
+        (["http://10.0.0.1:1", "http://[fd00::1]:1"], ["10.0.0.1:1", "[fd00::1]:1"], False),
     ],
-    ids=["hostname", "https-default-port", "bare", "ipv6", "ipv4s", "ipv4s-https", "ipv6s"],
+    ids=[
+        "hostname",
+        "https-default-port",
+        "bare",
+        "ipv6",
+        "ipv4s",
+        "ipv6s",
+        "ipv4s-https",
+        "hostnames-https",
+        "hostnames",
+        "ip-and-hostname",
+        "mixed-family",
+    ],
 )
-def test_grpc_target(endpoints: list[str], target: str, secure: bool) -> None:
-    assert grpc_target(endpoints) == (target, secure)
+def test_grpc_targets(endpoints: list[str], targets: list[str], secure: bool) -> None:
+    assert grpc_targets(endpoints) == (targets, secure)
 
 
 @pytest.mark.parametrize(
     ("endpoints", "message"),
     [
         ([], "no etcd endpoints"),
-        (["http://etcd-0:2379", "http://etcd-1:2379"], "must be IP addresses"),
-        (["http://10.0.0.1:2379", "http://etcd-1:2379"], "must be IP addresses"),
         (["http://a:1", "https://b:1"], "all https://"),
         (["grpc://10.0.0.1:2379"], "all https://"),
-        # gRPC's ipv4:/ipv6: targets take one address family: "[10.0.0.1]" is no IPv6 address.
-        (["http://10.0.0.1:2379", "http://[fd00::1]:2379"], "IPv4"),
     ],
-    ids=["none", "hostnames", "ip-and-hostname", "mixed-schemes", "grpc-scheme", "mixed-family"],
+    ids=["none", "mixed-schemes", "grpc-scheme"],
 )
-def test_grpc_target_refused(endpoints: list[str], message: str) -> None:
+def test_grpc_targets_refused(endpoints: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        grpc_target(endpoints)
+        grpc_targets(endpoints)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The CRD is generated from the model (DESIGN 2.2) and committed under crds/."""
+"""The CRD is generated from the model (docs/crd.md) and committed under crds/."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 
 from etcd_registrar import crd
 from etcd_registrar.formats import FORMATS, TemplateError, compile_template
-from etcd_registrar.model import ServiceRegistrationSpec
+from etcd_registrar.model import ServiceRegistrationSpec, ServiceRegistrationStatus
 
 COMMITTED = Path(__file__).parents[2] / "crds" / "serviceregistrations.etcd-registrar.io.yaml"
 CEL_ESCAPES = {"\\": "\\", "'": "'", '"': '"'}
@@ -71,13 +71,10 @@ def test_names_and_subresources() -> None:
 
 def test_printer_columns() -> None:
     columns = version()["additionalPrinterColumns"]
-    assert [c["name"].upper() for c in columns] == [
-        "SERVICE",
-        "FORMAT",
-        "ENDPOINTS",
-        "READY",
-        "AGE",
-    ]
+    default = [c["name"].upper() for c in columns if not c.get("priority")]
+    assert default == ["SERVICE", "FORMAT", "ENDPOINTS", "READY", "AGE"]
+    wide = [c["name"].upper() for c in columns if c.get("priority") == 1]  # kubectl -o wide
+    assert wide == ["REASON", "MESSAGE"]
     assert all(c["jsonPath"].startswith((".status.", ".metadata.")) for c in columns)
 
 
@@ -208,3 +205,104 @@ def test_cel_port_rule_agrees_with_the_operator(port: int | str) -> None:
     except ValueError:
         accepted = False
     assert cel_port_rule_accepts(port) is accepted
+
+
+# Every constraint keyword pydantic can emit, and how the CRD must show it.
+CONSTRAINTS = {
+    "pattern": "pattern",
+    "minLength": "minLength",
+    "maxLength": "maxLength",
+    "minimum": "minimum",
+    "maximum": "maximum",
+    "exclusiveMinimum": "minimum",
+    "exclusiveMaximum": "maximum",
+    "multipleOf": "multipleOf",
+    "minItems": "minItems",
+    "maxItems": "maxItems",
+    "minProperties": "minProperties",
+    "maxProperties": "maxProperties",
+    "enum": "enum",
+}
+
+
+def pydantic_constraints(
+    schema: dict[str, Any], defs: dict[str, Any], path: str = ""
+) -> Iterator[tuple[str, str, object]]:
+    """(path, keyword, value) of every constraint in a pydantic JSON Schema, $refs followed,
+    the null branch of optional fields dropped. A path is the CRD's: properties, `[]` for
+    items, `{}` for map values."""
+    if "$ref" in schema:
+        yield from pydantic_constraints(defs[schema["$ref"].split("/")[-1]], defs, path)
+        return
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) > 1:  # int | str: the CRD checks each reading with CEL instead
+        yield path, "x-kubernetes-validations", None
+        return
+    for branch in branches:
+        yield from pydantic_constraints(branch, defs, path)
+    for keyword in CONSTRAINTS:
+        if keyword in schema:
+            yield path, keyword, schema[keyword]
+    if schema.get("uniqueItems"):
+        yield path, "uniqueItems", True
+    for name, sub in schema.get("properties", {}).items():
+        yield from pydantic_constraints(sub, defs, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from pydantic_constraints(schema["items"], defs, f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from pydantic_constraints(schema["additionalProperties"], defs, f"{path}{{}}")
+
+
+def crd_node(root: dict[str, Any], path: str) -> dict[str, Any]:
+    node = root
+    for step in re.findall(r"\.[^.[{]+|\[\]|\{\}", path):
+        if step == "[]":
+            node = node["items"]
+        elif step == "{}":
+            node = node["additionalProperties"]
+        else:
+            node = node["properties"][step[1:]]
+    return node
+
+
+@pytest.mark.parametrize("model", [ServiceRegistrationSpec, ServiceRegistrationStatus])
+def test_every_pydantic_constraint_reaches_the_crd(model: type[Any]) -> None:
+    """A limit the model enforces but the CRD drops is accepted by `kubectl apply` and only
+    refused later, as InvalidSpec (shareWith's maxItems was)."""
+    schema = model.model_json_schema(by_alias=True)
+    found = list(pydantic_constraints(schema, schema.get("$defs", {})))
+    root = crd.structural(schema)
+    if model is ServiceRegistrationSpec:
+        root = crd.spec_schema()
+        assert (".shareWith", "maxItems", 64) in found
+    for path, keyword, value in found:
+        node = crd_node(root, path)
+        if keyword == "x-kubernetes-validations":
+            assert node.get(keyword), f"{path}: neither reading of int | str is checked"
+        elif keyword == "uniqueItems":
+            assert node.get("x-kubernetes-list-type") == "set", path
+        else:
+            assert node.get(CONSTRAINTS[keyword]) == value, f"{path}: {keyword} {value!r} dropped"
+
+
+def test_structural_copies_every_constraint_keyword() -> None:
+    """The keywords the model does not use today, on a model that uses them all."""
+    from pydantic import BaseModel, Field
+
+    class Limits(BaseModel):
+        tags: set[str] = Field(min_length=1, max_length=5)
+        labels: dict[str, str] = Field(min_length=1, max_length=9)
+        ratio: float = Field(gt=0, lt=1, multiple_of=0.25)
+
+    schema = Limits.model_json_schema()
+    found = list(pydantic_constraints(schema, {}))
+    assert {keyword for _, keyword, _ in found} >= {
+        "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
+        "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    }  # fmt: skip
+    node = crd.structural(schema)
+    assert node["properties"]["tags"]["x-kubernetes-list-type"] == "set"
+    assert node["properties"]["ratio"]["exclusiveMinimum"] is True
+    for path, keyword, value in found:
+        if keyword != "uniqueItems":
+            assert crd_node(node, path).get(CONSTRAINTS[keyword]) == value, (path, keyword)

@@ -1,4 +1,4 @@
-"""Desired state (DESIGN 2.2, issue #11): which keys each pod should hold, which registration
+"""Desired state (docs/crd.md, docs/tenancy.md): which keys each pod should hold, which registration
 governs a service, which namespace may write a key range; events in, keys to plan out."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 
 from etcd_registrar.desired import DesiredState
 from etcd_registrar.source import Defaults, RegistrationId, ServiceId
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 DEFAULTS = Defaults()
@@ -236,7 +237,7 @@ def test_sharing_later_admits_the_pods_refused() -> None:
 
 
 def test_a_lapsed_claim_re_renders_who_wants_the_range() -> None:
-    state = DesiredState(DEFAULTS, claim_grace=0)
+    state = DesiredState(DEFAULTS, claims=ClaimPolicy(grace=0))
     owner = pod_body(name="o", namespace="team-a", annotations=opt_in("pay"))
     state.on_pod(None, owner)
     assert state.on_pod(None, pod_body(name="g", namespace="team-b", annotations=opt_in("pay")))
@@ -306,3 +307,91 @@ def test_restore_claims_from_records_and_held_keys(
     keys = [(key, ServiceId(namespace, "pay")) for key, namespace in held]
     assert state.restore(recorded, bodies, keys) == derived
     assert state.tenancy.owner("/services/pay/") == owner
+
+
+def test_r2_1_a_key_template_with_the_pod_first_cannot_reach_into_another_range() -> None:
+    """Review 2, R2-1: shop owns /services/goods/; evil's template {prefix}/{pod}/{uid} has
+    the identity /services/, and a pod named goods would render /services/goods/<uid>."""
+    state = DesiredState(DEFAULTS)
+    state.on_pod(None, pod_body(annotations=opt_in()))
+    assert state.tenancy.owner("/services/goods/") == "shop"
+    spec = {"service": "evil-svc", "key": "{prefix}/{pod}/{uid}"}
+    state.on_registration("ADDED", registration_body(spec, name="evil-svc", namespace="evil"))
+    intruder = state.on_pod(
+        None,
+        pod_body(name="goods", namespace="evil", annotations=opt_in("evil-svc"), ip="10.6.6.6"),
+    )
+    assert intruder is not None
+    assert intruder.after == set()
+    assert set(state.claims) == {KEY}
+    assert any(
+        "/services/ overlap the range /services/goods/" in p and "namespace shop" in p
+        for p in intruder.problems
+    ), intruder.problems
+    assert state.tenancy.owner("/services/") is None  # the wider range is nobody's
+    reg = state.registrations[RegistrationId("evil", "evil-svc")]
+    assert state.intrusion(reg.service, "/services/", "evil") is not None
+
+
+def test_r2_2_a_dotted_coredns_name_cannot_nest_in_another_range() -> None:
+    """Review 2, R2-2: with format coredns, service x.goods renders under goods' range."""
+    state = DesiredState(Defaults(format="coredns"))
+    state.on_pod(None, pod_body(annotations=opt_in("goods")))
+    goods = "/skydns/local/skydns/goods/"
+    assert state.tenancy.owner(goods) == "shop"
+    intruder = state.on_pod(
+        None, pod_body(name="i", namespace="evil", annotations=opt_in("x.goods"), ip="10.6.6.6")
+    )
+    assert intruder is not None
+    assert intruder.after == set()
+    assert [k for k in state.claims if k.startswith(goods)] == [f"{goods}goods-abc"]
+    assert any(f"overlap the range {goods}" in p for p in intruder.problems), intruder.problems
+
+
+def test_r2_1_the_other_way_round_a_range_inside_a_claimed_one_is_refused() -> None:
+    """The first claim stands whichever of the two nested ranges comes first."""
+    state = DesiredState(DEFAULTS)
+    spec = {"service": "all", "key": "{prefix}/{pod}/{uid}"}
+    state.on_registration("ADDED", registration_body(spec, name="all", namespace="evil"))
+    assert state.tenancy.owner("/services/") == "evil"
+    victim = state.on_pod(None, pod_body(annotations=opt_in()))
+    assert victim is not None
+    assert victim.after == set()
+    assert any("belong to namespace evil" in p for p in victim.problems)
+
+
+def test_r2_8_the_heir_of_a_lapsed_claim_shares_it_at_once() -> None:
+    state = DesiredState(DEFAULTS, claims=ClaimPolicy(grace=0))
+    old = with_created(registration_body(VALID, name="goods", namespace="team-b"), "2024-01-01")
+    heir_spec = {"service": "goods", "shareWith": ["team-c"]}
+    heir = with_created(registration_body(heir_spec, namespace="team-a"), "2024-02-01")
+    state.on_registration("ADDED", old)
+    state.on_registration("ADDED", heir)
+    guest_body = pod_body(name="g", namespace="team-c", annotations=opt_in(), created="2024-03-01")
+    guest = state.on_pod(None, guest_body)
+    assert guest is not None and guest.after == set()
+    state.on_registration("DELETED", old)
+    assert state.tenancy.lapse(now=0.0) == {"/services/goods/": ("team-b", "team-a")}
+    change = state.reclaimed("/services/goods/")
+    assert state.tenancy.admits("/services/goods/", "team-c")
+    assert "/services/goods/g" in change.keys
+    assert state.keys_by_pod["uid-g"] == {"/services/goods/g"}
+
+
+def test_an_administrators_assignment_moves_a_squatted_service_to_its_team() -> None:
+    state = DesiredState(DEFAULTS)
+    squat = pod_body(name="s", namespace="squat", annotations=opt_in("pay"), created="2000-01-01")
+    state.on_pod(None, squat)
+    state.on_pod(None, pod_body(name="p", namespace="team-b", annotations=opt_in("pay")))
+    assert set(state.claims) == {"/services/pay/s"}
+    namespace = {"metadata": {"name": "team-b", "annotations": {ASSIGNMENT: "pay, Bad!"}}}
+    handovers, errors = state.on_namespace(namespace)
+    assert handovers == {"/services/pay/": ("squat", "team-b")}
+    assert len(errors) == 1 and "'Bad!'" in errors[0]
+    change = state.reclaimed("/services/pay/")
+    assert change.keys == {"/services/pay/s", "/services/pay/p"}
+    assert set(state.claims) == {"/services/pay/p"}
+    # the squatter's pod is told at once (a Warning), not at its next event
+    assert [m for m in change.renewed["uid-s"] if "belong to namespace team-b" in m]
+    assert "uid-p" not in change.renewed  # no problem: nothing to report
+    assert state.problems["uid-s"] == tuple(change.renewed["uid-s"])

@@ -8,15 +8,21 @@ import json
 import kubernetes
 import pytest
 
-from etcd_registrar.doctor import explain, needed, summary
+from etcd_registrar.doctor import needed, summary
+from etcd_registrar.kube import explain
 
 
 @pytest.mark.parametrize(
-    ("failures", "line"),
-    [(0, "all checks passed"), (1, "1 check failed"), (2, "2 checks failed")],
+    ("failures", "skipped", "line"),
+    [
+        (0, 0, "all checks passed"),
+        (1, 0, "1 check failed"),
+        (2, 0, "2 checks failed"),
+        (1, 11, "1 check failed, 11 skipped"),
+    ],
 )
-def test_summary_counts_in_words(failures: int, line: str) -> None:
-    assert summary(failures) == line
+def test_summary_counts_in_words(failures: int, skipped: int, line: str) -> None:
+    assert summary(failures, skipped) == line
 
 
 CRDS = "customresourcedefinitions.apiextensions.k8s.io"
@@ -40,7 +46,9 @@ IN_SCOPE = [
                 f"can list {CRDS} in the cluster",
                 f"can watch {CRDS} in the cluster",
                 "can get namespaces kube-system in the cluster",  # the cluster's identity
-            ],  # kopf lists namespaces only when given a list of them
+                "can list namespaces in the cluster",  # the assigned ranges (tenancy)
+                "can watch namespaces in the cluster",
+            ],
             id="cluster-wide",
         ),
         pytest.param(

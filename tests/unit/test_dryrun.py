@@ -45,8 +45,9 @@ def test_reads_see_the_recorded_writes_over_what_etcd_holds() -> None:
     overlay = Overlay()
     lease = overlay.grant(10)
     etcd_has = [KV("/s/a", "old", OURS, 3), KV("/s/b", "b", OURS, 3), KV("/t/x", "x", 0, 3)]
-    overlay.apply([PutOp("/s/a", "new", lease), DeleteOp("/s/b"), PutOp("/s/c", "c", lease)], {})
     actual = {kv.key: kv for kv in etcd_has}
+    ops: list[Op] = [PutOp("/s/a", "new", lease), DeleteOp("/s/b"), PutOp("/s/c", "c", lease)]
+    overlay.apply(ops, {k: kv for k, kv in actual.items() if k.startswith("/s/")})
     assert overlay.many(["/s/a", "/s/b", "/s/c", "/t/x"], actual) == {
         "/s/a": KV("/s/a", "new", lease, 0),
         "/s/c": KV("/s/c", "c", lease, 0),
@@ -91,4 +92,32 @@ async def test_keepalives_are_answered_here_and_never_sent() -> None:
     assert await stream.receive() == (granted, 0)  # as etcd answers a lease it no longer has
     info = await etcd.time_to_live(await etcd.grant(5))  # answered without etcd too
     assert info.alive and info.granted == 5
-    assert etcd._channel is None  # nothing connected to etcd
+    assert not etcd._members  # nothing connected to etcd
+
+
+def test_a_long_dry_run_with_pod_churn_remembers_only_where_it_differs_from_etcd() -> None:
+    """R2-11: keys put and deleted again leave nothing behind, nor does a lease granted and
+    revoked; a tombstone over etcd's key stays until etcd lacks the key too, and a revoked
+    lease of etcd's until etcd has it no more."""
+    overlay = Overlay()
+    for n in range(1000):
+        lease = overlay.grant(10)
+        key = f"/s/pod-{n}"
+        overlay.apply([PutOp(key, "v", lease, ABSENT)], {})
+        overlay.apply([DeleteOp(key, lease)], {})  # etcd never had it
+        overlay.revoke(lease)
+        assert overlay.keepalive(lease) == 0
+        assert not overlay.lease_info(lease, LeaseInfo(-1, 0, [])).alive
+    assert overlay.keys == {} and overlay.revoked == set() and overlay.granted == {}
+
+    theirs = {K: AT_K["ours"]}  # etcd holds it: the dry run's delete must hide it
+    overlay.apply([DeleteOp(K, OURS)], theirs)
+    assert overlay.many([K], theirs) == {} and K in overlay.keys
+    assert overlay.many([K], {}) == {} and K not in overlay.keys  # etcd deleted it too
+    overlay.apply([DeleteOp(K, OURS)], theirs)
+    assert overlay.prefix("/services/", []) == [] and K not in overlay.keys
+
+    overlay.revoke(OURS)  # etcd's lease: its keys in etcd vanish from the dry run's view
+    assert overlay.many([K], theirs) == {} and overlay.keepalive(OURS) == 0
+    assert not overlay.lease_info(OURS, LeaseInfo(-1, 0, [])).alive
+    assert overlay.revoked == set()

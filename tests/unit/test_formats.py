@@ -1,4 +1,5 @@
-"""Key/value layouts (DESIGN 2.2, 2.3): presets, custom templates and what is refused."""
+"""Key/value layouts (docs/formats.md, docs/crd.md): presets, custom templates and what is
+refused."""
 
 from __future__ import annotations
 

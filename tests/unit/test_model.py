@@ -1,4 +1,4 @@
-"""The data model (DESIGN 2.1, 2.2): pod annotations, the spec, label selectors."""
+"""The data model (docs/annotations.md, docs/crd.md): pod annotations, the spec, label selectors."""
 
 from __future__ import annotations
 

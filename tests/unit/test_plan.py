@@ -1,4 +1,4 @@
-"""Plan (DESIGN 3.4, 3.5): desired vs held keys -> puts, deletes, conflicts."""
+"""Plan (docs/crd.md#conditions): desired vs held keys -> puts, deletes, conflicts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The readiness rule (DESIGN 2.4): Kubernetes' EndpointSlice `ready` computation."""
+"""The readiness rule (docs/annotations.md): Kubernetes' EndpointSlice `ready` computation."""
 
 from __future__ import annotations
 
@@ -74,8 +74,9 @@ def test_pod_state_keeps_phase_and_terminating() -> None:
     assert (state.phase, state.terminating) == ("Succeeded", True)
 
 
-# The readiness gate (DESIGN 2.4): a gated pod is registered on the kubelet's Ready rule with
-# our own gate taken as True, i.e. ContainersReady and every other gate; publishNotReady wins.
+# The readiness gate (docs/annotations.md#readiness-gate): a gated pod is registered on the
+# kubelet's Ready rule with our own gate taken as True, i.e. ContainersReady and every other
+# gate; publishNotReady wins.
 @pytest.mark.parametrize(
     ("ip", "phase", "terminating", "containers", "others", "ready", "default", "pnr"),
     [

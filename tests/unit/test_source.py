@@ -1,4 +1,4 @@
-"""Source (DESIGN 2.1, 2.2): pods and registrations in, desired endpoints out."""
+"""Source (docs/annotations.md, docs/crd.md): pods and registrations in, desired endpoints out."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def test_port_precedence(pod_port: str | None, spec_port: str | None, expected: 
 
 
 def test_port_annotation_wins_for_selected_pod() -> None:
-    """DESIGN 2.2: `port` of a registration - "an annotation on the pod wins"."""
+    """docs/crd.md: `port` of a registration - "an annotation on the pod wins"."""
     selecting = reg({"selector": {"matchLabels": {"app": "goods"}}, "port": "http"})
     view = pod(annotations={ANNOTATION_PORT: "grpc"}, ports=(("http", 8080), ("grpc", 9090)))
     [endpoint], _ = desired(view, selecting)

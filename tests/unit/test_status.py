@@ -1,5 +1,5 @@
-"""ServiceRegistration status (DESIGN 2.2): its conditions, from the desired state and what
-planning and etcd found, and their transition times."""
+"""ServiceRegistration status (docs/crd.md#conditions): its conditions, from the desired
+state and what planning and etcd found, and their transition times."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def shop(*registrations: tuple[str, dict[str, Any]], intruder: bool = False) -> 
 GOODS: tuple[str, dict[str, Any]] = ("goods", {})
 CONFLICT = Conflict(KEY, endpoint(KEY, pod="goods-abc"), (endpoint(KEY, pod="goods-b"),))
 NOT_YET = "1 of 1 keys not yet written to etcd"
+TAKEN = (
+    "1 keys already exist in etcd, written by another client, and are not overwritten, "
+    f"e.g. {KEY}: delete them or use another prefix"
+)
+NOT_OWNER = (
+    "goods: the keys under /services/goods/ belong to namespace team-x, so this namespace "
+    "gets none there: ask team-x to add shop to spec.shareWith of its ServiceRegistration, "
+    "or use another service name, prefix or key template"
+)
 
 
 @pytest.mark.parametrize(
@@ -47,13 +56,20 @@ NOT_YET = "1 of 1 keys not yet written to etcd"
             id="ready",
         ),
         pytest.param(
-            shop(GOODS), "goods", NOTHING, [("Ready", False, "NotSynced", NOT_YET)], id="pending"
+            shop(GOODS), "goods", NOTHING, [("Ready", False, "Pending", NOT_YET)], id="pending"
+        ),
+        pytest.param(
+            shop(GOODS),
+            "goods",
+            Findings(held=set(), conflicts={}, taken=set(), refused={}, etcd_reachable=False),
+            [("Ready", False, "EtcdUnavailable", f"{NOT_YET}: etcd is not reachable")],
+            id="etcd-unavailable",
         ),
         pytest.param(
             shop(GOODS),
             "goods",
             Findings(held=set(), conflicts={}, taken=set(), refused={KEY: "too large"}),
-            [("Ready", False, "NotSynced", f"etcd refused 1 keys, e.g. {KEY}: too large")],
+            [("Ready", False, "EtcdRefused", f"etcd refused 1 keys, e.g. {KEY}: too large")],
             id="refused",
         ),
         pytest.param(
@@ -61,7 +77,7 @@ NOT_YET = "1 of 1 keys not yet written to etcd"
             "goods",
             NOTHING,
             [
-                ("Ready", False, "NotSynced", "{error}"),
+                ("Ready", False, "InvalidSpec", "{error}"),
                 ("InvalidSpec", True, "InvalidSpec", "{error}"),
             ],
             id="invalid",
@@ -74,7 +90,7 @@ NOT_YET = "1 of 1 keys not yet written to etcd"
                 (
                     "Ready",
                     False,
-                    "NotSynced",
+                    "Duplicate",
                     "service goods is governed by goods; this one is unused",
                 ),
                 ("InvalidSpec", True, "Duplicate", "service goods is already governed by goods"),
@@ -100,33 +116,14 @@ NOT_YET = "1 of 1 keys not yet written to etcd"
             shop(GOODS),
             "goods",
             Findings(held=set(), conflicts={}, taken={KEY}, refused={}),
-            [
-                ("Ready", False, "NotSynced", NOT_YET),
-                (
-                    "Conflict",
-                    True,
-                    "KeyTaken",
-                    "1 keys already exist in etcd, written by another client, and are not "
-                    f"overwritten, e.g. {KEY}: delete them or use another prefix",
-                ),
-            ],
+            [("Ready", False, "KeyTaken", TAKEN), ("Conflict", True, "KeyTaken", TAKEN)],
             id="key-taken",
         ),
         pytest.param(
             shop(GOODS, intruder=True),
             "goods",
             NOTHING,
-            [
-                ("Ready", False, "NotSynced", "0 of 0 keys not yet written to etcd"),
-                (
-                    "Conflict",
-                    True,
-                    "NotOwner",
-                    "goods: the keys under /services/goods/ belong to namespace team-x, so "
-                    "this namespace gets none there: ask team-x to add shop to spec.shareWith "
-                    "of its ServiceRegistration, or use another service name or prefix",
-                ),
-            ],
+            [("Ready", False, "NotOwner", NOT_OWNER), ("Conflict", True, "NotOwner", NOT_OWNER)],
             id="not-owner",
         ),
     ],

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from etcd_registrar.tenancy import Claims, Member, within
+from etcd_registrar.source import Defaults, assigned_ranges
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Claims, Member, RangeIndex, within
 
 PAYMENTS = "/services/payments/"
 
@@ -44,7 +45,7 @@ def test_first_namespace_claims_and_others_are_refused() -> None:
 
 
 def test_ownership_never_flips_while_the_owner_is_present() -> None:
-    claims = Claims(grace=10)
+    claims = Claims(ClaimPolicy(grace=10))
     claims.join(PAYMENTS, member("team-b", "reg"))
     claims.join(PAYMENTS, member("team-b", "pod"))
     claims.join(PAYMENTS, member("team-a", "pod"))
@@ -54,7 +55,7 @@ def test_ownership_never_flips_while_the_owner_is_present() -> None:
 
 
 def test_a_claim_lapses_after_the_grace_to_the_oldest_remaining_member() -> None:
-    claims = Claims(grace=10)
+    claims = Claims(ClaimPolicy(grace=10))
     claims.join(PAYMENTS, member("team-b", "pod"))
     claims.join(PAYMENTS, member("team-c", "pod", created="2024-05-01T00:00:00Z"))
     claims.join(PAYMENTS, member("team-a", "pod", created="2024-03-01T00:00:00Z"))
@@ -69,7 +70,7 @@ def test_a_claim_lapses_after_the_grace_to_the_oldest_remaining_member() -> None
 
 
 def test_a_claim_with_nobody_left_is_forgotten() -> None:
-    claims = Claims(grace=0)
+    claims = Claims(ClaimPolicy(grace=0))
     claims.join(PAYMENTS, member("team-b", "pod"))
     claims.leave(PAYMENTS, "team-b/pod")
     assert claims.lapse(now=0) == {PAYMENTS: ("team-b", None)}
@@ -77,7 +78,7 @@ def test_a_claim_with_nobody_left_is_forgotten() -> None:
 
 
 def test_a_restored_claim_whose_owner_never_returns_lapses() -> None:
-    claims = Claims(grace=5)
+    claims = Claims(ClaimPolicy(grace=5))
     claims.restore(PAYMENTS, "team-b")
     claims.join(PAYMENTS, member("team-a", "pod"))
     assert not claims.admits(PAYMENTS, "team-a")
@@ -95,3 +96,154 @@ def test_only_the_owner_shares() -> None:
     assert not claims.share(PAYMENTS, "team-b", ["team-a"])  # no change
     assert claims.share(PAYMENTS, "team-b", [])
     assert not claims.admits(PAYMENTS, "team-a")
+
+
+@pytest.mark.parametrize(
+    ("claimed", "wanted", "admitted"),
+    [
+        pytest.param("/services/goods/", "/services/goods/", False, id="same-range"),
+        pytest.param("/services/goods/", "/services/", False, id="contains-the-claim"),
+        pytest.param("/services/", "/services/goods/", False, id="inside-the-claim"),
+        pytest.param("/services/goods/", "/services/goodsx/", True, id="whole-segments-only"),
+        pytest.param("/services/goods/", "/services/shop/goods/", True, id="a-sibling-subtree"),
+        pytest.param("/skydns/local/goods/", "/skydns/local/goods/x/", False, id="dotted-name"),
+        pytest.param("goods/", "/services/goods/", True, id="go-zero-no-prefix"),
+        pytest.param("/", "/services/goods/", False, id="the-root"),
+    ],
+)
+def test_identities_are_ranges(claimed: str, wanted: str, admitted: bool) -> None:
+    """Guarantee 9: two identities overlap when one is a prefix of the other, either way."""
+    claims = Claims()
+    assert claims.join(claimed, member("shop", "pod"))
+    assert claims.admits(wanted, "evil") is admitted
+    assert claims.join(wanted, member("evil", "pod")) is (admitted and wanted != claimed)
+    blocker = claims.blocker(wanted, "evil")
+    assert (blocker is None) is admitted
+    if blocker is not None:
+        assert blocker == (claimed, "shop")
+
+
+@pytest.mark.parametrize(
+    ("key", "admitted"),
+    [
+        ("/services/goods/p", False),
+        ("/services/goods", False),  # the range's own name: CoreDNS answers it for goods
+        ("/services/goods-2/p", True),
+        ("/services/p", True),
+    ],
+)
+def test_a_key_inside_another_namespaces_range_is_refused(key: str, admitted: bool) -> None:
+    claims = Claims()
+    claims.join("/services/goods/", member("shop", "pod"))
+    assert (claims.key_blocker(key, "evil") is None) is admitted
+    assert claims.key_blocker(key, "shop") is None
+    claims.share("/services/goods/", "shop", ["evil"])
+    assert claims.key_blocker(key, "evil") is None
+
+
+def test_sharing_a_range_admits_a_claim_around_it() -> None:
+    claims = Claims()
+    claims.join(PAYMENTS, member("team-b", "pod"))
+    assert not claims.join("/services/", member("team-a", "pod"))
+    claims.share(PAYMENTS, "team-b", ["team-a"])
+    assert claims.admits("/services/", "team-a")
+
+
+def test_a_range_kept_out_by_another_claim_is_owned_once_that_claim_lapses() -> None:
+    claims = Claims(ClaimPolicy(grace=10))
+    claims.join(PAYMENTS, member("team-b", "pod"))
+    assert not claims.join("/services/", member("team-a", "pod"))
+    assert claims.owner("/services/") is None
+    assert claims.lapse(now=0) == {}
+    assert claims.lapse(now=20) == {}  # still kept out: nothing changes hands
+    claims.leave(PAYMENTS, "team-b/pod")
+    assert claims.lapse(now=30) == {}  # payments' grace starts
+    assert claims.lapse(now=40) == {PAYMENTS: ("team-b", None), "/services/": (None, "team-a")}
+    assert claims.admits("/services/", "team-a")
+
+
+def test_an_heir_kept_out_by_an_overlapping_claim_is_passed_over() -> None:
+    claims = Claims(ClaimPolicy(grace=0))
+    claims.join("/services/pay/", member("team-b", "pod"))
+    claims.restore("/services/", "team-c")  # an old record overlapping team-b's claim
+    claims.join("/services/", member("team-b", "pod", created="2000-01-01T00:00:00Z"))
+    claims.join("/services/", member("team-a", "pod", created="2024-02-01T00:00:00Z"))
+    # team-b is the oldest member but its own claim inside keeps team-a's range owner-less;
+    # team-b may own both: it is the heir.
+    assert claims.lapse(now=0) == {"/services/": ("team-c", "team-b")}
+
+
+def test_overlaps_are_found_among_ten_thousand_claims() -> None:
+    claims = Claims()
+    for i in range(10_000):
+        claims.join(f"/services/svc-{i:05d}/", member(f"ns-{i}", "pod"))
+    assert claims.admits("/services/new/", "ns-x")
+    assert claims.blocker("/services/svc-05000/x/", "ns-x") == ("/services/svc-05000/", "ns-5000")
+    assert claims.blocker("/services/", "ns-x") == ("/services/svc-00000/", "ns-0")
+
+
+def test_a_namespace_owns_at_most_its_quota_of_ranges_but_assigned_ones() -> None:
+    claims = Claims(ClaimPolicy(max_per_namespace=2))
+    assert claims.join("/services/a/", member("squat", "a"))
+    assert claims.join("/services/b/", member("squat", "b"))
+    assert not claims.join("/services/c/", member("squat", "c"))
+    assert "--max-claims-per-namespace 2" in (claims.unclaimable("/services/c/", "squat") or "")
+    assert not claims.admits("/services/c/", "squat")
+    claims.assign("squat", ["/services/c/"])
+    assert claims.owner("/services/c/") == "squat"  # assigned: the quota does not count it
+
+
+def test_an_assignment_takes_a_squatted_range_back_at_once() -> None:
+    claims = Claims()
+    claims.join(PAYMENTS, member("squat", "reg", created="2000-01-01T00:00:00Z"))
+    claims.join(PAYMENTS, member("team-b", "pod"))
+    claims.join("/services/", member("team-c", "pod"))  # kept out by squat's claim
+    assert claims.assign("team-b", ["/services/payments"]) == {PAYMENTS: ("squat", "team-b")}
+    assert claims.admits(PAYMENTS, "team-b") and not claims.admits(PAYMENTS, "squat")
+    assert "assigned to namespace team-b" in (claims.unclaimable("/services/", "team-c") or "")
+    assert claims.assign("team-b", []) == {}  # unassigned: team-b keeps what it owns
+    assert claims.owner(PAYMENTS) == "team-b"
+
+
+def test_an_assigned_range_nobody_may_own_yet_goes_to_nobody() -> None:
+    claims = Claims()
+    claims.join(PAYMENTS, member("squat", "reg"))
+    assert claims.assign("team-b", [PAYMENTS]) == {PAYMENTS: ("squat", None)}
+    assert claims.join(PAYMENTS, member("team-b", "pod"))  # the assignee comes: it owns it
+
+
+def test_assigned_only_lets_namespaces_own_what_they_were_assigned() -> None:
+    claims = Claims(ClaimPolicy(assigned_only=True))
+    assert not claims.join(PAYMENTS, member("team-b", "pod"))
+    assert "--claims=assigned" in (claims.unclaimable(PAYMENTS, "team-b") or "")
+    assert claims.assign("team-b", ["/services/"]) == {PAYMENTS: (None, "team-b")}
+    assert claims.join("/services/orders/", member("team-b", "pod"))
+    assert not claims.join("/skydns/x/", member("team-b", "pod"))
+
+
+@pytest.mark.parametrize(
+    ("annotation", "ranges", "errors"),
+    [
+        ("pay, /skydns/local/skydns/pay", ["/services/pay/", "/skydns/local/skydns/pay/"], 0),
+        ("", [], 0),
+        ("Pay!, /etcd-registrar/x, /a/../b, ok", ["/services/ok/"], 3),
+    ],
+)
+def test_an_assignment_is_read_from_the_namespace_annotation(
+    annotation: str, ranges: list[str], errors: int
+) -> None:
+    body = {"metadata": {"name": "team-b", "annotations": {ASSIGNMENT: annotation}}}
+    found, problems = assigned_ranges(body, Defaults())
+    assert (found, len(problems)) == (ranges, errors), problems
+
+
+def test_a_range_index_finds_the_ranges_around_and_inside_one() -> None:
+    index: RangeIndex[int] = RangeIndex()
+    for i, range_ in enumerate(["/", "/a/", "/a/b/", "/a/bc/", "/ab/", "/a/b/c/"]):
+        index.set(range_, i)
+    assert list(index.containing("/a/b/x/")) == ["/", "/a/", "/a/b/"]
+    assert sorted(index.overlapping("/a/b/")) == ["/", "/a/", "/a/b/", "/a/b/c/"]
+    index.discard("/a/b/")
+    index.discard("/never/")
+    assert sorted(index.overlapping("/a/b/")) == ["/", "/a/", "/a/b/c/"]
+    assert index.values == {"/": 0, "/a/": 1, "/a/bc/": 3, "/ab/": 4, "/a/b/c/": 5}

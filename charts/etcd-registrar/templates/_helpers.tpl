@@ -66,8 +66,8 @@ app.kubernetes.io/component: etcd
 {{- printf "%s-etcd" (include "etcd-registrar.fullname" . | trunc 58 | trimSuffix "-") }}
 {{- end }}
 
-{{/* Comma-separated etcd endpoints: the configured ones, else the bundled etcd, else none
-(the operator's own default, http://127.0.0.1:2379). */}}
+{{/* Comma-separated etcd endpoints: the configured ones, else the bundled etcd
+(etcd-registrar.validate refuses neither). */}}
 {{- define "etcd-registrar.etcdEndpoints" -}}
 {{- if .Values.etcd.endpoints }}
 {{- join "," .Values.etcd.endpoints }}
@@ -86,43 +86,171 @@ app.kubernetes.io/component: etcd
 {{- if or .Values.etcd.tls.ca.secretName .Values.etcd.tls.client.secretName .Values.etcd.auth.password.secretName }}true{{- end }}
 {{- end }}
 
-{{/* Rules the operator needs in each watched namespace (or cluster-wide). */}}
+{{/* The operator's settings, as environment variables: the operator, `kubectl exec ...
+etcd-registrar doctor` and the `helm test` pod read the same ones. */}}
+{{- define "etcd-registrar.env" -}}
+{{- $credentials := include "etcd-registrar.credentialsDir" . }}
+{{- $endpoints := include "etcd-registrar.etcdEndpoints" . }}
+{{- with .Values.watchNamespaces }}
+- name: ETCD_REGISTRAR_NAMESPACE
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_ETCD_ENDPOINTS
+  value: {{ $endpoints | quote }}
+- name: ETCD_REGISTRAR_ETCD_TIMEOUT
+  value: {{ .Values.etcd.timeout | quote }}
+{{- if .Values.etcd.tls.ca.secretName }}
+- name: ETCD_REGISTRAR_ETCD_CA
+  value: {{ printf "%s/ca.crt" $credentials }}
+{{- end }}
+{{- if .Values.etcd.tls.client.secretName }}
+- name: ETCD_REGISTRAR_ETCD_CERT
+  value: {{ printf "%s/tls.crt" $credentials }}
+- name: ETCD_REGISTRAR_ETCD_KEY
+  value: {{ printf "%s/tls.key" $credentials }}
+{{- end }}
+{{- if .Values.etcd.auth.password.secretName }}
+- name: ETCD_REGISTRAR_ETCD_USERNAME
+  value: {{ .Values.etcd.auth.username | quote }}
+- name: ETCD_REGISTRAR_ETCD_PASSWORD_FILE
+  value: {{ printf "%s/password" $credentials }}
+{{- end }}
+- name: ETCD_REGISTRAR_DEFAULT_TTL
+  value: {{ .Values.ttl | quote }}
+- name: ETCD_REGISTRAR_DEFAULT_FORMAT
+  value: {{ .Values.format | quote }}
+{{- with .Values.prefix }}
+- name: ETCD_REGISTRAR_DEFAULT_PREFIX
+  value: {{ . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_RESYNC
+  value: {{ .Values.resync | quote }}
+- name: ETCD_REGISTRAR_OWNER_ID
+  value: {{ include "etcd-registrar.ownerId" . | quote }}
+# A new configuration of this release (a higher revision) takes over from the old one;
+# another release with the same owner id is refused (high-availability.md).
+- name: ETCD_REGISTRAR_INSTALLATION
+  value: {{ printf "%s/%s" .Release.Namespace .Release.Name | quote }}
+- name: ETCD_REGISTRAR_CONFIG_GENERATION
+  value: {{ .Release.Revision | quote }}
+{{- with .Values.policy.allowedPrefixes }}
+- name: ETCD_REGISTRAR_ALLOWED_PREFIX
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_MAX_KEYS_PER_NAMESPACE
+  value: {{ .Values.policy.maxKeysPerNamespace | quote }}
+- name: ETCD_REGISTRAR_MAX_CLAIMS_PER_NAMESPACE
+  value: {{ .Values.policy.maxClaimsPerNamespace | quote }}
+- name: ETCD_REGISTRAR_CLAIMS
+  value: {{ .Values.policy.claims | quote }}
+- name: ETCD_REGISTRAR_MAX_VALUE_BYTES
+  value: {{ .Values.policy.maxValueBytes | quote }}
+- name: ETCD_REGISTRAR_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: ETCD_REGISTRAR_DRY_RUN
+  value: {{ .Values.dryRun | quote }}
+- name: ETCD_REGISTRAR_READINESS_GATE
+  value: {{ .Values.readinessGate.enabled | quote }}
+{{- with .Values.podSelector }}
+- name: ETCD_REGISTRAR_POD_SELECTOR
+  value: {{ . | quote }}
+{{- end }}
+- name: ETCD_REGISTRAR_METRICS_PORT
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
+- name: ETCD_REGISTRAR_HEALTH_PORT
+  value: {{ .Values.health.port | quote }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The etcd credentials' volume mount and volume (nothing without credentials). */}}
+{{- define "etcd-registrar.credentialsMount" -}}
+{{- if include "etcd-registrar.hasCredentials" . }}
+- name: etcd-credentials
+  mountPath: {{ include "etcd-registrar.credentialsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "etcd-registrar.credentialsVolume" -}}
+{{- if include "etcd-registrar.hasCredentials" . }}
+# Credentials from existing Secrets, as files only (0440, group fsGroup).
+- name: etcd-credentials
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- with .Values.etcd.tls.ca }}
+      {{- if .secretName }}
+      - secret:
+          name: {{ .secretName }}
+          items:
+            - key: {{ .key }}
+              path: ca.crt
+      {{- end }}
+      {{- end }}
+      {{- with .Values.etcd.tls.client }}
+      {{- if .secretName }}
+      - secret:
+          name: {{ .secretName }}
+          items:
+            - key: {{ .certKey }}
+              path: tls.crt
+            - key: {{ .keyKey }}
+              path: tls.key
+      {{- end }}
+      {{- end }}
+      {{- with .Values.etcd.auth.password }}
+      {{- if .secretName }}
+      - secret:
+          name: {{ .secretName }}
+          items:
+            - key: {{ .key }}
+              path: password
+      {{- end }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Rules the operator needs in each watched namespace (or cluster-wide), and no more:
+tests/e2e/test_chart.py names the call that uses each grant (doctor.py checks the same list). */}}
 {{- define "etcd-registrar.namespacedRules" -}}
-# Pods: the registry follows their readiness. Read only: the operator never writes pods...
+# Pods: the registry follows their readiness (a list, then a watch). Read only: the operator
+# never writes pods...
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if .Values.readinessGate.enabled }}
 # ... except the one condition, etcd-registrar.io/registered, of a pod that declares it as a
-# readiness gate (DESIGN guarantee 7's exception).
+# readiness gate (docs/annotations.md). RBAC cannot narrow this to one condition:
+# admissionPolicy.enabled does.
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
 {{- end }}
-# Events about bad annotations, conflicts and registrations (core/v1 Events).
+# Events about bad annotations, conflicts and registrations: core/v1, posted once each.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 - apiGroups: ["etcd-registrar.io"]
   resources: ["serviceregistrations"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["etcd-registrar.io"]
   resources: ["serviceregistrations/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
 
-{{/* Cluster-scoped reads kopf makes: CRDs (resource discovery) in every mode. */}}
-{{- define "etcd-registrar.crdRules" -}}
+{{/* Cluster-scoped reads in every mode: CRDs (kopf's resource discovery) and namespaces
+(the service ranges an administrator assigns in their etcd-registrar.io/claims annotation;
+kopf also notices watched namespaces being created or deleted). */}}
+{{- define "etcd-registrar.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
-{{- end }}
-
-{{/* The cluster's identity: the UID of the kube-system namespace, and nothing else of it. */}}
-{{- define "etcd-registrar.clusterIdentityRules" -}}
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+# The cluster's identity (kube.py cluster_identity): the kube-system namespace, nothing else.
 - apiGroups: [""]
   resources: ["namespaces"]
   resourceNames: ["kube-system"]
@@ -131,6 +259,9 @@ app.kubernetes.io/component: etcd
 
 {{/* Fail early on values that contradict each other (the schema checks each one alone). */}}
 {{- define "etcd-registrar.validate" -}}
+{{- if not (or .Values.etcd.endpoints .Values.etcd.enabled) }}
+{{- fail "etcd.endpoints is required: set the etcd client URLs (e.g. --set etcd.endpoints={https://10.0.0.1:2379}), or etcd.enabled=true to try the chart out with a bundled etcd" }}
+{{- end }}
 {{- if and .Values.etcd.auth.password.secretName (not .Values.etcd.auth.username) }}
 {{- fail "etcd.auth.username is required when etcd.auth.password.secretName is set" }}
 {{- end }}
@@ -139,6 +270,9 @@ app.kubernetes.io/component: etcd
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "serviceMonitor.enabled needs metrics.enabled=true" }}
+{{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.metrics.enabled) }}
+{{- fail "prometheusRule.enabled needs metrics.enabled=true (its alerts read the metrics)" }}
 {{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both" }}

@@ -1,0 +1,109 @@
+"""`etcd-registrar plan`: what `run` would write to etcd now, diffed against what etcd holds.
+
+One pass of the real pipeline on a dry-run etcd adapter: the claims, registrations and pods
+are read once, planned as the leader would plan them, and the writes the writer would make
+are recorded instead of made (dryrun.py). Nothing is written to etcd or to the API server
+(no Events, statuses or pod conditions): for migrating from self-registration, or checking a
+configuration against a shared etcd before the operator runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes
+
+from etcd_registrar.claimstore import ClaimStore
+from etcd_registrar.config import Settings
+from etcd_registrar.controller import Controller
+from etcd_registrar.dryrun import DryRunEtcd
+from etcd_registrar.etcd import Etcd
+from etcd_registrar.formats import RESERVED_PREFIX
+from etcd_registrar.kube import Kube
+from etcd_registrar.podwatch import PodWatcher
+from etcd_registrar.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """The difference between etcd and what the operator would make of it (keys under the
+    operator's own /etcd-registrar/ bookkeeping left out)."""
+
+    put: dict[str, str] = field(default_factory=dict)  # absent now
+    change: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (now, then)
+    delete: dict[str, str] = field(default_factory=dict)  # key -> value now
+    taken: list[str] = field(default_factory=list)  # wanted, but another writer holds them
+    conflicts: list[str] = field(default_factory=list)  # claimed by several pods
+    refused: dict[str, str] = field(default_factory=dict)  # key -> why etcd would refuse it
+
+    def lines(self) -> list[str]:
+        out = [f"+ {k} {v}" for k, v in sorted(self.put.items())]
+        out += [f"~ {k} {new} (now {old})" for k, (old, new) in sorted(self.change.items())]
+        out += [f"- {k} (now {v})" for k, v in sorted(self.delete.items())]
+        out += [f"! {k}: held by another writer, not overwritten" for k in sorted(self.taken)]
+        out += [f"! {k}: claimed by several pods, the oldest keeps it" for k in self.conflicts]
+        out += [f"! {k}: etcd would refuse it: {why}" for k, why in sorted(self.refused.items())]
+        counts = (
+            f"{len(self.put)} to put, {len(self.change)} to change, {len(self.delete)} to "
+            f"delete, {len(self.taken) + len(self.conflicts) + len(self.refused)} not written"
+        )
+        return [*out, counts]
+
+
+async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
+    """Read, plan and record one leader's pass; raises EtcdError if etcd cannot be read."""
+    etcd = DryRunEtcd(settings.etcd())
+    registry = Registry(etcd, owner=settings.owner_id)
+    kube = Kube(api, settings.namespace, settings.pod_selector)
+    controller = Controller(
+        registry, kube, settings.defaults(), max_keys_per_namespace=settings.max_keys_per_namespace
+    )
+    try:
+        await etcd.ping(registry.owner_prefix)  # fail now, not in the start-up's retry loop
+        await registry.start()
+        claims = await ClaimStore(etcd, settings.owner_id).load()
+        controller.resume(claims, await kube.list_registrations())
+
+        def render(kind: str | None, body: Mapping[str, Any]) -> None:
+            try:
+                controller.on_pod(kind, body)
+            except Exception:  # as `run` does: one odd pod must not stop the others
+                meta = body.get("metadata") or {}
+                logger.exception("pod %s/%s skipped", meta.get("namespace"), meta.get("name"))
+
+        pods = PodWatcher(kube)
+        for scope in kube.scopes:
+            await pods.list(scope, render)
+        await registry.promote(None)  # leads alone, as a dry run does
+        await controller.sweep()
+        while not registry.idle:  # the writer records into the overlay; a refusal re-plans
+            await registry.writes.drained.wait()
+            await asyncio.sleep(0)
+        recorded = dict(etcd.overlay.keys)
+        # Etcd's own read, under the overlay: what etcd holds now.
+        now = await Etcd.get_many(etcd, recorded)
+    finally:
+        await registry.close()
+    result = Plan(
+        taken=sorted(controller.taken),
+        conflicts=sorted(controller.conflicts),
+        refused=dict(controller.refused),
+    )
+    for key, after in recorded.items():
+        if key.startswith(RESERVED_PREFIX + "/"):
+            continue
+        before = now.get(key)
+        if after is None:
+            if before is not None:
+                result.delete[key] = before.value
+        elif before is None:
+            result.put[key] = after.value
+        elif before.value != after.value:
+            result.change[key] = (before.value, after.value)
+    return result
