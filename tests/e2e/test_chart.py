@@ -567,7 +567,10 @@ def owner_id_rendered(cluster: Cluster, namespace: str, *args: str) -> str:
     """The owner id the chart gives release `r` in `namespace`, rendered with the cluster's
     answers to its lookups (`--dry-run=server`), as `helm install`/`upgrade` renders it."""
     proc = subprocess.run(
-        [helm_binary(), "template", "r", str(CHART), "-n", namespace, "--dry-run=server", *args],
+        [
+            *(helm_binary(), "template", "r", str(CHART), "-n", namespace, "--dry-run=server"),
+            *("--set", "etcd.endpoints={http://127.0.0.1:2379}", *args),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -773,6 +776,8 @@ GRANT_USES: dict[Grant, tuple[ModuleType, str]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): (observation, ".CRDS)"),
     ("", "namespaces", "list"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
     ("", "namespaces", "watch"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
+    # the cluster's identity: the kube-system namespace only (resourceNames)
+    ("", "namespaces", "get"): (kube, 'core.read_namespace, "kube-system"'),
 }
 
 
