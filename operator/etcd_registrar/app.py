@@ -61,11 +61,13 @@ class App:
     _resumed: bool = False
 
     @classmethod
-    def create(cls, config: Settings, api: kubernetes.client.ApiClient | None = None) -> App:
-        """Build the pipeline (Kubernetes client: `api`, else from the environment); nothing
-        is connected or started yet."""
+    def create(
+        cls, config: Settings, api: kubernetes.client.ApiClient | None = None, cluster: str = ""
+    ) -> App:
+        """Build the pipeline (Kubernetes client: `api`, else from the environment) for the
+        cluster `cluster` (its identity, "" if unknown); nothing is connected or started yet."""
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
-        registry = Registry(etcd, owner=config.owner_id)
+        registry = Registry(etcd, owner=config.owner_id, cluster=cluster)
         kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
         controller = Controller(
             registry,
@@ -87,9 +89,9 @@ class App:
             last_sweep=lambda: controller.last_sweep,
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
-        claims = ClaimStore(registry.etcd, config.owner_id)
+        claims = ClaimStore(registry.etcd, config.owner_id, cluster)
         replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
-        election = Election(registry.etcd, config.owner_id, replica, config.scope())
+        election = Election(registry.etcd, config.owner_id, config.candidate(replica, cluster))
         gates = Gates(
             controller,
             kube,

@@ -1,7 +1,9 @@
 """Service claims recorded in etcd, so an owner keeps its key ranges across restarts.
 
 Records live under ``/etcd-registrar/<owner>/claims/<identity>`` with no lease: a claim
-outlives the operator, and is deleted only when it is released. Writes are coalesced (the
+outlives the operator, and is deleted only when it is released. A record names the cluster
+that wrote it; another cluster's records are not loaded (while they exist, no replica of
+this cluster leads: election.py). Writes are coalesced (the
 latest owner of an identity wins) and written by a loop of their own, off the hot path.
 """
 
@@ -12,6 +14,7 @@ import json
 import logging
 import re
 
+from etcd_registrar.candidacy import is_foreign, record_cluster
 from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, Fence, Fenced, PutOp
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.model import DNS_LABEL_PATTERN
@@ -36,8 +39,8 @@ def claim_record(owner: str, identity: str) -> str:
 
 
 class ClaimStore:
-    def __init__(self, etcd: Etcd, owner: str) -> None:
-        self.etcd = etcd
+    def __init__(self, etcd: Etcd, owner: str, cluster: str = "") -> None:
+        self.etcd, self.cluster = etcd, cluster
         self.prefix = claim_record(owner, "")
         self._pending: dict[str, str | None] = {}  # identity -> owner (None: released)
         self._wakeup = asyncio.Event()
@@ -60,6 +63,8 @@ class ClaimStore:
         owners: dict[str, str] = {}
         for record in records:
             try:
+                if is_foreign(record_cluster(record.value), self.cluster):
+                    raise ValueError("another cluster's")
                 owners[record.key.removeprefix(self.prefix)] = recorded_owner(record.value)
             except Exception as exc:  # anything: a bad record must not stop the start
                 logger.warning("claim record %s skipped: %s", record.key, exc)
@@ -89,9 +94,14 @@ class ClaimStore:
                 self._wakeup.set()
                 await backoff.sleep()
 
+    def _record(self, namespace: str) -> str:
+        return json.dumps(
+            {"namespace": namespace} | ({"cluster": self.cluster} if self.cluster else {})
+        )
+
     async def _write(self, batch: dict[str, str | None]) -> None:
         ops = [
-            PutOp(self.prefix + identity, json.dumps({"namespace": owner}))
+            PutOp(self.prefix + identity, self._record(owner))
             if owner is not None
             else DeleteOp(self.prefix + identity)
             for identity, owner in batch.items()

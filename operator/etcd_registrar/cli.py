@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args, get_origin
 
@@ -122,8 +122,11 @@ async def _ls(settings: Settings, service: str | None, as_json: bool) -> int:
     etcd = Etcd(settings.etcd())
     owner_prefix = lease_records(settings.owner_id)
     rows: list[dict[str, Any]] = []
+    present: dict[str, int] = {}
     try:
         records, _ = await etcd.get_prefix(owner_prefix)
+        if not records:
+            present = await _owners(etcd)
         for record in records:
             try:
                 namespace, name, _ = read_record(record, owner_prefix)
@@ -148,11 +151,44 @@ async def _ls(settings: Settings, service: str | None, as_json: bool) -> int:
     finally:
         await etcd.close()
     rows.sort(key=lambda r: (r["namespace"], r["service"], r["key"]))
+    if not records:  # not an empty table: the owner ids that do hold something
+        print(nothing_held(settings.owner_id, present), file=sys.stderr)
     if as_json:
         print(json.dumps(rows, indent=2))
-    else:
+    elif records:
         _table(rows, ["namespace", "service", "key", "value", "ttl"])
     return 0
+
+
+def owners_in(keys: Iterable[str]) -> dict[str, int]:
+    """The owner ids with bookkeeping under /etcd-registrar/, and how many leases each
+    records, from the keys there."""
+    owners: dict[str, int] = {}
+    for key in keys:
+        owner, _, rest = key.removeprefix(RESERVED_PREFIX + "/").partition("/")
+        if owner and rest:
+            owners[owner] = owners.get(owner, 0) + rest.startswith("leases/")
+    return owners
+
+
+def nothing_held(owner: str, present: dict[str, int]) -> str:
+    """What to tell a user whose owner id holds nothing: which ones hold something."""
+    if not present:
+        return (
+            f"owner id {owner!r} holds nothing, and no operator has written to this etcd "
+            "(is --etcd-endpoints the operator's registry etcd?)"
+        )
+    found = ", ".join(f"{o} ({n} lease{'' if n == 1 else 's'})" for o, n in sorted(present.items()))
+    return (
+        f"owner id {owner!r} holds nothing in this etcd; owner ids present: {found}. "
+        "Pass --owner-id (or ETCD_REGISTRAR_OWNER_ID); the chart's is in the operator's "
+        "ETCD_REGISTRAR_OWNER_ID"
+    )
+
+
+async def _owners(etcd: Etcd) -> dict[str, int]:
+    kvs, _ = await etcd.get_prefix(RESERVED_PREFIX + "/", keys_only=True)
+    return owners_in(kv.key for kv in kvs)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -171,6 +207,9 @@ async def _watch(settings: Settings, prefix: str) -> int:
     etcd = Etcd(settings.etcd())
     try:
         existing, revision = await etcd.get_prefix(prefix)
+        if not existing:
+            hint = nothing_held(settings.owner_id, await _owners(etcd))
+            print(f"# nothing under {prefix!r} yet; {hint}", file=sys.stderr, flush=True)
         for kv in existing:
             print(f"PUT     {kv.key} {kv.value}", flush=True)
         async for event in etcd.watch_prefix(prefix, revision + 1):

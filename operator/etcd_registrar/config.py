@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from etcd_registrar.candidacy import Candidate
 from etcd_registrar.etcd import EtcdConfig, check_tls, grpc_targets
 from etcd_registrar.formats import Format, TemplateError
 from etcd_registrar.model import PREFIX_PATTERN, TTL_MAX, TTL_MIN, check_prefix
@@ -61,6 +62,18 @@ class Settings(BaseSettings):
         "default",
         pattern=r"^[A-Za-z0-9_.-]{1,63}$",
         description="Names this operator's leases, for several clusters sharing one etcd.",
+    )
+    installation: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_./-]{1,253}$",
+        description="Names this installation (the chart: <namespace>/<release>); another "
+        "one with the same owner id is refused.",
+    )
+    config_generation: int = Field(
+        0,
+        ge=0,
+        description="Generation of this installation's configuration (the chart: the Helm "
+        "revision); a newer one takes over from an older one.",
     )
     resync: float = Field(30.0, gt=0, description="Sweep interval (e.g. 30s, 1m).")
     allowed_prefix: Annotated[list[str], NoDecode] = Field(
@@ -157,9 +170,17 @@ class Settings(BaseSettings):
             return f"--{name.replace('_', '-')} {path}: {reason}"
         return None
 
-    def scope(self) -> dict[str, Any]:
-        """What this installation watches, as its leader publishes it (election.py)."""
-        return {"namespaces": sorted(self.namespace), "podSelector": self.pod_selector}
+    def candidate(self, replica: str, cluster: str = "") -> Candidate:
+        """What replica `replica` of this configuration, in cluster `cluster`, stands for in
+        the leader key (candidacy.py)."""
+        return Candidate(
+            replica,
+            tuple(sorted(self.namespace)),
+            self.pod_selector,
+            self.installation or "",
+            self.config_generation,
+            cluster,
+        )
 
     def defaults(self) -> Defaults:
         """What applies to a service no registration (or field) decides."""

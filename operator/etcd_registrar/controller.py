@@ -104,6 +104,7 @@ class Controller:
         self.taken: dict[str, Endpoint] = {}  # wanted keys another writer holds
         self.refused: dict[str, str] = {}  # key -> why etcd refused its write
         self.warned: dict[str, dict[str, str]] = {}  # key -> pod uid -> Warning posted
+        self.untold: set[str] = set()  # pods whose problems changed while a standby
         self.statuses = StatusWriter(self.state, kube, self._findings, lambda: self.leading)
         self.view_complete = asyncio.Event()
         self.resumed = asyncio.Event()  # claims and registrations known: pods may render
@@ -125,8 +126,15 @@ class Controller:
     def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> Outcome:
         seen = time.monotonic()
         change = self.state.on_pod(event_type, body)
-        self._mark_seen(body["metadata"]["uid"])
-        return Outcome() if change is None else self._apply_pod(change, seen)
+        uid = body["metadata"]["uid"]
+        self._mark_seen(uid)
+        if event_type == "DELETED":
+            self.untold.discard(uid)
+        if change is None:
+            return Outcome()
+        if change.problems and not self.leading:
+            self.untold.add(uid)  # its Warning goes out when this replica leads
+        return self._apply_pod(change, seen)
 
     def _apply_pod(self, change: PodChange, seen: float) -> Outcome:
         """Plan a pod's change; its Events: problems and conflicts now, the keys it gained
@@ -447,12 +455,25 @@ class Controller:
         for identity, entry in self.state.tenancy.identities.items():
             if entry.owner is not None:
                 self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
+        self.notify(self._untold_problems())
         self.mark_all_dirty()
         if self.view_complete.is_set():
             self._sweep_now.set()
 
     def demote(self) -> None:
         self.leading = False
+
+    def _untold_problems(self) -> list[Notice]:
+        """The Warnings of the pods whose problems changed while this replica stood by and
+        still stand: a leader that took over tells them (the old one may not have, e.g. when
+        this replica started alone and its first pods came before its election)."""
+        notices = [
+            Notice("Warning", "InvalidRegistration", message, self.state.pods[uid].ref)
+            for uid in self.untold
+            for message in self.state.problems.get(uid, ())
+        ]
+        self.untold.clear()
+        return notices
 
     def mark_all_dirty(self) -> None:
         self.statuses.mark(self.state.registrations)

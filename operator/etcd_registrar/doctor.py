@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 import kubernetes
 
 from etcd_registrar import GROUP, PLURAL, VERSION, crd
+from etcd_registrar.candidacy import Candidate, judge
 from etcd_registrar.config import Settings
-from etcd_registrar.election import describe, leader_key, leader_of, scope_mismatch
+from etcd_registrar.election import leader_key
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
 from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.kube import REQUEST_TIMEOUT, explain, load_config
@@ -52,10 +53,12 @@ class Right(NamedTuple):
     resource: str
     subresource: str = ""
     cluster_scoped: bool = False
+    name: str = ""  # one object only (RBAC resourceNames)
 
     def label(self, namespace: str) -> str:
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
         resource += f"/{self.subresource}" if self.subresource else ""
+        resource += f" {self.name}" if self.name else ""
         where = "the cluster" if self.cluster_scoped else namespace or "all namespaces"
         return f"can {self.verb} {resource} in {where}"
 
@@ -80,6 +83,8 @@ CRDS = [
     Right("list", "apiextensions.k8s.io", "customresourcedefinitions", cluster_scoped=True),
     Right("watch", "apiextensions.k8s.io", "customresourcedefinitions", cluster_scoped=True),
 ]
+# The cluster's identity (kube.py): the kube-system namespace's UID, read at start.
+IDENTITY = Right("get", "", "namespaces", cluster_scoped=True, name="kube-system")
 NAMESPACES = [
     Right("list", "", "namespaces", cluster_scoped=True),
     Right("watch", "", "namespaces", cluster_scoped=True),
@@ -92,7 +97,7 @@ def needed(namespaces: Sequence[str], readiness_gate: bool = True) -> list[tuple
     in_scope = IN_SCOPE + ([GATE] if readiness_gate else [])
     scoped = [(right, ns) for ns in namespaces or [""] for right in in_scope]
     # Namespaces in every mode: the service ranges an administrator assigns (tenancy).
-    return scoped + [(right, "") for right in CRDS + NAMESPACES]
+    return scoped + [(right, "") for right in [*CRDS, IDENTITY, *NAMESPACES]]
 
 
 class Problem(Exception):
@@ -193,6 +198,7 @@ def _api_checks(report: Report, settings: Settings) -> None:
                 resource=right.resource,
                 subresource=right.subresource,
                 namespace=ns,
+                name=right.name or None,
             )
             spec = kubernetes.client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
             review = auth.create_self_subject_access_review(
@@ -285,10 +291,11 @@ async def _etcd_checks(report: Report, settings: Settings) -> None:
             raise Doubt(
                 f"none: no operator of owner id {settings.owner_id} runs, or none is elected yet"
             )
-        replica, scope = leader_of(found.value)
-        if scope != settings.scope():
-            raise Problem(scope_mismatch(replica, scope, settings.scope()), SCOPE_FIX)
-        return f"{replica}, watching {describe(scope)}"
+        leader = Candidate.parse(found.value)
+        verdict = judge(settings.candidate("doctor"), leader)
+        if verdict.refused or leader is None:
+            raise Problem(verdict.reason, SCOPE_FIX)
+        return f"{leader.id}, watching {leader.describe_scope()}"
 
     async def owners() -> str:
         try:

@@ -9,22 +9,36 @@ once (etcd's Campaign keeps believing it leads after its session expired: "phant
 leadership"). A leader that stops resigns by deleting its key, so a standby takes over
 without waiting for the lease to expire.
 
-The leader publishes its scope (namespaces, pod selector) beside its id: a replica whose
-scope differs is a second installation sharing the owner id by mistake. It refuses to stand
-by silently (``misconfigured``), because the two would delete each other's keys, and never
-campaigns again until restarted.
+The leader publishes what it stands for (``Candidate``: its scope, installation and
+configuration generation) beside its id. A replica judges the leader it sees (candidacy.py):
+another replica of its configuration stands by; a newer configuration of its installation
+stands by healthy and leads once the old leader goes (a rollout that changes the scope); a
+second installation sharing the owner id by mistake is refused loudly (``misconfigured``),
+because the two would delete each other's keys. Nothing latches: a replica that saw an older
+or foreign leader still takes the leader key once it has stayed vacant for an election TTL.
+The one exception is another cluster sharing the owner id: before a replica first
+campaigns, and before one that deferred does, it reads the owner's records, and while any
+names another cluster it stands aside, refused, instead of adopting that cluster's leases.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from etcd_registrar import metrics
+from etcd_registrar.candidacy import (
+    STANDBY,
+    Candidate,
+    Standing,
+    Verdict,
+    foreign,
+    is_foreign,
+    judge,
+    record_cluster,
+)
 from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream, LeaseNotFound
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.supervisor import Backoff
@@ -40,16 +54,18 @@ class Election:
         self,
         etcd: Etcd,
         owner: str,
-        identity: str,
-        scope: dict[str, Any],
+        candidate: Candidate,
         *,
         ttl: int = ELECTION_TTL,
     ) -> None:
-        self.etcd, self.identity, self.scope, self.ttl = etcd, identity, scope, ttl
+        self.etcd, self.candidate, self.ttl = etcd, candidate, ttl
+        self.prefix = owner_keys(owner)
         self.key = leader_key(owner)
         self.fence: Fence | None = None
         self.leader: str | None = None  # the id of the replica that leads, as last seen
-        self.misconfigured: str | None = None
+        self.verdict = STANDBY  # what this replica is beside that leader
+        self._vacant_since: float | None = None  # when a deferring replica found no leader
+        self._records_read = False  # no record of another cluster found since we started
         self.on_elected: Callable[[Fence], None] = lambda fence: None
         self.on_deposed: Callable[[], None] = lambda: None
         self._lease: int | None = None  # our election lease
@@ -58,6 +74,11 @@ class Election:
     @property
     def leading(self) -> bool:
         return self.fence is not None
+
+    @property
+    def misconfigured(self) -> str | None:
+        """Why this replica refuses to stand by (/readyz fails), if it does."""
+        return self.verdict.reason if self.verdict.refused else None
 
     async def run(self) -> None:
         """Campaign, lead or stand by, for ever. A broken stream is reopened on the same
@@ -112,20 +133,16 @@ class Election:
             self._acked = time.monotonic()
 
     async def _campaign(self, lease: int) -> None:
-        if self.misconfigured:  # never lead beside another installation: only look
-            holder = (await self.etcd.get_many([self.key])).get(self.key)
-            if holder is not None:
-                self._observe(holder.value)
+        if self.verdict.defers and not await self._vacant_long_enough():
             return
-        value = json.dumps({"id": self.identity, **self.scope}, sort_keys=True)
+        if (self.verdict.defers or not self._records_read) and await self._another_cluster():
+            return
+        value = self.candidate.value()
         won, holder = await self.etcd.campaign(self.key, value, lease)
         # A campaign whose answer was lost after etcd applied it finds our own key: ours.
         if holder is not None and (won or holder.lease == lease):
-            self.fence, self.leader, self.misconfigured = (
-                Fence(self.key, holder.create_revision),
-                self.identity,
-                None,
-            )
+            self.fence, self.leader = Fence(self.key, holder.create_revision), self.candidate.id
+            self._judged(STANDBY)
             metrics.leader.set(1)
             metrics.leadership_changes.inc()
             logger.info("elected leader (fence revision %d)", holder.create_revision)
@@ -139,20 +156,51 @@ class Election:
             return
         self._observe(holder.value)
 
+    async def _vacant_long_enough(self) -> bool:
+        """A replica that defers looks before it campaigns: it takes the leader key only once
+        it has stayed vacant for an election TTL (a replica the leader would stand by for
+        takes it first, if one lives)."""
+        holder = (await self.etcd.get_many([self.key])).get(self.key)
+        if holder is not None:
+            self._vacant_since = None
+            self._observe(holder.value)
+            return False
+        now = time.monotonic()
+        if self._vacant_since is None:
+            self._vacant_since = now
+        return now - self._vacant_since >= self.ttl
+
+    async def _another_cluster(self) -> bool:
+        """Whether a record of the owner names another cluster: refused, and looked at
+        again only after another election TTL."""
+        records, _ = await self.etcd.get_prefix(self.prefix)
+        for record in records:
+            cluster = record_cluster(record.value)
+            if is_foreign(cluster, self.candidate.cluster):
+                self._judged(foreign(self.candidate, cluster, f"etcd holds its {record.key}"))
+                self._vacant_since = time.monotonic()
+                return True
+        self._records_read = True
+        return False
+
     def _observe(self, value: str) -> None:
-        leader, scope = leader_of(value)
-        if leader != self.leader:
-            logger.info("standing by: %s leads", leader)
-            self.leader = leader
-        mismatch = None
-        if scope != self.scope:
-            mismatch = scope_mismatch(leader, scope, self.scope)
-            if mismatch != self.misconfigured:
-                logger.error("%s", mismatch)
-                metrics.scope_mismatch.set(1)
-        elif self.misconfigured:
-            metrics.scope_mismatch.set(0)
-        self.misconfigured = mismatch
+        leader = Candidate.parse(value)
+        name = leader.id if leader is not None else "?"
+        if name != self.leader:
+            logger.info("standing by: %s leads", name)
+            self.leader = name
+        self._judged(judge(self.candidate, leader))
+
+    def _judged(self, verdict: Verdict) -> None:
+        if verdict == self.verdict:
+            return
+        if verdict.refused:
+            logger.error("%s", verdict.reason)
+        elif verdict.reason:
+            logger.info("%s", verdict.reason)
+        metrics.scope_mismatch.set(int(verdict.standing is Standing.REFUSED))
+        metrics.foreign_cluster.set(int(verdict.standing is Standing.FOREIGN))
+        self.verdict, self._vacant_since = verdict, None
 
     def step_down(self, reason: str) -> None:
         if self.fence is None:
@@ -183,28 +231,3 @@ class _LeaseLost(Exception):
 
 def leader_key(owner: str) -> str:
     return f"{owner_keys(owner)}leader"
-
-
-def leader_of(value: str) -> tuple[str, dict[str, Any]]:
-    """(replica id, scope) from the leader key's value."""
-    try:
-        seen = json.loads(value)
-        return seen.pop("id"), seen
-    except Exception:  # a key we did not write: nobody sane leads
-        return "?", {}
-
-
-def scope_mismatch(leader: str, theirs: dict[str, Any], ours: dict[str, Any]) -> str:
-    """/readyz's answer while another installation of this owner id leads another scope."""
-    return (
-        f"another installation with the same owner id leads ({leader}) and watches "
-        f"{describe(theirs)}, this one {describe(ours)}: they would delete each other's "
-        "keys; give each installation its own --owner-id"
-    )
-
-
-def describe(scope: dict[str, Any]) -> str:
-    """A scope as people read it: `shop, web (pods app=goods)`."""
-    namespaces = scope.get("namespaces") or ["all namespaces"]
-    selector = scope.get("podSelector")
-    return ", ".join(namespaces) + (f" (pods {selector})" if selector else "")

@@ -15,13 +15,15 @@ import kopf
 from etcd_registrar import GROUP, PLURAL, VERSION
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
+from etcd_registrar.kube import Kube, load_config
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.config
     settings.watching.inactivity_timeout = 70  # reconnect silent watch streams
-    memo.app = App.create(config)
+    api = load_config()
+    memo.app = App.create(config, api, cluster=await Kube(api).cluster_identity())
     await memo.app.start()  # stops what it started if it fails: kopf's retry starts clean
 
 

@@ -151,6 +151,28 @@ class Kube:
             if not token:
                 return uids
 
+    async def cluster_identity(self) -> str:
+        """This cluster's identity: the UID of its kube-system namespace, which lives as long
+        as the cluster (the identity SIG Multicluster's ClusterProperty suggests). "" when
+        the operator may not read it, said loudly: it then cannot tell its cluster apart."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        try:
+            namespace = await asyncio.to_thread(
+                core.read_namespace, "kube-system", _request_timeout=self.timeout
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status not in (403, 404):
+                raise
+            logger.error(
+                "cannot read the kube-system namespace (%s %s), so this operator cannot tell "
+                "its cluster from another one sharing its etcd and owner id: grant it get on "
+                "namespaces/kube-system (the chart does)",
+                *(exc.status, exc.reason),
+            )
+            return ""
+        meta = namespace.metadata
+        return str(meta.uid) if meta is not None and meta.uid else ""
+
     async def list_registrations(self) -> list[dict[str, Any]]:
         """Every ServiceRegistration in scope (a few hundred at most: one list call each)."""
         custom = kubernetes.client.CustomObjectsApi(self.api)

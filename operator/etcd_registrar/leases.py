@@ -5,6 +5,12 @@
   its keys.
 - Every lease is recorded under ``/etcd-registrar/<owner>/leases/<id>``, attached to the lease
   itself, so a restarted operator (or a standby) finds its predecessor's leases.
+- The record names the cluster that granted the lease (its kube-system namespace UID): an
+  operator never adopts nor renews another cluster's leases sharing its owner id.
+- The record is the lease's title: a leader adopts only the leases recorded when it reads
+  them after its election, and retires an empty lease by deleting its record in a
+  transaction fenced by its term before it revokes the lease. A leader deposed unawares is
+  refused that delete, so it never revokes a lease its successor has put keys on.
 """
 
 from __future__ import annotations
@@ -17,7 +23,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from etcd_registrar import metrics
-from etcd_registrar.etcd import KV, Etcd, EtcdError, EtcdUnavailable, Fence, KeepAliveStream
+from etcd_registrar.candidacy import is_foreign, record_cluster
+from etcd_registrar.etcd import (
+    KV,
+    DeleteOp,
+    Etcd,
+    EtcdError,
+    EtcdUnavailable,
+    Fence,
+    Fenced,
+    KeepAliveStream,
+)
 from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.model import TTL_MAX, TTL_MIN
 from etcd_registrar.plan import Pool
@@ -58,8 +74,10 @@ def read_record(kv: KV, owner_prefix: str) -> Pool:
         data = json.loads(kv.value) if len(kv.value) < 1024 else None
     except (ValueError, RecursionError):
         data = None
-    if not isinstance(data, dict) or set(data) != {"namespace", "service", "ttl"}:
-        raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}}")
+    if not isinstance(data, dict) or set(data) - {"cluster"} != {"namespace", "service", "ttl"}:
+        raise ValueError(f"record {kv.key!r} is not {{namespace, service, ttl}} (and a cluster)")
+    if not isinstance(data.get("cluster", ""), str):
+        raise ValueError(f"record {kv.key!r}: cluster must be a string")
     namespace, service, ttl = data["namespace"], data["service"], data["ttl"]
     if not (isinstance(namespace, str) and isinstance(service, str)):
         raise ValueError(f"record {kv.key!r}: namespace and service must be strings")
@@ -68,8 +86,9 @@ def read_record(kv: KV, owner_prefix: str) -> Pool:
     return Pool(namespace, service, ttl)
 
 
-def _record(pool: Pool) -> str:
-    return json.dumps({"namespace": pool.namespace, "service": pool.service, "ttl": pool.ttl})
+def _record(pool: Pool, cluster: str) -> str:
+    record = {"namespace": pool.namespace, "service": pool.service, "ttl": pool.ttl}
+    return json.dumps(record | ({"cluster": cluster} if cluster else {}))
 
 
 class LeasePool:
@@ -86,8 +105,9 @@ class LeasePool:
         fence: Callable[[], Fence | None],
         leading: Callable[[], bool],
         on_lost: Callable[[Lease], None],
+        cluster: str = "",
     ) -> None:
-        self.etcd = etcd
+        self.etcd, self.cluster = etcd, cluster
         self.prefix = lease_records(owner)
         self.keys_per_lease = keys_per_lease
         self.fence, self.leading, self.on_lost = fence, leading, on_lost
@@ -116,7 +136,8 @@ class LeasePool:
 
     async def _grant(self, pool: Pool) -> int:
         lease_id = await self.etcd.grant(pool.ttl)
-        await self.etcd.put(f"{self.prefix}{lease_id:x}", _record(pool), lease_id, self.fence())
+        record = _record(pool, self.cluster)
+        await self.etcd.put(f"{self.prefix}{lease_id:x}", record, lease_id, self.fence())
         self.by_id[lease_id] = Lease(lease_id, pool, set(), time.monotonic() + pool.ttl / 3)
         metrics.leases.set(len(self.by_id))
         logger.info(
@@ -153,15 +174,21 @@ class LeasePool:
     # --- reading the records -----------------------------------------------------------------
 
     async def adopt(self) -> None:
-        """Take over the live leases a previous run of this owner recorded, with the keys
-        etcd has on them (the registry then keeps those it holds: `keep`)."""
+        """Take over the live leases recorded now, with the keys etcd has on them (the
+        registry then keeps those it holds: `keep`); forget any other (a lease a standby
+        followed may have been retired since). The pool is swapped at the end: the leases
+        known before are renewed while the records are read."""
         records, _ = await self.etcd.get_prefix(self.prefix)
         now = time.monotonic()
+        adopted: dict[int, Lease] = {}
         for record in records:
             try:
                 pool = read_record(record, self.prefix)
             except Exception as exc:  # RecursionError from deep JSON included
                 logger.warning("lease record %s skipped: %s", record.key, exc)
+                continue
+            if self._foreign(record):
+                logger.error("lease record %s skipped: another cluster's", record.key)
                 continue
             info = await self.etcd.time_to_live(record.lease)
             if not info.alive:
@@ -173,8 +200,15 @@ class LeasePool:
                 )
                 continue
             keys = [k for k in info.keys if k != record.key]
-            self.by_id[record.lease] = Lease(record.lease, pool, set(keys), now)
+            adopted[record.lease] = Lease(record.lease, pool, set(keys), now)
+        for lease_id, lease in self.by_id.items():
+            if lease.keys and lease_id not in adopted:  # gone with keys on it: lost
+                metrics.lease_regrants.inc()
+        self.by_id = adopted
         metrics.leases.set(len(self.by_id))
+
+    def _foreign(self, record: KV) -> bool:
+        return is_foreign(record_cluster(record.value), self.cluster)
 
     def keep(self, held: Iterable[str]) -> None:
         """Only `held` keys are on our leases; one left without any may be retired."""
@@ -192,6 +226,8 @@ class LeasePool:
             try:
                 pool = read_record(record, self.prefix)
             except Exception:  # noqa: S112 - the leader logged it when it adopted
+                continue
+            if self._foreign(record):
                 continue
             recorded.add(record.lease)
             if record.lease not in self.by_id:
@@ -223,17 +259,29 @@ class LeasePool:
         if lease.keys:
             lease.empty_since = None
             return
+        fence = self.fence()  # this term's, taken now: a later term decides for itself
         self.by_id.pop(lease.id, None)
         metrics.leases.set(len(self.by_id))
-        revoke = asyncio.create_task(self._revoke(lease.id))  # off the keepalive loop: a raft write
+        revoke = asyncio.create_task(self._revoke(lease, fence))  # off the keepalive loop
         self._revokes.add(revoke)
         revoke.add_done_callback(self._revokes.discard)
 
-    async def _revoke(self, lease_id: int) -> None:
+    async def _revoke(self, lease: Lease, fence: Fence | None) -> None:
+        """Delete the lease's record, fenced, then revoke it. Once the delete applied, no
+        later leader adopts the lease (it reads the records after its election, which came
+        after this term's end). If it is refused, another leader may hold keys on it: it is
+        renewed again, as a standby renews every recorded lease."""
         try:
-            await self.etcd.revoke(lease_id)
-        except EtcdError as exc:  # it expires by itself
-            logger.info("revoking empty lease %x failed: %s", lease_id, exc)
+            result = await self.etcd.txn([DeleteOp(f"{self.prefix}{lease.id:x}", lease.id)], fence)
+            if not result.refused:  # else the record went with the lease: nothing to revoke
+                await self.etcd.revoke(lease.id)
+        except Fenced as exc:
+            metrics.fenced_writes.inc()
+            logger.warning("empty lease %x not retired, another replica leads: %s", lease.id, exc)
+            self.by_id.setdefault(lease.id, Lease(lease.id, lease.pool))
+            metrics.leases.set(len(self.by_id))
+        except EtcdError as exc:  # it expires by itself once no replica renews it
+            logger.info("retiring empty lease %x failed: %s", lease.id, exc)
 
     # --- keepalives --------------------------------------------------------------------------
 

@@ -121,8 +121,13 @@ fenced_writes = Counter(
 )
 scope_mismatch = Gauge(
     f"{_NS}_scope_mismatch",
-    "1 while another installation with the same owner id watches a different scope "
-    "(misconfiguration: /readyz fails), else 0.",
+    "1 while this replica refuses to run beside another installation with the same owner "
+    "id (misconfiguration: /readyz fails), else 0.",
+)
+foreign_cluster = Gauge(
+    f"{_NS}_foreign_cluster",
+    "1 while another cluster uses this owner id in the same etcd (this replica stands "
+    "aside: /readyz fails), else 0.",
 )
 
 EndpointCounts = Callable[[], Mapping[ServiceId, int]]

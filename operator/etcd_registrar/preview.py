@@ -67,6 +67,9 @@ async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
     try:
         await etcd.ping(registry.owner_prefix)  # fail now, not in the start-up's retry loop
         await registry.start()
+        # Leads alone, as a dry run does, from before the first pod: a promotion re-reads
+        # the leases, and the overlay's own (negative ids) are not records etcd would hold.
+        await registry.promote(None)
         claims = await ClaimStore(etcd, settings.owner_id).load()
         controller.resume(claims, await kube.list_registrations())
 
@@ -80,7 +83,6 @@ async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
         pods = PodWatcher(kube)
         for scope in kube.scopes:
             await pods.list(scope, render)
-        await registry.promote(None)  # leads alone, as a dry run does
         await controller.sweep()
         while not registry.idle:  # the writer records into the overlay; a refusal re-plans
             await registry.writes.drained.wait()

@@ -60,6 +60,7 @@ class Registry:
         owner: str = "default",
         keys_per_lease: int = 1000,
         on_lease_lost: Callable[[set[str]], None] = lambda keys: None,
+        cluster: str = "",
     ) -> None:
         self.etcd = etcd
         self.on_lease_lost = on_lease_lost
@@ -80,12 +81,12 @@ class Registry:
             fence=self._write_fence,
             leading=lambda: self.leading,
             on_lost=self._lease_lost,
+            cluster=cluster,
         )
         self.owner_prefix = self.leases.prefix
         self.writes = WriteQueue(self._write)
         self._committed_during_read: set[str] | None = None
         self.loops: list[Loop] = []
-        self._stale = False  # held may be behind etcd (a standby followed another leader)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -112,12 +113,12 @@ class Registry:
 
     async def promote(self, fence: Fence | None) -> None:
         """This replica leads now: write, fenced by `fence` (None: leads alone), from here on.
-        If another leader wrote since this registry last read etcd, read what it holds first
-        (the keys, on the leases the standby kept alive)."""
-        if self._stale:
-            self.held.clear()
-            self.foreign.clear()
-            await self._adopt()
+        First read what etcd holds, after the election: the leases recorded now (another
+        leader may have granted or retired some since this registry last read), and the
+        keys on them."""
+        self.held.clear()
+        self.foreign.clear()
+        await self._adopt()
         self.fence, self.leading = fence, True
 
     def demote(self) -> None:
@@ -129,10 +130,8 @@ class Registry:
         """Standby: keep alive every lease the leader recorded, so no key lapses while any
         replica lives."""
         await self.leases.follow()
-        self._stale = True  # another replica leads and writes
 
     async def _adopt(self) -> None:
-        self._stale = False
         await self.leases.adopt()
         for key, kv in (await self.etcd.get_many(self.leases.owned())).items():
             if (lease := self.leases.by_id.get(kv.lease)) is not None:

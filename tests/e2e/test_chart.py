@@ -563,6 +563,51 @@ def test_rendered_config_is_what_the_operator_reads(
         assert (settings.owner_id, settings.log_format) == ("cluster-a", "json")
 
 
+def owner_id_rendered(cluster: Cluster, namespace: str, *args: str) -> str:
+    """The owner id the chart gives release `r` in `namespace`, rendered with the cluster's
+    answers to its lookups (`--dry-run=server`), as `helm install`/`upgrade` renders it."""
+    proc = subprocess.run(
+        [
+            *(helm_binary(), "template", "r", str(CHART), "-n", namespace, "--dry-run=server"),
+            *("--set", "etcd.endpoints={http://127.0.0.1:2379}", *args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=os.environ | {"KUBECONFIG": str(cluster.kubeconfig)},
+    )
+    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return env_of(operator_container(docs))["ETCD_REGISTRAR_OWNER_ID"]
+
+
+def test_the_default_owner_id_is_unique_per_cluster_and_kept_by_upgrades(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Review 2, R2-4: the same release installed in two clusters sharing one etcd gets two
+    owner ids (the kube-system namespace UID's first 8 characters); an upgrade keeps the id
+    the installed Deployment runs with, so the registry is never flushed by one."""
+    uid = cluster.kubectl("get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}")
+    assert owner_id_rendered(cluster, namespace) == f"{namespace}-r-{uid[:8]}"
+    assert owner_id_rendered(cluster, namespace, "--set", "ownerId=mine") == "mine"
+    installed = deployment_manifest("r-etcd-registrar", 0)
+    installed["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "ETCD_REGISTRAR_OWNER_ID", "value": "installed-id"}
+    ]
+    cluster.apply(installed, namespace)
+    assert owner_id_rendered(cluster, namespace) == "installed-id"
+
+
+def test_the_chart_names_the_installation_and_its_configuration_generation(
+    tmp_path: Path,
+) -> None:
+    """A helm upgrade is a newer configuration of the same installation (R2-3)."""
+    env = env_of(operator_container(render({}, tmp_path)))
+    assert env["ETCD_REGISTRAR_INSTALLATION"] == "reg/er"
+    assert env["ETCD_REGISTRAR_CONFIG_GENERATION"] == "1"  # the Helm revision
+
+
 def test_pod_security_dry_run_would_catch_a_violation(cluster: Cluster, namespace: str) -> None:
     """The restricted-profile check above is real: a root pod is refused the same way."""
     cluster.kubectl(
@@ -676,6 +721,13 @@ def can_i(cluster: Cluster, user: str, verb: str, resource: str, *scope: str) ->
     return cluster.kubectl(*args, check=False).strip() == "yes"
 
 
+def can_get_namespace(cluster: Cluster, user: str, name: str) -> bool:
+    answer = cluster.kubectl(
+        "auth", "can-i", "get", f"namespaces/{name}", f"--as={user}", check=False
+    )
+    return answer.strip() == "yes"
+
+
 ALLOWED = [
     ("list", "pods"),
     ("watch", "pods"),
@@ -724,6 +776,8 @@ GRANT_USES: dict[Grant, tuple[ModuleType, str]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): (observation, ".CRDS)"),
     ("", "namespaces", "list"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
     ("", "namespaces", "watch"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
+    # the cluster's identity: the kube-system namespace only (resourceNames)
+    ("", "namespaces", "get"): (kube, 'core.read_namespace, "kube-system"'),
 }
 
 
@@ -794,6 +848,8 @@ def test_rbac_cluster_wide_is_least_privilege(
     # namespaces are read for the ranges an administrator assigns (tenancy), never written
     assert can_i(cluster, user, "watch", "namespaces")
     assert not can_i(cluster, user, "patch", "namespaces")
+    assert can_get_namespace(cluster, user, "kube-system")  # the cluster's identity
+    assert not can_get_namespace(cluster, user, "default")
 
 
 def test_rbac_without_the_readiness_gate_cannot_patch_pod_status(
@@ -816,6 +872,7 @@ def test_rbac_namespaced_mode_stays_in_its_namespaces(
         assert not can_i(cluster, user, verb, resource, "--all-namespaces"), f"{verb} {resource}"
     assert can_i(cluster, user, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert can_i(cluster, user, "watch", "namespaces")
+    assert can_get_namespace(cluster, user, "kube-system")  # the cluster's identity
 
 
 def test_aggregated_roles_let_namespace_users_manage_registrations(
@@ -1080,8 +1137,9 @@ def test_doctor_in_the_pod_passes_with_the_charts_rbac(
 def test_doctor_catches_the_rights_only_kopf_uses(
     cluster: Cluster, namespace: str, crd: None, installed_rbac: Any, tmp_path: Path
 ) -> None:
-    """Namespaced mode without the chart's small ClusterRole: the operator's own calls are all
-    allowed, but kopf could not watch CRDs and namespaces. doctor says so, and nothing else."""
+    """Namespaced mode without the chart's small ClusterRole: the operator's namespaced calls
+    are all allowed, but kopf could not watch CRDs and namespaces, nor the operator read its
+    cluster's identity. doctor says so, and nothing else."""
     values: Doc = {"watchNamespaces": [namespace]}
     sa = installed_rbac(values, tmp_path)
     user = f"system:serviceaccount:{namespace}:{sa}"
@@ -1103,8 +1161,9 @@ def test_doctor_catches_the_rights_only_kopf_uses(
         "FAIL  can watch customresourcedefinitions.apiextensions.k8s.io in the cluster",
         "FAIL  can list namespaces in the cluster",
         "FAIL  can watch namespaces in the cluster",
+        "FAIL  can get namespaces kube-system in the cluster",
     }, out
-    assert out.splitlines()[-1] == "4 checks failed, 1 skipped"  # the CRD schema check: no list
+    assert out.splitlines()[-1] == "5 checks failed, 1 skipped"  # the CRD schema check: no list
 
 
 def install_notes(cluster: Cluster, namespace: str, values: Doc, tmp_path: Path) -> str:

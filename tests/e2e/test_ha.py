@@ -4,6 +4,7 @@ consumer a DELETE of a ready pod's key, and exactly one replica writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -11,9 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from etcd_registrar.candidacy import Candidate
+from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.leases import lease_records, owner_keys
+from tests.e2e.test_operations import probe
 from tests.e2e.test_registrar import registration
-from tests.harness import Cluster, deployment_manifest, wait_for
-from tests.operator_process import ConsumerWatch, OperatorProcess, registry_keys
+from tests.harness import Cluster, assert_stays, deployment_manifest, wait_for
+from tests.operator_process import ConsumerWatch, OperatorProcess, delete_key, registry_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -116,3 +121,128 @@ def test_a_frozen_leader_is_fenced_and_steps_down(
         cluster.scale(namespace, "goods", 3)
         wait_for(lambda: follows(cluster, namespace, prefix), 30, message="still followed")
         assert len(consumer.deletes()) == 1  # the scale-down, nothing else
+
+
+def roll(cluster: Cluster, namespace: str, replicas: list[OperatorProcess], *flags: str) -> None:
+    """A rolling upgrade to a configuration given by `flags`, as the chart's maxSurge 1 and
+    maxUnavailable 0 make it: one new replica ready (start() waits for /readyz, so it must
+    stand by healthy), then one old replica stopped, until none is left. A new replica
+    leads within an election TTL of the last old one's exit."""
+    for old in list(replicas):
+        replicas.append(OperatorProcess(cluster, namespace, *flags).start())
+        old.stop()
+        exited = time.monotonic()
+        replicas.remove(old)
+    new = {p.pid for p in replicas}
+    wait_for(lambda: leader_pid(cluster, namespace) in new, 5, message="a new replica leads")
+    handover = time.monotonic() - exited
+    assert handover < 5, f"no leader {handover:.1f}s after the old replicas went"
+
+
+def test_a_rolling_upgrade_that_adds_a_namespace_hands_over(
+    cluster: Cluster, namespace: str, crd: None
+) -> None:
+    """Review 2, R2-3, as a helm upgrade adding a namespace to watchNamespaces, then one
+    taking it out again. Each new configuration (a higher --config-generation) stands by
+    healthy, so the rollout proceeds, and leads once the old replicas are gone. The added
+    namespace's pods get registered, and their keys deleted once it leaves the scope; no key
+    of the namespace in both scopes is ever deleted."""
+    added = cluster.create_namespace(f"{namespace}-added")
+    replicas: list[OperatorProcess] = []
+    try:
+        first = ("--resync", "2s", "--config-generation", "1")
+        wider = ("--resync", "2s", "--namespace", added, "--config-generation", "2")
+        narrower = ("--resync", "2s", "--config-generation", "3")
+        replicas.append(OperatorProcess(cluster, namespace, *first).start())
+        wait_for(lambda: leader_pid(cluster, namespace) == replicas[0].pid, 20, message="leads")
+        replicas.append(OperatorProcess(cluster, namespace, *first).start())
+        prefix = goods(cluster, namespace)
+        root = prefix.removesuffix("goods/")
+        cluster.apply(registration("more", prefix=root.rstrip("/"), ttl=TTL), added)
+        opt_in = {"etcd-registrar.io/service": "more"}
+        cluster.create_deployment(added, deployment_manifest("more", 2, annotations=opt_in))
+        more = cluster.wait_deployment_serving(added, "more", 2)
+        wait_for(lambda: follows(cluster, namespace, prefix), 30, message="registered")
+
+        def more_keys() -> set[str]:
+            return set(registry_keys(cluster.etcd_endpoints, root + "more/"))
+
+        assert not more_keys()  # not in scope yet
+        expected = {f"{root}more/{pod.name}" for pod in more}
+        with ConsumerWatch(cluster.etcd_endpoints, root) as consumer:
+            roll(cluster, namespace, replicas, *wider)
+            wait_for(lambda: more_keys() == expected, 30, message="the added pods registered")
+            assert consumer.deletes() == [], "a consumer saw keys of ready pods go"
+
+            roll(cluster, namespace, replicas, *narrower)
+            wait_for(lambda: not more_keys(), 30, message="the keys out of scope deleted")
+            assert follows(cluster, namespace, prefix)
+            assert set(consumer.deletes()) == expected, "a key in both scopes was deleted"
+    finally:
+        for proc in replicas:
+            proc.stop()
+        cluster.delete_namespace(added)
+
+
+FOREIGN = "uid-of-another-cluster"  # the other cluster's kube-system namespace UID
+
+
+def leave_another_clusters_records(cluster: Cluster, owner: str, key: str) -> str:
+    """What the operator of another cluster with the same owner id leaves in the registry
+    etcd while it runs: its leader key, a lease recorded with its cluster's identity, and
+    `key` of one of its ready pods on that lease (60 s, outliving the test's checks).
+    Returns the leader key."""
+
+    async def write() -> str:
+        etcd = Etcd(EtcdConfig(endpoints=tuple(cluster.etcd_endpoints.split(","))))
+        try:
+            lease = await etcd.grant(60)
+            record = {"namespace": "shop", "service": "goods", "ttl": 60, "cluster": FOREIGN}
+            await etcd.put(f"{lease_records(owner)}{lease:x}", json.dumps(record), lease)
+            await etcd.put(key, "10.9.9.9:80", lease)
+            leader = f"{owner_keys(owner)}leader"
+            candidate = Candidate("their-operator/1", cluster=FOREIGN)
+            await etcd.put(leader, candidate.value(), lease)
+            return leader
+        finally:
+            await etcd.close()
+
+    return asyncio.run(write())
+
+
+def test_an_operator_of_a_second_cluster_with_the_same_owner_id_stands_aside(
+    cluster: Cluster, namespace: str, crd: None
+) -> None:
+    """Review 2, R2-4, with the real operator: another cluster runs an operator with this
+    owner id. This one learns its own cluster's identity from the API server, refuses loudly
+    (/readyz names the other cluster), and neither leads nor touches the other's keys, even
+    while the other has no leader key. Once the other cluster's records are gone, it leads."""
+    prefix = goods(cluster, namespace)
+    theirs = f"{prefix}pod-of-the-other-cluster"
+    leader = leave_another_clusters_records(cluster, namespace, theirs)
+    operator = OperatorProcess(cluster, namespace, "--resync", "2s").start(wait=False)
+    try:
+
+        def refusal() -> str | None:
+            answer = probe(operator.health_port, "/readyz")
+            return answer[1] if answer and answer[0] == 503 and FOREIGN in answer[1] else None
+
+        assert "--owner-id" in wait_for(refusal, 60, message="refused, naming the other")
+        delete_key(cluster.etcd_endpoints, leader)  # their leader is gone; their lease lives
+
+        def untouched() -> bool:
+            keys = registry_keys(cluster.etcd_endpoints, prefix)
+            held = registry_keys(cluster.etcd_endpoints, leader)
+            return keys == {theirs: "10.9.9.9:80"} and not held
+
+        assert_stays(untouched, 12, message="the operator led or touched the other's keys")
+        assert refusal(), operator.tail()
+        assert "uid-of-another-cluster" in operator.tail(200)  # logged, naming it
+
+        delete_key(cluster.etcd_endpoints, theirs)
+        for record in registry_keys(cluster.etcd_endpoints, lease_records(namespace)):
+            delete_key(cluster.etcd_endpoints, record)  # the other cluster is gone for good
+        wait_for(lambda: follows(cluster, namespace, prefix), 30, message="it leads then")
+        assert operator.ready()
+    finally:
+        operator.stop()

@@ -237,6 +237,31 @@ async def test_a_forged_claim_record_is_skipped(etcd_server: EtcdServer) -> None
         await etcd.close()
 
 
+async def test_a_standby_that_takes_over_tells_the_problems_it_saw(
+    controller: Controller,
+) -> None:
+    """A replica that saw a pod's problem while it stood by (e.g. alone, its first pods came
+    before its election) posts that Warning once it leads; not one that was fixed since,
+    nor of a pod that is gone."""
+    posted: list[Notice] = []
+    controller.notify = posted.extend
+    controller.demote()
+    bad = {"etcd-registrar.io/service": "goods", "etcd-registrar.io/port": "nope"}
+    controller.on_pod(None, pod_body(name="bad", annotations=bad))
+    controller.on_pod(None, pod_body(name="fixed", annotations=bad))
+    controller.on_pod("MODIFIED", pod_body(name="fixed", annotations=opt_in()))
+    controller.on_pod(None, pod_body(name="gone", annotations=bad))
+    controller.on_pod("DELETED", pod_body(name="gone", annotations=bad))
+    assert posted == []
+    controller.promote()
+    assert [(n.reason, n.pod["metadata"]["name"]) for n in posted] == [
+        ("InvalidRegistration", "bad")
+    ]
+    assert "nope" in posted[0].message
+    controller.promote()  # told once
+    assert len(posted) == 1
+
+
 async def test_a_claim_batch_refused_by_the_fence_is_written_when_leading_again(
     etcd_server: EtcdServer,
 ) -> None:

@@ -107,8 +107,9 @@ async def test_the_leader_its_scope_and_the_other_owner_ids(
     )
     failed = (
         "FAIL  leader: another installation with the same owner id leads (registrar-7c9d/1) "
-        "and watches shop, this one all namespaces: they would delete each other's keys; "
-        "give each installation its own --owner-id"
+        "and watches shop, this one all namespaces (both configuration generation 0): they "
+        "would delete each other's keys; give each installation its own --owner-id (or, for a "
+        "new configuration of this one, a higher --config-generation)"
     )
     assert f"\n{failed}\n      fix: {SCOPE_FIX}\n" in mismatch.stdout
     assert "ok    owner ids in etcd: default; other owner ids: east" in mismatch.stdout

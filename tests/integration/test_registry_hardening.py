@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -178,3 +179,26 @@ def test_ls_lists_the_good_records_and_names_the_bad(etcd_server: EtcdServer) ->
     assert done.returncode == 0, done.stderr
     assert "/services/goods/pod-0" in done.stdout
     assert "skipped" in done.stderr and "not {namespace, service, ttl}" in done.stderr
+
+
+def test_ls_of_an_owner_id_holding_nothing_lists_the_owner_ids_present(
+    etcd_server: EtcdServer,
+) -> None:
+    """Row 1.3 of the ecosystem audit: `ls` from a workstation defaults to owner id
+    `default`, the chart's is another: say which ones hold something, not an empty table."""
+
+    async def setup() -> None:
+        registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner=OWNER)
+        await registry.start()
+        await registry.submit(endpoints(1), [])
+        await registry.close()
+
+    asyncio.run(setup())
+    done = subprocess.run(
+        [sys.executable, "-m", "etcd_registrar", "ls", "--etcd-endpoints", etcd_server.endpoint],
+        capture_output=True, text=True, check=False, timeout=60,
+        env=os.environ | {"ETCD_REGISTRAR_OWNER_ID": "default"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "'default' holds nothing" in done.stderr and f"{OWNER} (1 lease)" in done.stderr

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from etcd_registrar import __version__
-from etcd_registrar.cli import build_parser, load_settings, main, service_prefix
+from etcd_registrar.cli import (
+    build_parser,
+    load_settings,
+    main,
+    nothing_held,
+    owners_in,
+    service_prefix,
+)
 from etcd_registrar.config import Settings
 from etcd_registrar.formats import FORMATS, Format, build_layout
 from tests.unit.builders import SAMPLE
@@ -177,6 +184,35 @@ def test_flag_overrides_env_and_env_fills_the_rest(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ETCD_REGISTRAR_DRY_RUN", "true")
     loaded = settings("--default-ttl", "30")
     assert (loaded.default_ttl, loaded.dry_run) == (30, True)
+
+
+@pytest.mark.parametrize(
+    ("keys", "owners"),
+    [
+        ([], {}),
+        (
+            [
+                "/etcd-registrar/a/leader",
+                "/etcd-registrar/a/leases/1f",
+                "/etcd-registrar/a/leases/20",
+                "/etcd-registrar/b/claims//services/goods/",
+            ],
+            {"a": 2, "b": 0},
+        ),
+        (["/etcd-registrar/", "/etcd-registrar/lonely"], {}),  # no bookkeeping under an id
+    ],
+)
+def test_the_owner_ids_present_are_found_from_the_keys(
+    keys: list[str], owners: dict[str, int]
+) -> None:
+    assert owners_in(keys) == owners
+
+
+def test_an_owner_id_holding_nothing_is_told_the_ones_present() -> None:
+    told = nothing_held("default", {"shop-registrar-1a2b3c4d": 3, "x": 1})
+    assert "'default' holds nothing" in told
+    assert "shop-registrar-1a2b3c4d (3 leases), x (1 lease)" in told and "--owner-id" in told
+    assert "--etcd-endpoints" in nothing_held("default", {})
 
 
 BASH = shutil.which("bash")

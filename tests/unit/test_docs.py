@@ -30,9 +30,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import etcd_registrar
 from etcd_registrar import crd, doctor, metrics
+from etcd_registrar.candidacy import Candidate, judge
 from etcd_registrar.cli import build_parser
 from etcd_registrar.config import Settings
-from etcd_registrar.election import scope_mismatch
 from etcd_registrar.etcd import _snake
 from etcd_registrar.health import EtcdCheck, Health
 from etcd_registrar.model import (
@@ -333,9 +333,16 @@ def probe_answers() -> list[tuple[str, str]]:
         answers.append(("/readyz", health.ready()[1]))
         etcd.reachable, etcd.reason = False, "UNAVAILABLE: connection refused"
         answers.append(("/readyz", health.ready()[1]))
-        mismatch = scope_mismatch("b/1", {"namespaces": ["shop"]}, {"namespaces": []})
-        health.misconfigured = lambda: mismatch
-        answers.append(("/readyz", health.ready()[1]))
+        me = Candidate("a/1", (), None, "reg/er", 1, "uid-a")
+        for leader in (
+            Candidate("b/1", ("shop",), None, "reg/er", 1, "uid-a"),  # another scope
+            Candidate("b/1", (), None, "other/er", 1, "uid-a"),  # another installation
+            Candidate("b/1", (), None, "reg/er", 1, "uid-b"),  # another cluster
+            None,  # a value no etcd-registrar wrote
+        ):
+            refusal = judge(me, leader).reason
+            health.misconfigured = lambda: refusal  # noqa: B023 - called at once
+            answers.append(("/readyz", health.ready()[1]))
         return answers
     finally:
         loop.close()
@@ -347,7 +354,7 @@ def test_troubleshooting_lists_every_probe_answer() -> None:
         for answer, probe, *_ in rows(section("troubleshooting.md", "Probe answers"))
     ]
     answers = probe_answers()
-    assert len({a for _, a in answers}) == 10
+    assert len({a for _, a in answers}) == 13
     for probe, answer in answers:
         matching = [d for d, where in documented if pattern(d).fullmatch(answer)]
         assert len(matching) == 1, f"{probe} {answer!r}: documented as {matching}"

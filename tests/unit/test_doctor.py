@@ -45,6 +45,7 @@ IN_SCOPE = [
                 *(f"{right} in all namespaces" for right in IN_SCOPE),
                 f"can list {CRDS} in the cluster",
                 f"can watch {CRDS} in the cluster",
+                "can get namespaces kube-system in the cluster",  # the cluster's identity
                 "can list namespaces in the cluster",  # the assigned ranges (tenancy)
                 "can watch namespaces in the cluster",
             ],
@@ -57,6 +58,7 @@ IN_SCOPE = [
                 *(f"{right} in web" for right in IN_SCOPE),
                 f"can list {CRDS} in the cluster",
                 f"can watch {CRDS} in the cluster",
+                "can get namespaces kube-system in the cluster",
                 "can list namespaces in the cluster",
                 "can watch namespaces in the cluster",
             ],

@@ -29,6 +29,7 @@ def test_a_record_we_wrote_names_its_pool() -> None:
     pool = read_record(record(GOOD), PREFIX)
     assert pool == Pool("shop", "goods", 10)
     assert (pool.namespace, pool.service, pool.ttl) == ("shop", "goods", 10)
+    assert read_record(record({**GOOD, "cluster": "uid-a"}), PREFIX) == pool  # names its cluster
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,7 @@ def test_a_record_we_wrote_names_its_pool() -> None:
         pytest.param(record({**GOOD, "ttl": True}), "ttl", id="bool-ttl"),
         pytest.param(record({**GOOD, "ttl": 1}), "ttl", id="ttl-below-min"),
         pytest.param(record({**GOOD, "ttl": 3601}), "ttl", id="ttl-above-max"),
+        pytest.param(record({**GOOD, "cluster": 1}), "cluster", id="cluster-int"),
     ],
 )
 def test_a_record_we_did_not_write_is_refused(kv: KV, error: str) -> None:

@@ -127,6 +127,12 @@ etcd-registrar doctor` and the `helm test` pod read the same ones. */}}
   value: {{ .Values.resync | quote }}
 - name: ETCD_REGISTRAR_OWNER_ID
   value: {{ include "etcd-registrar.ownerId" . | quote }}
+# A new configuration of this release (a higher revision) takes over from the old one;
+# another release with the same owner id is refused (high-availability.md).
+- name: ETCD_REGISTRAR_INSTALLATION
+  value: {{ printf "%s/%s" .Release.Namespace .Release.Name | quote }}
+- name: ETCD_REGISTRAR_CONFIG_GENERATION
+  value: {{ .Release.Revision | quote }}
 {{- with .Values.policy.allowedPrefixes }}
 - name: ETCD_REGISTRAR_ALLOWED_PREFIX
   value: {{ join "," . | quote }}
@@ -244,6 +250,11 @@ kopf also notices watched namespaces being created or deleted). */}}
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+# The cluster's identity (kube.py cluster_identity): the kube-system namespace, nothing else.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  resourceNames: ["kube-system"]
+  verbs: ["get"]
 {{- end }}
 
 {{/* Fail early on values that contradict each other (the schema checks each one alone). */}}
@@ -276,8 +287,31 @@ kopf also notices watched namespaces being created or deleted). */}}
 {{- end }}
 
 {{/*
-The owner id: the value, else <namespace>-<release>, so two releases never share one.
+The owner id: the value; else the one the installed Deployment already uses (an upgrade keeps
+its registry, whatever helm may read); else <namespace>-<release>-<cluster>, <cluster> the
+first 8 characters of the kube-system namespace's UID, so that the same release in two
+clusters sharing one etcd never shares one; else (helm template, or a helm user who may not
+read kube-system) <namespace>-<release>.
 */}}
 {{- define "etcd-registrar.ownerId" -}}
-{{- .Values.ownerId | default (printf "%s-%s" .Release.Namespace .Release.Name) | trunc 63 | trimSuffix "-" -}}
+{{- if .Values.ownerId }}
+{{- .Values.ownerId | trunc 63 | trimSuffix "-" -}}
+{{- else }}
+{{- $installed := "" }}
+{{- $deployment := lookup "apps/v1" "Deployment" .Release.Namespace (include "etcd-registrar.fullname" .) }}
+{{- range (dig "spec" "template" "spec" "containers" (list) $deployment) }}
+{{- range (get . "env" | default (list)) }}
+{{- if eq (get . "name") "ETCD_REGISTRAR_OWNER_ID" }}{{ $installed = get . "value" }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $base := printf "%s-%s" .Release.Namespace .Release.Name }}
+{{- $cluster := dig "metadata" "uid" "" (lookup "v1" "Namespace" "" "kube-system") | trunc 8 }}
+{{- if $installed }}
+{{- $installed -}}
+{{- else if $cluster }}
+{{- printf "%s-%s" ($base | trunc 54 | trimSuffix "-") $cluster -}}
+{{- else }}
+{{- $base | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+{{- end }}
 {{- end }}
