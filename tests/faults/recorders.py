@@ -106,7 +106,9 @@ class ConsumerRecorder:
         create = rpc.WatchCreateRequest(key=key, range_end=_range_end(key), prev_kv=True)
         while True:
             create.start_revision = revision
-            call: Any = self._etcd.member.watcher.Watch(metadata=REQUIRE_LEADER, wait_for_ready=True)
+            call: Any = self._etcd.member.watcher.Watch(
+                metadata=REQUIRE_LEADER, wait_for_ready=True
+            )
             try:
                 await call.write(rpc.WatchRequest(create_request=create))
                 async for response in call:

@@ -73,7 +73,9 @@ async def test_a_compaction_while_everyone_watches(members3: EtcdCluster) -> Non
         async with one_fault(members3.endpoints, "compaction"):
             for _ in range(4):
                 _, revision = await etcd.get_prefix("/")
-                await etcd.member.kv.Compact(rpc.CompactionRequest(revision=revision, physical=True))
+                await etcd.member.kv.Compact(
+                    rpc.CompactionRequest(revision=revision, physical=True)
+                )
                 await asyncio.sleep(0.5)
     finally:
         await etcd.close()
