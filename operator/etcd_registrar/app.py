@@ -32,6 +32,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
 from etcd_registrar.tenancy import ClaimPolicy
+from etcd_registrar.term import Term
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class App:
     claims: ClaimStore
     election: Election
     gates: Gates
+    term: Term
     servers: list[web.AppRunner] = field(default_factory=list)
     loops: list[Loop] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -67,12 +69,14 @@ class App:
         """Build the pipeline (Kubernetes client: `api`, else from the environment) for the
         cluster `cluster` (its identity, "" if unknown); nothing is connected or started yet."""
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
-        registry = Registry(etcd, owner=config.owner_id, cluster=cluster)
+        term = Term()  # a standby until elected
+        registry = Registry(etcd, term, owner=config.owner_id, cluster=cluster)
         kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
         controller = Controller(
             registry,
             kube,
             config.defaults(),
+            term,
             resync=config.resync,
             max_keys_per_namespace=config.max_keys_per_namespace,
             claims=ClaimPolicy(
@@ -89,12 +93,13 @@ class App:
             last_sweep=lambda: controller.last_sweep,
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
         )
-        claims = ClaimStore(registry.etcd, config.owner_id, cluster)
+        claims = ClaimStore(registry.etcd, term, config.owner_id, cluster)
         replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
         election = Election(registry.etcd, config.owner_id, config.candidate(replica, cluster))
         gates = Gates(
             controller,
             kube,
+            term,
             enabled=config.readiness_gate,
             dry_run=config.dry_run,
             etcd_reachable=lambda: health.etcd.reachable,
@@ -109,10 +114,10 @@ class App:
             claims,
             election,
             gates,
+            term,
         )
         controller.notify = gates.notify = app.events.post
         controller.repost = lambda current: app.events.repost([*current, *gates.warnings()])
-        gates.may_write = lambda: controller.leading  # only the leader patches pods
         controller.on_claim = claims.record
         health.misconfigured = lambda: election.misconfigured
         controller.etcd_reachable = lambda: health.etcd.reachable
@@ -142,10 +147,9 @@ class App:
         # Keepalives start before any pod handler runs: with many pods the first handler
         # may come later than a short lease lives.
         await self.registry.start()
-        self._deposed()  # a standby until elected
         self.election.on_elected = self._elected
         self.election.on_deposed = self._deposed
-        self.registry.on_fenced = self.election.step_down
+        self.tasks.append(asyncio.create_task(self._watch_term(), name="term"))
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
@@ -166,17 +170,23 @@ class App:
         self.tasks.append(asyncio.create_task(self._promote(fence), name="promote"))
 
     async def _promote(self, fence: Fence | None) -> None:
+        """Re-read what etcd holds, then lead, fenced by `fence` (None: a dry run, alone)."""
         try:
-            await self.registry.promote(fence)  # None: a dry run, leading alone
-            self.claims.lead(fence)
-            self.controller.promote()
+            await self.registry.take_over()
+            self.term.begin(fence)
+            self.controller.took_over()
         except Exception as exc:  # e.g. etcd gone mid-way: lead another time
             self.election.step_down(f"taking over failed: {exc}")
 
     def _deposed(self) -> None:
-        self.controller.demote()
-        self.registry.demote()
-        self.claims.demote()
+        self.term.end("another replica leads")
+
+    async def _watch_term(self) -> None:
+        """A write etcd refused as fenced ends the term: the election steps down too."""
+        while True:
+            await self.term.ended()
+            self.election.step_down(self.term.reason)
+            await self.term.began()
 
     async def _stand_by(self) -> None:
         """Keep alive the leases the leader grants, so a failover never expires a key."""
@@ -258,7 +268,7 @@ class App:
             meta = body.get("metadata") or {}
             logger.exception("pod %s/%s skipped", meta.get("namespace"), meta.get("name"))
             return
-        if self.controller.leading:  # one replica tells, not each
+        if self.term.leading:  # one replica tells, not each
             self.events.outcome(outcome)
         self.gates.outcome(body["metadata"]["uid"], outcome.committed)
 

@@ -15,10 +15,11 @@ import logging
 import re
 
 from etcd_registrar.candidacy import is_foreign, record_cluster
-from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, Fence, Fenced, PutOp
+from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, Fenced, PutOp
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.model import DNS_LABEL_PATTERN
 from etcd_registrar.supervisor import Backoff
+from etcd_registrar.term import Term
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +40,12 @@ def claim_record(owner: str, identity: str) -> str:
 
 
 class ClaimStore:
-    def __init__(self, etcd: Etcd, owner: str, cluster: str = "") -> None:
+    def __init__(self, etcd: Etcd, term: Term, owner: str, cluster: str = "") -> None:
         self.etcd, self.cluster = etcd, cluster
+        self.term = term  # only the leader records claims, fenced like its other writes
         self.prefix = claim_record(owner, "")
         self._pending: dict[str, str | None] = {}  # identity -> owner (None: released)
         self._wakeup = asyncio.Event()
-        # Only the leader records claims, fenced like its other writes (HA).
-        self.leading = True
-        self.fence: Fence | None = None
-
-    def lead(self, fence: Fence | None) -> None:
-        """Record claims from now on, fenced by `fence` (None: a dry run, leading alone)."""
-        self.leading, self.fence = True, fence
-        self._wakeup.set()
-
-    def demote(self) -> None:
-        """Another replica leads: it records the claims."""
-        self.leading, self.fence = False, None
 
     async def load(self) -> dict[str, str]:
         """The recorded owners (identity -> namespace); a record we did not write is skipped."""
@@ -78,15 +68,15 @@ class ClaimStore:
         backoff = Backoff(cap=5.0)
         while True:
             await self._wakeup.wait()
+            await self.term.began()  # recorded once this replica leads
             self._wakeup.clear()
-            if not self.leading:
-                continue  # recorded once this replica leads
             batch, self._pending = self._pending, {}
             try:
                 await self._write(batch)
                 backoff.reset()
-            except Fenced:  # deposed: kept for when this replica leads again
-                self.leading = False
+            except Fenced as exc:  # deposed: kept for when this replica leads again
+                self.term.end(f"etcd refused to record claims: {exc}")
+                self._wakeup.set()
                 self._pending = batch | self._pending  # newer records win
             except EtcdError as exc:
                 logger.warning("recording %d claims failed (%s); retrying", len(batch), exc)
@@ -108,5 +98,5 @@ class ClaimStore:
         ]
         for start in range(0, len(ops), CHUNK):
             chunk = ops[start : start + CHUNK]
-            if (await self.etcd.txn(chunk, self.fence)).dry_run:
+            if (await self.etcd.txn(chunk, self.term.fence())).dry_run:
                 logger.info("dry-run: would record %d claims", len(chunk))

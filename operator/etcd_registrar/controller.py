@@ -26,6 +26,7 @@ from etcd_registrar.source import Defaults, Endpoint, RegistrationId
 from etcd_registrar.status import Findings, StatusWriter
 from etcd_registrar.supervisor import Loop
 from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers
+from etcd_registrar.term import Term
 from etcd_registrar.writer import Write
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Controller:
         registry: Registry,
         kube: Kube,
         defaults: Defaults,
+        term: Term,
         *,
         resync: float = 30.0,
         max_keys_per_namespace: int = 10_000,
@@ -85,6 +87,8 @@ class Controller:
     ) -> None:
         self.registry = registry
         self.kube = kube
+        # Every replica keeps the desired state warm; only the leader plans and writes it.
+        self.term = term
         self.resync = resync
         self.state = DesiredState(
             defaults, max_keys_per_namespace=max_keys_per_namespace, claims=claims
@@ -105,12 +109,10 @@ class Controller:
         self.refused: dict[str, str] = {}  # key -> why etcd refused its write
         self.warned: dict[str, dict[str, str]] = {}  # key -> pod uid -> Warning posted
         self.untold: set[str] = set()  # pods whose problems changed while a standby
-        self.statuses = StatusWriter(self.state, kube, self._findings, lambda: self.leading)
+        self.statuses = StatusWriter(self.state, kube, self._findings, term)
         self.view_complete = asyncio.Event()
         self.resumed = asyncio.Event()  # claims and registrations known: pods may render
         self._sweep_now = asyncio.Event()
-        # Every replica keeps the desired state warm; only the leader plans and writes it.
-        self.leading = True
         self._expected: set[str] | None = None
         self._registration_seen: dict[RegistrationId, float] = {}
         self.loops: list[Loop] = []
@@ -132,7 +134,7 @@ class Controller:
             self.untold.discard(uid)
         if change is None:
             return Outcome()
-        if change.problems and not self.leading:
+        if change.problems and not self.term.leading:
             self.untold.add(uid)  # its Warning goes out when this replica leads
         return self._apply_pod(change, seen)
 
@@ -210,7 +212,7 @@ class Controller:
         """Apply a change found outside a pod event; its Warnings go to `notify`: the pods'
         new problems (the leader's), then what planning found."""
         self._record(change)
-        if self.leading and change.renewed:
+        if self.term.leading and change.renewed:
             self.notify(
                 [
                     Notice("Warning", "InvalidRegistration", message, self.state.pods[uid].ref)
@@ -225,7 +227,7 @@ class Controller:
 
     def _plan_and_submit(self, keys: set[str], seen: float | None = None) -> Submitted:
         """Plan `keys` and queue the changes."""
-        if not self.leading:
+        if not self.term.leading:
             return Submitted(_done(), [], 0)
         result = plan(keys, self.state.claims, self.registry.current_many(keys))
         warnings: dict[str, dict[str, str]] = {}
@@ -404,7 +406,7 @@ class Controller:
         for uid in known - live:
             if (change := self.state.forget(uid)) is not None:
                 self._apply_pod(change, time.monotonic())
-        if not self.leading:
+        if not self.term.leading:
             return 0  # a standby keeps its view warm; the leader repairs etcd
         await self.registry.refresh_view(self.state.claims.keys())
         keys = list(set(self.state.claims) | set(self.registry.held))
@@ -449,9 +451,9 @@ class Controller:
         for loop in self.loops:
             await loop.stop()
 
-    def promote(self) -> None:
-        """Lead: write what the warm view wants, now (a sweep, once the view is complete)."""
-        self.leading = True
+    def took_over(self) -> None:
+        """The term began: write what the warm view wants, now (a sweep, once the view is
+        complete)."""
         for identity, entry in self.state.tenancy.identities.items():
             if entry.owner is not None:
                 self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
@@ -459,9 +461,6 @@ class Controller:
         self.mark_all_dirty()
         if self.view_complete.is_set():
             self._sweep_now.set()
-
-    def demote(self) -> None:
-        self.leading = False
 
     def _untold_problems(self) -> list[Notice]:
         """The Warnings of the pods whose problems changed while this replica stood by and

@@ -38,6 +38,7 @@ from etcd_registrar.pacing import PacedQueue, TokenBucket
 from etcd_registrar.readiness import FINISHED, GATE
 from etcd_registrar.source import PodView
 from etcd_registrar.supervisor import Backoff
+from etcd_registrar.term import Term
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Gates:
         self,
         controller: Controller,
         kube: Kube,
+        term: Term,
         *,
         enabled: bool = True,
         dry_run: bool = False,
@@ -143,8 +145,7 @@ class Gates:
         self.controller, self.kube, self.enabled = controller, kube, enabled
         self.dry_run = dry_run  # log the patches instead of making them
         self.etcd_reachable = etcd_reachable
-        # Only the leader patches, where there are several replicas (HA sets this).
-        self.may_write: Callable[[], bool] = lambda: True
+        self.term = term  # only the leader patches, where there are several replicas
         self.notify: Callable[[list[Notice]], None] = lambda notices: None
         # The patches to make, coalesced per pod uid, by priority: True ones hold up
         # rollouts; False ones must land before the pod's containers are ready again;
@@ -172,7 +173,7 @@ class Gates:
             self._forget(uid)
             return
         if not self.enabled:
-            if uid not in self.warned and self.may_write():  # one replica tells, not each
+            if uid not in self.warned and self.term.leading:  # one replica tells, not each
                 self.warned.add(uid)
                 self.notify([_disabled(pod)])
             return
@@ -231,7 +232,7 @@ class Gates:
 
     async def _next(self) -> str:
         """The pod to patch next, once this replica may write and the rate allows it."""
-        uid, _ = await self.queue.next(self.may_write)
+        uid, _ = await self.queue.next(lambda: self.term.leading)
         return uid
 
     async def _patch(self, uid: str) -> bool:

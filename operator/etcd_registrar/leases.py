@@ -38,6 +38,7 @@ from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.model import TTL_MAX, TTL_MIN
 from etcd_registrar.plan import Pool
 from etcd_registrar.supervisor import Backoff
+from etcd_registrar.term import Term
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,8 @@ def _record(pool: Pool, cluster: str) -> str:
 
 
 class LeasePool:
-    """The leases of one owner. Leadership is the registry's: `fence` gives the fence a write
-    goes with (raising Fenced when this replica does not lead), `leading` whether it leads;
-    `on_lost` hears of each lease etcd no longer has."""
+    """The leases of one owner. Records are written and leases retired under `term` (only
+    while this replica leads); `on_lost` hears of each lease etcd no longer has."""
 
     def __init__(
         self,
@@ -102,15 +102,14 @@ class LeasePool:
         owner: str,
         *,
         keys_per_lease: int,
-        fence: Callable[[], Fence | None],
-        leading: Callable[[], bool],
+        term: Term,
         on_lost: Callable[[Lease], None],
         cluster: str = "",
     ) -> None:
         self.etcd, self.cluster = etcd, cluster
         self.prefix = lease_records(owner)
         self.keys_per_lease = keys_per_lease
-        self.fence, self.leading, self.on_lost = fence, leading, on_lost
+        self.term, self.on_lost = term, on_lost
         self.by_id: dict[int, Lease] = {}
         self._revokes: set[asyncio.Task[None]] = set()
 
@@ -135,9 +134,10 @@ class LeasePool:
         return lease_id
 
     async def _grant(self, pool: Pool) -> int:
+        fence = self.term.fence()  # a replica that does not lead grants nothing
         lease_id = await self.etcd.grant(pool.ttl)
         record = _record(pool, self.cluster)
-        await self.etcd.put(f"{self.prefix}{lease_id:x}", record, lease_id, self.fence())
+        await self.etcd.put(f"{self.prefix}{lease_id:x}", record, lease_id, fence)
         self.by_id[lease_id] = Lease(lease_id, pool, set(), time.monotonic() + pool.ttl / 3)
         metrics.leases.set(len(self.by_id))
         logger.info(
@@ -259,7 +259,7 @@ class LeasePool:
         if lease.keys:
             lease.empty_since = None
             return
-        fence = self.fence()  # this term's, taken now: a later term decides for itself
+        fence = self.term.fence()  # this term's, taken now: a later term decides for itself
         self.by_id.pop(lease.id, None)
         metrics.leases.set(len(self.by_id))
         revoke = asyncio.create_task(self._revoke(lease, fence))  # off the keepalive loop
@@ -316,7 +316,7 @@ class LeasePool:
                 if (
                     lease.empty_since is not None
                     and now - lease.empty_since > EMPTY_LEASE_GRACE
-                    and self.leading()
+                    and self.term.leading
                 ):
                     self._retire(lease)
                 elif lease.next_refresh <= now:

@@ -26,6 +26,7 @@ from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
+from etcd_registrar.term import Term
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +60,23 @@ class Plan:
 async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
     """Read, plan and record one leader's pass; raises EtcdError if etcd cannot be read."""
     etcd = DryRunEtcd(settings.etcd())
-    registry = Registry(etcd, owner=settings.owner_id)
+    term = Term.alone()
+    registry = Registry(etcd, term, owner=settings.owner_id)
     kube = Kube(api, settings.namespace, settings.pod_selector)
     controller = Controller(
-        registry, kube, settings.defaults(), max_keys_per_namespace=settings.max_keys_per_namespace
+        registry,
+        kube,
+        settings.defaults(),
+        term,
+        max_keys_per_namespace=settings.max_keys_per_namespace,
     )
     try:
         await etcd.ping(registry.owner_prefix)  # fail now, not in the start-up's retry loop
         await registry.start()
-        # Leads alone, as a dry run does, from before the first pod: a promotion re-reads
+        # Leads alone, as a dry run does, from before the first pod: a take-over re-reads
         # the leases, and the overlay's own (negative ids) are not records etcd would hold.
-        await registry.promote(None)
-        claims = await ClaimStore(etcd, settings.owner_id).load()
+        await registry.take_over()
+        claims = await ClaimStore(etcd, term, settings.owner_id).load()
         controller.resume(claims, await kube.list_registrations())
 
         def render(kind: str | None, body: Mapping[str, Any]) -> None:

@@ -26,7 +26,6 @@ from etcd_registrar.etcd import (
     DeleteOp,
     Etcd,
     EtcdError,
-    Fence,
     Fenced,
     LeaseNotFound,
     Op,
@@ -37,6 +36,7 @@ from etcd_registrar.leases import Lease, LeasePool
 from etcd_registrar.plan import Current, Pool, pool_of
 from etcd_registrar.source import Endpoint
 from etcd_registrar.supervisor import Backoff, Loop
+from etcd_registrar.term import Term
 from etcd_registrar.writer import Write, WriteQueue
 
 logger = logging.getLogger(__name__)
@@ -56,30 +56,26 @@ class Registry:
     def __init__(
         self,
         etcd: Etcd,
+        term: Term,
         *,
         owner: str = "default",
         keys_per_lease: int = 1000,
         on_lease_lost: Callable[[set[str]], None] = lambda keys: None,
         cluster: str = "",
     ) -> None:
-        self.etcd = etcd
+        self.etcd, self.term = etcd, term  # only the leader writes, fenced by its term
         self.on_lease_lost = on_lease_lost
         # Keys another writer holds that a pod wants (not overwritten), and writes etcd
         # refused: the controller re-plans both and reports them on the pods.
         self.on_taken: Callable[[set[str]], None] = lambda keys: None
         self.on_refused: Callable[[Write, str], None] = lambda write, reason: None
-        # Only a leader writes (HA), fenced by its leader key; a registry on its own leads.
-        self.leading = True
-        self.fence: Fence | None = None
-        self.on_fenced: Callable[[str], None] = lambda reason: None
         self.held: dict[str, Held] = {}
         self.foreign: dict[str, str] = {}  # key -> value another writer holds there
         self.leases = LeasePool(
             etcd,
             owner,
             keys_per_lease=keys_per_lease,
-            fence=self._write_fence,
-            leading=lambda: self.leading,
+            term=term,
             on_lost=self._lease_lost,
             cluster=cluster,
         )
@@ -111,20 +107,13 @@ class Registry:
             await loop.stop()
         await self.etcd.close()
 
-    async def promote(self, fence: Fence | None) -> None:
-        """This replica leads now: write, fenced by `fence` (None: leads alone), from here on.
-        First read what etcd holds, after the election: the leases recorded now (another
-        leader may have granted or retired some since this registry last read), and the
-        keys on them."""
+    async def take_over(self) -> None:
+        """Before this replica's term begins: read what etcd holds after the election, the
+        leases recorded now (another leader may have granted or retired some since this
+        registry last read), and the keys on them."""
         self.held.clear()
         self.foreign.clear()
         await self._adopt()
-        self.fence, self.leading = fence, True
-
-    def demote(self) -> None:
-        """Another replica leads: write nothing more (queued writes are its to make now)."""
-        self.fence, self.leading = None, False
-        self.writes.drop_pending()
 
     async def follow(self) -> None:
         """Standby: keep alive every lease the leader recorded, so no key lapses while any
@@ -139,12 +128,6 @@ class Registry:
         self.leases.keep(self.held.keys())
         if self.leases.by_id:
             logger.info("adopted %d leases holding %d keys", len(self.leases.by_id), len(self.held))
-
-    def _write_fence(self) -> Fence | None:
-        """The fence a write goes with; Fenced if this replica does not lead."""
-        if not self.leading:
-            raise Fenced("this replica does not lead")
-        return self.fence
 
     # --- the view the planner reads ---------------------------------------------------------
 
@@ -186,6 +169,10 @@ class Registry:
         A batch etcd refuses as a whole is split until the refused write stands alone: one
         bad key (a prefix the etcd role may not write, an oversized value) fails only itself,
         never the 127 batched with it."""
+        if not self.term.leading:  # another replica leads: queued writes are its to make
+            self.writes.requeue(batch)
+            self.writes.drop_pending()
+            return False
         error: Exception
         try:
             ops = [await self._op_for(write) for write in batch]
@@ -197,8 +184,8 @@ class Registry:
         except Fenced as exc:  # another replica leads: its writes, not ours, are the truth
             metrics.fenced_writes.inc()
             self._requeue(batch)
-            self.demote()
-            self.on_fenced(f"etcd refused a write: {exc}")
+            self.writes.drop_pending()
+            self.term.end(f"etcd refused a write: {exc}")
             return False
         except EtcdError as exc:
             if exc.retryable:
@@ -233,7 +220,7 @@ class Registry:
     async def _commit(self, ops: list[Op]) -> TxnResult:
         if not ops:
             return TxnResult(0, {})
-        result = await self.etcd.txn(ops, self._write_fence())
+        result = await self.etcd.txn(ops, self.term.fence())
         metrics.txn_ops.observe(len(ops))
         return result
 

@@ -18,6 +18,7 @@ from etcd_registrar.desired import DesiredState
 from etcd_registrar.kube import Kube
 from etcd_registrar.plan import Conflict
 from etcd_registrar.source import Registration, RegistrationId, ServiceId
+from etcd_registrar.term import Term
 
 logger = logging.getLogger(__name__)
 
@@ -139,16 +140,16 @@ def registration_status(
 
 
 class StatusWriter:
-    """Patches the status of the registrations marked dirty, while `leading()`."""
+    """Patches the status of the registrations marked dirty, while this replica leads."""
 
     def __init__(
         self,
         state: DesiredState,
         kube: Kube,
         findings: Callable[[], Findings],
-        leading: Callable[[], bool],
+        term: Term,
     ) -> None:
-        self.state, self.kube, self.findings, self.leading = state, kube, findings, leading
+        self.state, self.kube, self.findings, self.term = state, kube, findings, term
         self.dirty: set[RegistrationId] = set()
         self.sent: dict[RegistrationId, dict[str, Any]] = {}  # the status each one has
 
@@ -174,7 +175,7 @@ class StatusWriter:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if not self.leading():
+            if not self.term.leading:
                 continue  # the leader writes statuses; ours stay dirty for when we lead
             dirty, self.dirty = self.dirty, set()
             for ident in dirty:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.registry import Registry
+from etcd_registrar.term import Term
 from tests.aio import eventually
 from tests.faults.checker import Report, Want, Window, check
 from tests.faults.recorders import ConsumerRecorder
@@ -96,7 +97,7 @@ async def churning(
     """A registry and a consumer on etcd, the pods churning for the block (which causes the
     faults); then churn stops, every pod goes away, and `run.report` is the judgement."""
     config = EtcdConfig(endpoints=tuple(registry_endpoints), timeout=2)
-    registry = Registry(Etcd(config), owner=OWNER)
+    registry = Registry(Etcd(config), Term.alone(), owner=OWNER)
     pods = Pods(registry, ttl)
     with ConsumerRecorder(consumer_endpoints, [PREFIX]) as consumer:
         await registry.start()

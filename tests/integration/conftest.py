@@ -16,6 +16,7 @@ from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
+from etcd_registrar.term import Term
 from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port
 
 OWNER = "t"  # the owner id of the registries under test
@@ -42,7 +43,9 @@ def etcd_cluster(etcd_bin: str | None) -> Iterator[EtcdCluster]:
 @pytest.fixture
 async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
     """A started registry on `etcd_server`, closed (not revoked) afterwards."""
-    reg = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), owner=OWNER)
+    reg = Registry(
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), Term.alone(), owner=OWNER
+    )
     await reg.start()
     yield reg
     await reg.close()
@@ -59,10 +62,12 @@ async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
 @pytest.fixture
 async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
     """A controller on a running registry of a private etcd."""
-    registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="c")
+    registry = Registry(
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner="c"
+    )
     await registry.start()
     # The sweep and status loops are not started: they are the only users of the API client.
-    yield Controller(registry, Kube(ApiClient()), Defaults())
+    yield Controller(registry, Kube(ApiClient()), Defaults(), registry.term)
     await registry.close()
 
 

@@ -18,6 +18,7 @@ from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
+from etcd_registrar.term import Term
 from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.unit.builders import opt_in, pod_body, registration_body
@@ -133,10 +134,12 @@ async def test_refused_and_taken_keys_are_forgotten_with_the_pods_that_wanted_th
     with SmallRequests() as server:
         server.start()
         config = EtcdConfig(endpoints=(server.endpoint,))
-        registry, other = Registry(Etcd(config), owner="c"), Etcd(config)
+        registry, other = Registry(Etcd(config), Term.alone(), owner="c"), Etcd(config)
         await registry.start()
         try:
-            controller = Controller(registry, Kube(ApiClient()), Defaults(format="json"))
+            controller = Controller(
+                registry, Kube(ApiClient()), Defaults(format="json"), registry.term
+            )
             await other.put("/services/goods/goods-taken", "another writer's")
             big = opt_in(metadata={"blob": "x" * 3000})  # under --max-value-bytes
             for name, annotations in (("goods-big", big), ("goods-taken", opt_in())):
@@ -205,7 +208,7 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
 ) -> None:
     """A recorded claim stands; a range without a record goes to the namespace whose keys
     it already holds (an operator upgraded from a version without claims)."""
-    store = ClaimStore(controller.registry.etcd, "c")
+    store = ClaimStore(controller.registry.etcd, controller.term, "c")
     controller.on_claim = store.record
     running = asyncio.create_task(store.run())
     try:
@@ -217,7 +220,7 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
     finally:
         running.cancel()
 
-    successor = Controller(controller.registry, Kube(ApiClient()), Defaults())
+    successor = Controller(controller.registry, Kube(ApiClient()), Defaults(), controller.term)
     successor.resume({"/services/other/": "team-c"}, [])
     assert successor.state.tenancy.owner("/services/other/") == "team-c"
     assert successor.state.tenancy.owner("/services/pay/") == "team-b"  # derived from the held key
@@ -228,7 +231,7 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
 async def test_a_forged_claim_record_is_skipped(etcd_server: EtcdServer) -> None:
     etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
     try:
-        store = ClaimStore(etcd, "c")
+        store = ClaimStore(etcd, Term.alone(), "c")
         await etcd.put(store.prefix + "/services/a/", '{"namespace": "team-b"}')
         await etcd.put(store.prefix + "/services/b/", '{"namespace": "../x"}')
         await etcd.put(store.prefix + "/services/c/", "[" * 3000)
@@ -245,7 +248,7 @@ async def test_a_standby_that_takes_over_tells_the_problems_it_saw(
     nor of a pod that is gone."""
     posted: list[Notice] = []
     controller.notify = posted.extend
-    controller.demote()
+    controller.term.end("a standby")
     bad = {"etcd-registrar.io/service": "goods", "etcd-registrar.io/port": "nope"}
     controller.on_pod(None, pod_body(name="bad", annotations=bad))
     controller.on_pod(None, pod_body(name="fixed", annotations=bad))
@@ -253,12 +256,13 @@ async def test_a_standby_that_takes_over_tells_the_problems_it_saw(
     controller.on_pod(None, pod_body(name="gone", annotations=bad))
     controller.on_pod("DELETED", pod_body(name="gone", annotations=bad))
     assert posted == []
-    controller.promote()
+    controller.term.begin(None)
+    controller.took_over()
     assert [(n.reason, n.pod["metadata"]["name"]) for n in posted] == [
         ("InvalidRegistration", "bad")
     ]
     assert "nope" in posted[0].message
-    controller.promote()  # told once
+    controller.took_over()  # told once
     assert len(posted) == 1
 
 
@@ -268,20 +272,20 @@ async def test_a_claim_batch_refused_by_the_fence_is_written_when_leading_again(
     """R2-9: a deposed leader's fenced claim writes are kept, not dropped, and land once it
     leads again (a dropped release would come back at the next restart)."""
     etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
-    store = ClaimStore(etcd, "c")
+    store = ClaimStore(etcd, Term(), "c")
     running = asyncio.create_task(store.run())
     try:
         first = await etcd.grant(10)
         won, held = await etcd.campaign("/etcd-registrar/c/leader", "{}", first)
         assert won and held is not None
-        store.lead(Fence("/etcd-registrar/c/leader", held.create_revision))
+        store.term.begin(Fence("/etcd-registrar/c/leader", held.create_revision))
         await etcd.revoke(first)  # deposed: the leader key is gone
         store.record("/services/pay/", "team-b")
-        await eventually(lambda: not store.leading, 5, "the fenced write noticed")
+        await eventually(lambda: not store.term.leading, 5, "the fenced write noticed")
         second = await etcd.grant(10)
         won, held = await etcd.campaign("/etcd-registrar/c/leader", "{}", second)
         assert won and held is not None
-        store.lead(Fence("/etcd-registrar/c/leader", held.create_revision))
+        store.term.begin(Fence("/etcd-registrar/c/leader", held.create_revision))
         await eventually(store.load, 5, "the kept claim written")
         assert await store.load() == {"/services/pay/": "team-b"}
     finally:

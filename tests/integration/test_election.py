@@ -20,6 +20,7 @@ from etcd_registrar.election import Election
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.registry import Registry
 from etcd_registrar.supervisor import Loop
+from etcd_registrar.term import Term
 from tests.aio import eventually, holds
 from tests.harness import EtcdServer
 from tests.integration.test_registry import endpoints
@@ -85,16 +86,14 @@ async def test_a_deposed_leaders_writes_are_refused_by_etcd(
 ) -> None:
     """The old leader still believes it leads (its process was frozen past its lease); its
     fence no longer matches the leader key, so etcd applies none of its writes."""
-    stale = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="ha")
+    stale = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term(), owner="ha")
     await stale.start()
-    fenced: list[str] = []
-    stale.on_fenced = fenced.append
     try:
         old = candidate(etcd, "old")
         lease = await etcd.grant(2)
         won, holder = await etcd.campaign(old.key, '{"id": "old"}', lease)
         assert won and holder is not None
-        stale.fence = Fence(old.key, holder.create_revision)
+        stale.term.begin(Fence(old.key, holder.create_revision))
         first = endpoints(2)
         await stale.submit(first[:1], [])
         await etcd.revoke(lease)  # the old leader's lease lapsed while it was frozen
@@ -105,8 +104,8 @@ async def test_a_deposed_leaders_writes_are_refused_by_etcd(
             await stale.submit(first[1:], [first[0].key])
             keys = {kv.key for kv in (await etcd.get_prefix("/services/"))[0]}
             assert keys == {first[0].key}  # neither the put nor the delete applied
-            assert fenced and "refused" in fenced[0]
-            assert not stale.leading
+            assert not stale.term.leading
+            assert "refused" in stale.term.reason
         finally:
             await loop.stop()
     finally:
@@ -120,7 +119,7 @@ async def frozen_leader(etcd: Etcd, stale: Registry) -> int:
     lease = await etcd.grant(2)
     won, holder = await etcd.campaign("/etcd-registrar/ha/leader", '{"id": "old"}', lease)
     assert won and holder is not None
-    stale.fence = Fence(holder.key, holder.create_revision)
+    stale.term.begin(Fence(holder.key, holder.create_revision))
     return lease
 
 
@@ -141,7 +140,7 @@ async def test_a_deposed_leaders_lease_retire_spares_the_new_leaders_keys(
     adopted it and put a key of a ready pod on it. The retire is fenced: the key survives."""
     monkeypatch.setattr(leases_module, "EMPTY_LEASE_GRACE", 2.0)
     cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
-    old, new = Registry(Etcd(cfg), owner="ha"), Registry(Etcd(cfg), owner="ha")
+    old, new = Registry(Etcd(cfg), Term(), owner="ha"), Registry(Etcd(cfg), Term(), owner="ha")
     await old.start()
     loops: list[Loop] = []
     try:
@@ -154,7 +153,8 @@ async def test_a_deposed_leaders_lease_retire_spares_the_new_leaders_keys(
         await etcd.revoke(election_lease)  # frozen past its election lease: a new leader
         fence = await elect(etcd_server, loops)
         await new.start()
-        await new.promote(fence)  # adopts the live, empty lease
+        await new.take_over()  # adopts the live, empty lease
+        new.term.begin(fence)
         await new.submit([b], [])
         assert new.held[b.key].lease == lease  # the new leader's key on that lease
         before = fenced()
@@ -180,14 +180,15 @@ async def test_a_deposed_leader_destroys_nothing(
     etcd refuses every one: the new leader's registry is left as it was."""
     monkeypatch.setattr(leases_module, "EMPTY_LEASE_GRACE", 0.5)
     cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
-    stale = Registry(Etcd(cfg), owner="ha")
+    stale = Registry(Etcd(cfg), Term(), owner="ha")
     await stale.start()
-    claims = ClaimStore(stale.etcd, "ha")
+    # The claim store learns of the loss on its own: the registry still believes it leads.
+    claims = ClaimStore(stale.etcd, Term(), "ha")
     loops = [Loop("claims", claims.run).start()]
     try:
         election_lease = await frozen_leader(etcd, stale)
-        old_fence = stale.fence
-        claims.lead(old_fence)
+        old_fence = stale.term.fence()
+        claims.term.begin(old_fence)
         a, b = endpoints(1)[0], endpoints(1, service="other")[0]
         await stale.submit([a, b], [])
         claims.record("/services/goods/", "shop")
@@ -203,7 +204,7 @@ async def test_a_deposed_leader_destroys_nothing(
         stale.leases.free(lease, b.key)  # it believes the lease empty: retired after the grace
         await eventually(lambda: fenced() > refused, 5, "the stale leader's retire refused")
         claims.record("/services/goods/", None)  # a release
-        await eventually(lambda: not claims.leading, 5, "the claim store fenced")
+        await eventually(lambda: not claims.term.leading, 5, "the claim store fenced")
         await stale.submit([], [a.key])  # a delete
         old_election = candidate(stale.etcd, "old")
         old_election.fence = old_fence
@@ -214,7 +215,7 @@ async def test_a_deposed_leader_destroys_nothing(
 
         await holds(unchanged, 1.5, "a deposed leader deleted keys")
         assert (await etcd.time_to_live(lease)).alive
-        assert not stale.leading
+        assert not stale.term.leading
     finally:
         for loop in loops:
             await loop.stop()
@@ -305,13 +306,15 @@ async def test_a_second_cluster_with_the_same_owner_id_never_leads(
     not lead even while the first has no leader key, as long as the first's records live.
     Once they are gone (the first cluster is gone), it leads: nothing latches."""
     cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
-    first = Registry(Etcd(cfg), owner="ha", cluster="uid-a")
+    first = Registry(Etcd(cfg), Term(), owner="ha", cluster="uid-a")
     await first.start()
-    second = Registry(Etcd(cfg), owner="ha", cluster="uid-b")
+    second = Registry(Etcd(cfg), Term(), owner="ha", cluster="uid-b")
     ours, theirs = candidate(etcd, "a", cluster="uid-a"), candidate(etcd, "b", cluster="uid-b")
     loops = [Loop("a", ours.run).start()]
     try:
-        await first.promote(await eventually(lambda: ours.fence, 5, "a leads"))
+        fence = await eventually(lambda: ours.fence, 5, "a leads")
+        await first.take_over()
+        first.term.begin(fence)
         (key,) = endpoints(1)
         await first.submit([key], [])
         lease = first.held[key.key].lease

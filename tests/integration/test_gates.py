@@ -111,7 +111,7 @@ async def test_a_namespace_flapping_many_gated_pods_delays_anothers_patch_by_a_t
 ) -> None:
     """R2-7: 1,000 gated pods of one namespace queued for a patch, then one of another
     namespace: that one is patched second, not after the thousand."""
-    gates = Gates(controller, controller.kube)
+    gates = Gates(controller, controller.kube, controller.term)
     bad = opt_in("goods", port="nope")
     flood = [gated(name=f"bad-{i}", namespace="flood", annotations=bad) for i in range(1000)]
     mine = gated(name="mine", namespace="quiet", ready=False)

@@ -19,6 +19,7 @@ from etcd_registrar.config import Settings
 from etcd_registrar.dryrun import DryRunEtcd
 from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, PutOp
 from etcd_registrar.registry import Registry
+from etcd_registrar.term import Term
 from tests.aio import eventually
 from tests.harness import EtcdServer, free_port
 from tests.unit.builders import endpoint
@@ -78,7 +79,7 @@ async def test_every_etcd_request_is_timed_and_failures_counted_by_operation(
 async def test_dry_run_writes_nothing_and_logs_each_write_once(
     etcd_server: EtcdServer, reader: Etcd, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))))
+    registry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone())
     await registry.start()
     wanted = [endpoint(f"/services/goods/goods-{i}", pod=f"goods-{i}") for i in range(3)]
     try:
@@ -109,10 +110,14 @@ async def test_dry_run_never_keeps_a_live_operators_leases_alive(
     """A dry run with the same owner id adopts the leases (to diff against reality), but a
     keepalive is a write: once the real operator is gone, the keys must expire."""
     ttl = 2
-    live = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared")
+    live = Registry(
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner="shared"
+    )
     await live.start()
     await live.submit([endpoint("/services/goods/goods-a", ttl=ttl)], [])
-    dry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="shared")
+    dry = Registry(
+        DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner="shared"
+    )
     await dry.start()
     try:
         assert set(dry.held) == {"/services/goods/goods-a"}  # adopted
@@ -190,7 +195,7 @@ async def test_a_dry_run_operator_leads_alone_and_only_records_its_writes(
     app = App.create(settings, unreachable_api)
     await app.start()
     try:
-        await eventually(lambda: app.registry.leading, 5, "the dry run's registry leads")
+        await eventually(lambda: app.term.leading, 5, "the dry run's registry leads")
         wanted = endpoint("/services/goods/goods-a")
         await asyncio.wait_for(app.registry.submit([wanted], []), 5)
         assert app.registry.held.keys() == {wanted.key}

@@ -12,6 +12,7 @@ from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, Fence, Op, TxnResul
 from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
+from etcd_registrar.term import Term
 from tests.harness import EtcdCluster, EtcdServer, wait_for
 from tests.integration.conftest import OWNER
 
@@ -191,7 +192,9 @@ async def test_restarted_registry_adopts_leases(
     revisions = {kv.key: kv.mod_revision for kv in (await reader.get_prefix("/services/"))[0]}
     await registry.close()  # a clean stop must leave the keys in place
     assert await has_keys(reader, wanted)()
-    successor = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner=OWNER)
+    successor = Registry(
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner=OWNER
+    )
     await successor.start()
     try:
         assert set(successor.held) == set(revisions)
@@ -242,7 +245,9 @@ async def test_writes_and_leases_move_off_a_failed_member(
     operator must go on through the other members."""
     failed, healthy, _ = etcd_cluster.members  # the first endpoint: a pick_first client's
     registry = Registry(
-        Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2)), owner=OWNER
+        Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2)),
+        Term.alone(),
+        owner=OWNER,
     )
     reader = Etcd(EtcdConfig(endpoints=(healthy.endpoint,), timeout=2))
     # Longer than TTL: renewals sent to the cut member are lost until it sees it has no

@@ -16,6 +16,7 @@ import pytest
 from etcd_registrar.etcd import Etcd, EtcdConfig, LeaseInfo
 from etcd_registrar.leases import lease_records
 from etcd_registrar.registry import Registry
+from etcd_registrar.term import Term
 from etcd_registrar.writer import Write
 from tests.aio import eventually
 from tests.harness import EtcdServer
@@ -105,7 +106,9 @@ async def test_adoption_trusts_no_record(
         lease = await reader.grant(10)
         key = f"{prefix}{lease:x}" if name != "extra-field" else f"{prefix}{name}"
         await reader.put(key, value, lease)
-    successor = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner=OWNER)
+    successor = Registry(
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner=OWNER
+    )
     await asyncio.wait_for(successor.start(), 10)
     try:
         assert set(successor.held) == {e.key for e in wanted}
@@ -161,7 +164,7 @@ async def test_a_value_that_is_not_utf8_breaks_no_read(
 def test_ls_lists_the_good_records_and_names_the_bad(etcd_server: EtcdServer) -> None:
     async def setup() -> None:
         etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
-        registry = Registry(etcd, owner=OWNER)
+        registry = Registry(etcd, Term.alone(), owner=OWNER)
         await registry.start()
         await registry.submit(endpoints(1), [])
         await registry.close()
@@ -188,7 +191,9 @@ def test_ls_of_an_owner_id_holding_nothing_lists_the_owner_ids_present(
     `default`, the chart's is another: say which ones hold something, not an empty table."""
 
     async def setup() -> None:
-        registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner=OWNER)
+        registry = Registry(
+            Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner=OWNER
+        )
         await registry.start()
         await registry.submit(endpoints(1), [])
         await registry.close()

@@ -24,6 +24,7 @@ from etcd_registrar.doctor import Report, _etcd_checks
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence, Op, TxnResult
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.registry import Registry
+from etcd_registrar.term import Term
 from tests.aio import eventually
 from tests.harness import TlsEtcdServer, built_etcd_path
 from tests.integration.test_registry import endpoints
@@ -101,7 +102,7 @@ def config(settings: Settings) -> EtcdConfig:
 
 @pytest.fixture
 async def registry(config: EtcdConfig) -> AsyncIterator[Registry]:
-    reg = Registry(Etcd(config), owner=OWNER)
+    reg = Registry(Etcd(config), Term.alone(), owner=OWNER)
     await reg.start()
     yield reg
     await reg.close()

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from etcd_registrar.etcd import KV, Etcd, EtcdConfig, Fence
+from etcd_registrar.etcd import KV, Etcd, EtcdConfig
 from etcd_registrar.leases import Lease, LeasePool, lease_records, owner_keys, read_record
 from etcd_registrar.plan import Pool
+from etcd_registrar.term import Term
 
 PREFIX = lease_records("t")
 LEASE = 0x1F
@@ -65,15 +66,11 @@ GOODS, CARTS = Pool("shop", "goods", 10), Pool("shop", "carts", 10)
 
 
 def pool_of_leases(*leases: Lease, keys_per_lease: int = 2) -> LeasePool:
-    def no_fence() -> Fence | None:
-        raise AssertionError("nothing is granted in these tests")
-
     pool = LeasePool(
         Etcd(EtcdConfig()),  # never connected
         "t",
         keys_per_lease=keys_per_lease,
-        fence=no_fence,
-        leading=lambda: True,
+        term=Term.alone(),
         on_lost=lambda lease: None,
     )
     pool.by_id = {lease.id: lease for lease in leases}
