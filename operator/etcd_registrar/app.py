@@ -27,6 +27,7 @@ from etcd_registrar.events import EventPoster
 from etcd_registrar.gates import Gates
 from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, probe_routes, serve
 from etcd_registrar.kube import Kube, load_config
+from etcd_registrar.leases import lease_records
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import ServiceId
@@ -70,59 +71,65 @@ class App:
         cluster `cluster` (its identity, "" if unknown); nothing is connected or started yet."""
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         term = Term()  # a standby until elected
-        registry = Registry(etcd, term, owner=config.owner_id, cluster=cluster)
         kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
+        events = EventPoster(kube)
+        etcd_check = EtcdCheck(
+            lambda: etcd.ping(lease_records(config.owner_id)), timeout=config.etcd_timeout
+        )
+        claims = ClaimStore(etcd, term, config.owner_id, cluster)
         controller = Controller(
-            registry,
+            etcd,
             kube,
             config.defaults(),
             term,
+            events=events,
+            claims=claims,
+            etcd_check=etcd_check,
+            owner=config.owner_id,
+            cluster=cluster,
             resync=config.resync,
             max_keys_per_namespace=config.max_keys_per_namespace,
-            claims=ClaimPolicy(
+            policy=ClaimPolicy(
                 max_per_namespace=config.max_claims_per_namespace,
                 assigned_only=config.claims == "assigned",
             ),
+            readiness_gate=config.readiness_gate,
         )
-        etcd_check = EtcdCheck(
-            lambda: registry.etcd.ping(registry.owner_prefix), timeout=config.etcd_timeout
+        gates = Gates(
+            controller,
+            kube,
+            term,
+            events=events,
+            etcd_check=etcd_check,
+            enabled=config.readiness_gate,
+            dry_run=config.dry_run,
+        )
+        replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
+        election = Election(
+            etcd,
+            config.owner_id,
+            config.candidate(replica, cluster),
+            Succession(controller.registry, term, controller),
         )
         health = Health(
             etcd_check,
             view_complete=controller.view_complete.is_set,
             last_sweep=lambda: controller.last_sweep,
             sweep_deadline=SWEEP_DEADLINE_RESYNCS * config.resync + SWEEP_DEADLINE_SLACK,
+            misconfigured=lambda: election.misconfigured,
         )
-        claims = ClaimStore(registry.etcd, term, config.owner_id, cluster)
-        replica = f"{socket.gethostname()}/{os.getpid()}"  # a pod's host name is its name
-        election = Election(registry.etcd, config.owner_id, config.candidate(replica, cluster))
-        gates = Gates(
-            controller,
-            kube,
-            term,
-            enabled=config.readiness_gate,
-            dry_run=config.dry_run,
-            etcd_reachable=lambda: health.etcd.reachable,
-        )
-        app = cls(
+        return cls(
             config,
-            registry,
+            controller.registry,
             controller,
             health,
             PodWatcher(kube),
-            EventPoster(kube),
+            events,
             claims,
             election,
             gates,
             term,
         )
-        controller.notify = gates.notify = app.events.post
-        controller.repost = lambda current: app.events.repost([*current, *gates.warnings()])
-        controller.on_claim = claims.record
-        health.misconfigured = lambda: election.misconfigured
-        controller.etcd_reachable = lambda: health.etcd.reachable
-        health.etcd.on_change = controller.mark_all_dirty  # Ready's reason follows etcd
-        return app
 
     async def start(self) -> None:
         """Serve probes, adopt the leases, learn the registrations, then follow the pods.
@@ -147,8 +154,6 @@ class App:
         # Keepalives start before any pod handler runs: with many pods the first handler
         # may come later than a short lease lives.
         await self.registry.start()
-        self.election.on_elected = self._elected
-        self.election.on_deposed = self._deposed
         self.tasks.append(asyncio.create_task(self._watch_term(), name="term"))
         self.loops.append(Loop("claims", self.claims.run).start())
         self.controller.start()
@@ -156,7 +161,7 @@ class App:
         self.loops.append(Loop("warnings", self.events.run).start())
         self.loops.append(Loop("pod-watch", self._follow_pods).start())
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
-            self._elected(None)
+            self.election.outcome.elected(None)
         else:
             self.loops.append(Loop("election", self.election.run).start())
             self.loops.append(Loop("standby", self._stand_by).start())
@@ -166,27 +171,13 @@ class App:
         if self.config.dry_run:
             logger.warning("dry run: etcd writes are logged, not made")
 
-    def _elected(self, fence: Fence | None) -> None:
-        self.tasks.append(asyncio.create_task(self._promote(fence), name="promote"))
-
-    async def _promote(self, fence: Fence | None) -> None:
-        """Re-read what etcd holds, then lead, fenced by `fence` (None: a dry run, alone)."""
-        try:
-            await self.registry.take_over()
-            self.term.begin(fence)
-            self.controller.took_over()
-        except Exception as exc:  # e.g. etcd gone mid-way: lead another time
-            self.election.step_down(f"taking over failed: {exc}")
-
-    def _deposed(self) -> None:
-        self.term.end("another replica leads")
-
     async def _watch_term(self) -> None:
-        """A write etcd refused as fenced ends the term: the election steps down too."""
+        """A term that ends otherwise than by the election (a write etcd refused as fenced,
+        a failed take-over) ends the election's too."""
         while True:
+            await self.term.began()
             await self.term.ended()
             self.election.step_down(self.term.reason)
-            await self.term.began()
 
     async def _stand_by(self) -> None:
         """Keep alive the leases the leader grants, so a failover never expires a key."""
@@ -278,3 +269,30 @@ class App:
         for reg in self.controller.state.registrations.values():
             counts.setdefault(reg.service_id, 0)
         return counts
+
+
+class Succession:
+    """Acts on the election's outcome: elected, re-read what etcd holds, then begin the term
+    and let the controller take over (in this order: the term must not begin on a stale
+    view); deposed, end the term."""
+
+    def __init__(self, registry: Registry, term: Term, controller: Controller) -> None:
+        self.registry, self.term, self.controller = registry, term, controller
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def elected(self, fence: Fence | None) -> None:
+        task = asyncio.create_task(self._take_over(fence), name="promote")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _take_over(self, fence: Fence | None) -> None:
+        try:
+            await self.registry.take_over()
+        except Exception as exc:  # e.g. etcd gone mid-way: lead another time
+            self.term.forfeit(fence, f"taking over failed: {exc}")
+            return
+        self.term.begin(fence)
+        self.controller.took_over()
+
+    def deposed(self) -> None:
+        self.term.end("another replica leads")

@@ -13,16 +13,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from etcd_registrar import metrics
 from etcd_registrar.desired import Change, DesiredState, PodChange
+from etcd_registrar.etcd import Etcd
 from etcd_registrar.kube import Kube
 from etcd_registrar.plan import Conflict, plan
+from etcd_registrar.readiness import GATE_DISABLED
 from etcd_registrar.registry import Registry
-from etcd_registrar.source import Defaults, Endpoint, RegistrationId
+from etcd_registrar.source import Defaults, Endpoint, PodView, RegistrationId
 from etcd_registrar.status import Findings, StatusWriter
 from etcd_registrar.supervisor import Loop
 from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers
@@ -71,39 +73,59 @@ class Outcome:
     after_commit: list[Notice] = field(default_factory=list)
 
 
+class Poster(Protocol):
+    """Where the Events found outside a pod event go (events.EventPoster)."""
+
+    def post(self, notices: list[Notice]) -> None: ...
+
+    def repost(self, current: Iterable[Notice]) -> None:
+        """After a sweep, with every Warning whose cause holds: the dropped ones go again."""
+
+
+class ClaimRecorder(Protocol):
+    """Where every change of the owner of a service identity is recorded (claimstore)."""
+
+    def record(self, identity: str, owner: str | None) -> None: ...
+
+
+class Reachability(Protocol):
+    """The latest etcd reachability check's answer (health.EtcdCheck)."""
+
+    @property
+    def reachable(self) -> bool: ...
+
+
 class Controller:
-    """Plans what the desired state wants against the registry; sweeps; leads or stands by."""
+    """Plans what the desired state wants against its registry; sweeps; leads or stands by.
+    The registry's setbacks (keys lost with a lease, taken, refused) come back to it."""
 
     def __init__(
         self,
-        registry: Registry,
+        etcd: Etcd,
         kube: Kube,
         defaults: Defaults,
         term: Term,
         *,
+        events: Poster,
+        claims: ClaimRecorder,
+        etcd_check: Reachability,
+        owner: str = "default",
+        cluster: str = "",
         resync: float = 30.0,
         max_keys_per_namespace: int = 10_000,
-        claims: ClaimPolicy | None = None,
+        policy: ClaimPolicy | None = None,
+        readiness_gate: bool = True,
     ) -> None:
-        self.registry = registry
+        self.registry = Registry(etcd, term, self, owner=owner, cluster=cluster)
         self.kube = kube
         # Every replica keeps the desired state warm; only the leader plans and writes it.
         self.term = term
+        self.events, self.claims, self.etcd_check = events, claims, etcd_check
         self.resync = resync
+        self.readiness_gate = readiness_gate  # disabled: gated pods are warned of it
         self.state = DesiredState(
-            defaults, max_keys_per_namespace=max_keys_per_namespace, claims=claims
+            defaults, max_keys_per_namespace=max_keys_per_namespace, claims=policy
         )
-        registry.on_lease_lost = self._replan
-        registry.on_taken = self._replan
-        registry.on_refused = self._refused
-        # Events found outside a pod event (sweep, lease loss, refused writes): App posts them.
-        self.notify: Callable[[list[Notice]], None] = lambda notices: None
-        # After each sweep, every Warning whose cause holds: App posts the dropped ones again.
-        self.repost: Callable[[list[Notice]], None] = lambda notices: None
-        # Every change of the owner of a service identity is recorded in etcd.
-        self.on_claim: Callable[[str, str | None], None] = lambda identity, owner: None
-        # What the registrations' Ready condition says while keys wait (App: the etcd check).
-        self.etcd_reachable: Callable[[], bool] = lambda: True
         self.conflicts: dict[str, Conflict] = {}
         self.taken: dict[str, Endpoint] = {}  # wanted keys another writer holds
         self.refused: dict[str, str] = {}  # key -> why etcd refused its write
@@ -120,7 +142,7 @@ class Controller:
 
     def _findings(self) -> Findings:
         return Findings(
-            self.registry.held, self.conflicts, self.taken, self.refused, self.etcd_reachable()
+            self.registry.held, self.conflicts, self.taken, self.refused, self.etcd_check.reachable
         )
 
     # --- events -----------------------------------------------------------------------------
@@ -198,22 +220,22 @@ class Controller:
         """Record the claims that changed hands; render whoever wants keys around them."""
         for identity, (old, new) in handovers.items():
             logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
-            self.on_claim(identity, new)
+            self.claims.record(identity, new)
             self._apply(self.state.reclaimed(identity))
 
     def _record(self, change: Change) -> None:
         """Record the claims `change` made; mark the statuses it may have changed."""
         for identity, namespace in change.claims.items():
             logger.info("namespace %s claims %s", namespace, identity)
-            self.on_claim(identity, namespace)
+            self.claims.record(identity, namespace)
         self.statuses.mark(change.dirty)
 
     def _apply(self, change: Change) -> None:
-        """Apply a change found outside a pod event; its Warnings go to `notify`: the pods'
+        """Apply a change found outside a pod event; its Warnings are posted: the pods'
         new problems (the leader's), then what planning found."""
         self._record(change)
         if self.term.leading and change.renewed:
-            self.notify(
+            self.events.post(
                 [
                     Notice("Warning", "InvalidRegistration", message, self.state.pods[uid].ref)
                     for uid, messages in change.renewed.items()
@@ -221,7 +243,7 @@ class Controller:
                 ]
             )
         if change.keys:
-            self.notify(self._plan_and_submit(change.keys).warnings)
+            self.events.post(self._plan_and_submit(change.keys).warnings)
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -295,16 +317,24 @@ class Controller:
             for uid, message in warned.items()
             if uid in pods
         ]
+        if not self.readiness_gate:
+            notices += [gate_disabled(pod) for pod in pods.values() if pod.state.gated]
         return notices
 
-    def _replan(self, keys: set[str]) -> None:
-        """Re-plan `keys` from the desired state (a lease was lost, a key found taken)."""
-        self.notify(self._plan_and_submit(keys).warnings)
+    # --- the registry's setbacks (registry.Setbacks) ----------------------------------------
 
-    def _refused(self, write: Write, reason: str) -> None:
+    def lease_lost(self, keys: set[str]) -> None:
+        """Re-plan `keys` from the desired state: their lease is gone."""
+        self.events.post(self._plan_and_submit(keys).warnings)
+
+    def found_taken(self, keys: set[str]) -> None:
+        """Re-plan `keys`: another writer holds them (its pods are warned)."""
+        self.events.post(self._plan_and_submit(keys).warnings)
+
+    def write_refused(self, write: Write, reason: str) -> None:
         """etcd refused `write`: tell its pods and its registration, once."""
         self.refused[write.key] = reason
-        self.notify(self._warn_once([write.key], self._refusal_warnings(write.key)))
+        self.events.post(self._warn_once([write.key], self._refusal_warnings(write.key)))
         self.statuses.mark_services(
             c.service_id for c in self.state.claims.get(write.key, {}).values()
         )
@@ -325,7 +355,7 @@ class Controller:
         held keys imply (recorded now), then the registrations."""
         held = ((key, h.pool.service_id) for key, h in self.registry.held.items())
         for identity, owner in self.state.restore(claims, bodies, held).items():
-            self.on_claim(identity, owner)
+            self.claims.record(identity, owner)
         for body in bodies:
             self.on_registration(None, body)
         self.resumed.set()
@@ -415,11 +445,11 @@ class Controller:
             # Level-triggered, so a slice planned after pod events ran in between is still
             # right; planning 10,000 keys in one go would hold the event loop for ~50 ms.
             submitted = self._plan_and_submit(set(keys[start : start + SWEEP_SLICE]))
-            self.notify(submitted.warnings)
+            self.events.post(submitted.warnings)
             repaired += submitted.changes
             await asyncio.sleep(0)
         self.mark_all_dirty()
-        self.repost(self.warnings())
+        self.events.repost(self.warnings())
         metrics.sweeps.inc()
         if repaired:
             metrics.drift.inc(repaired)
@@ -456,8 +486,8 @@ class Controller:
         complete)."""
         for identity, entry in self.state.tenancy.identities.items():
             if entry.owner is not None:
-                self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
-        self.notify(self._untold_problems())
+                self.claims.record(identity, entry.owner)  # the old leader may not have
+        self.events.post(self._untold_problems())
         self.mark_all_dirty()
         if self.view_complete.is_set():
             self._sweep_now.set()
@@ -476,6 +506,11 @@ class Controller:
 
     def mark_all_dirty(self) -> None:
         self.statuses.mark(self.state.registrations)
+
+
+def gate_disabled(pod: PodView) -> Notice:
+    """The Warning of a pod that waits on the readiness gate while it is disabled."""
+    return Notice("Warning", "ReadinessGateDisabled", GATE_DISABLED, pod.ref)
 
 
 def _done() -> asyncio.Future[None]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 from etcd_registrar import metrics
 from etcd_registrar.candidacy import (
@@ -49,16 +49,28 @@ ELECTION_TTL = 5  # seconds the leader key outlives a leader that stopped withou
 POLL = 0.5  # how often a standby looks at the leader key
 
 
+class Leader(Protocol):
+    """Who acts on the outcome of the election (app.Succession)."""
+
+    def elected(self, fence: Fence | None) -> None:
+        """This replica won, fenced by `fence` (None: a dry run, leading alone)."""
+
+    def deposed(self) -> None:
+        """This replica leads no more."""
+
+
 class Election:
     def __init__(
         self,
         etcd: Etcd,
         owner: str,
         candidate: Candidate,
+        leader: Leader,
         *,
         ttl: int = ELECTION_TTL,
     ) -> None:
         self.etcd, self.candidate, self.ttl = etcd, candidate, ttl
+        self.outcome = leader
         self.prefix = owner_keys(owner)
         self.key = leader_key(owner)
         self.fence: Fence | None = None
@@ -66,8 +78,6 @@ class Election:
         self.verdict = STANDBY  # what this replica is beside that leader
         self._vacant_since: float | None = None  # when a deferring replica found no leader
         self._records_read = False  # no record of another cluster found since we started
-        self.on_elected: Callable[[Fence], None] = lambda fence: None
-        self.on_deposed: Callable[[], None] = lambda: None
         self._lease: int | None = None  # our election lease
         self._acked = 0.0  # when etcd last confirmed it
 
@@ -146,7 +156,7 @@ class Election:
             metrics.leader.set(1)
             metrics.leadership_changes.inc()
             logger.info("elected leader (fence revision %d)", holder.create_revision)
-            self.on_elected(self.fence)
+            self.outcome.elected(self.fence)
             return
         if holder is None:
             return  # the leader just went: campaign again at once next round
@@ -209,7 +219,7 @@ class Election:
         self.fence, self.leader = None, None
         metrics.leader.set(0)
         metrics.leadership_changes.inc()
-        self.on_deposed()
+        self.outcome.deposed()
 
     async def resign(self) -> None:
         """Hand over at once (SIGTERM): delete our leader key so a standby need not wait,

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from etcd_registrar import metrics
-from etcd_registrar.controller import Controller, Notice
+from etcd_registrar.controller import Controller, Poster, Reachability, gate_disabled
 from etcd_registrar.kube import Kube, now
 from etcd_registrar.pacing import PacedQueue, TokenBucket
 from etcd_registrar.readiness import FINISHED, GATE
@@ -49,11 +48,6 @@ RECHECK = 5.0  # seconds between examinations of every gated pod whose condition
 # flight, on threads of their own (the default pool is shared, and small on small machines;
 # the client's connection pool holds 5 per core).
 GATE_PATCH_RATE, GATE_PATCH_BURST, PARALLEL = 200.0, 1000, 8
-DISABLED = (
-    f"the pod declares the readiness gate {GATE}, but the gate is disabled in this "
-    "installation (--no-readiness-gate, Helm readinessGate.enabled=false): the pod never "
-    "turns Ready. Remove the gate from the pod template, or enable it"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +110,6 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
     )
 
 
-def _disabled(pod: PodView) -> Notice:
-    return Notice("Warning", "ReadinessGateDisabled", DISABLED, pod.ref)
-
-
 def _committed(controller: Controller, uid: str, key: str) -> bool:
     """etcd holds `key` with the value pod `uid` wants there."""
     held = controller.registry.held.get(key)
@@ -138,15 +128,15 @@ class Gates:
         kube: Kube,
         term: Term,
         *,
+        events: Poster,
+        etcd_check: Reachability,
         enabled: bool = True,
         dry_run: bool = False,
-        etcd_reachable: Callable[[], bool] = lambda: True,
     ) -> None:
         self.controller, self.kube, self.enabled = controller, kube, enabled
         self.dry_run = dry_run  # log the patches instead of making them
-        self.etcd_reachable = etcd_reachable
+        self.events, self.etcd_check = events, etcd_check
         self.term = term  # only the leader patches, where there are several replicas
-        self.notify: Callable[[list[Notice]], None] = lambda notices: None
         # The patches to make, coalesced per pod uid, by priority: True ones hold up
         # rollouts; False ones must land before the pod's containers are ready again;
         # Terminating only informs (the pod is never Ready again). Within a priority the
@@ -175,21 +165,16 @@ class Gates:
         if not self.enabled:
             if uid not in self.warned and self.term.leading:  # one replica tells, not each
                 self.warned.add(uid)
-                self.notify([_disabled(pod)])
+                self.events.post([gate_disabled(pod)])
             return
         if uid in self.sent and self.sent[uid] == pod.state.gate:
             del self.sent[uid]  # our patch has arrived: the pod's own condition is the truth
-        wanted = verdict(self.controller, pod, self.etcd_reachable())
+        wanted = verdict(self.controller, pod, self.etcd_check.reachable)
         have = self.sent.get(uid, pod.state.gate) if trust_sent else pod.state.gate
         if wanted is not None and wanted.condition != have:
             self.queue.put(pod.namespace, uid, wanted, wanted.priority)
         else:
             self.queue.discard(uid)
-
-    def warnings(self) -> list[Notice]:
-        """The Warnings whose cause holds now: gated pods told the gate is disabled."""
-        pods = self.controller.state.pods
-        return [_disabled(pods[uid]) for uid in self.warned if uid in pods]
 
     def _forget(self, uid: str) -> None:
         self.queue.discard(uid)
@@ -241,7 +226,7 @@ class Gates:
         pod = self.controller.state.pods.get(uid)
         if pod is None:
             return True
-        wanted = verdict(self.controller, pod, self.etcd_reachable())
+        wanted = verdict(self.controller, pod, self.etcd_check.reachable)
         if wanted is None or wanted.condition == pod.state.gate:
             return True
         status, reason = wanted.condition

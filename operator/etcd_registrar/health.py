@@ -51,10 +51,8 @@ class EtcdCheck:
         self.ping, self.timeout, self.interval = ping, timeout, interval
         self.reachable = False
         self.reason = "not checked yet"
-        self.on_change: Callable[[], None] = lambda: None  # reachable changed
 
     async def check(self) -> bool:
-        was = self.reachable
         try:
             await asyncio.wait_for(self.ping(), self.timeout)
         except Exception as exc:  # whatever the failure, etcd did not answer
@@ -66,8 +64,6 @@ class EtcdCheck:
             if not self.reachable and self.reason != "not checked yet":
                 logger.info("etcd reachable again")
             self.reachable, self.reason = True, "ok"
-        if self.reachable != was:
-            self.on_change()
         return self.reachable
 
     async def run(self) -> None:
@@ -84,11 +80,11 @@ class Health:
     view_complete: Callable[[], bool]
     last_sweep: Callable[[], float]  # time.monotonic() when the sweep loop last came round
     sweep_deadline: float
+    misconfigured: Callable[[], str | None]  # why this replica must not run (the election)
     startup_deadline: float = STARTUP_DEADLINE
     loops: list[Loop] = field(default_factory=list)  # every long-running loop, once started
     started: bool = False  # set once startup finished and every loop was started
     created: float = field(default_factory=time.monotonic)
-    misconfigured: Callable[[], str | None] = lambda: None  # why this replica must not run
 
     def live(self) -> tuple[bool, str]:
         if not self.started:

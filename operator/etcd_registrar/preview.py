@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +19,12 @@ import kubernetes
 
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.config import Settings
-from etcd_registrar.controller import Controller
+from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.dryrun import DryRunEtcd
 from etcd_registrar.etcd import Etcd
 from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodWatcher
-from etcd_registrar.registry import Registry
 from etcd_registrar.term import Term
 
 logger = logging.getLogger(__name__)
@@ -61,22 +60,27 @@ async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
     """Read, plan and record one leader's pass; raises EtcdError if etcd cannot be read."""
     etcd = DryRunEtcd(settings.etcd())
     term = Term.alone()
-    registry = Registry(etcd, term, owner=settings.owner_id)
     kube = Kube(api, settings.namespace, settings.pod_selector)
+    store = ClaimStore(etcd, term, settings.owner_id)  # never run: records nothing
     controller = Controller(
-        registry,
+        etcd,
         kube,
         settings.defaults(),
         term,
+        events=_Unposted(),
+        claims=store,
+        etcd_check=_Reachable(),
+        owner=settings.owner_id,
         max_keys_per_namespace=settings.max_keys_per_namespace,
     )
+    registry = controller.registry
     try:
         await etcd.ping(registry.owner_prefix)  # fail now, not in the start-up's retry loop
         await registry.start()
         # Leads alone, as a dry run does, from before the first pod: a take-over re-reads
         # the leases, and the overlay's own (negative ids) are not records etcd would hold.
         await registry.take_over()
-        claims = await ClaimStore(etcd, term, settings.owner_id).load()
+        claims = await store.load()
         controller.resume(claims, await kube.list_registrations())
 
         def render(kind: str | None, body: Mapping[str, Any]) -> None:
@@ -115,3 +119,18 @@ async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
         elif before.value != after.value:
             result.change[key] = (before.value, after.value)
     return result
+
+
+class _Unposted:
+    """A plan posts no Events: it lists what it found."""
+
+    def post(self, notices: list[Notice]) -> None:
+        pass
+
+    def repost(self, current: Iterable[Notice]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Reachable:
+    reachable: bool = True  # etcd answered the plan's first read

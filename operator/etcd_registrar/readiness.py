@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 GATE = "etcd-registrar.io/registered"  # the pod condition type a gated pod declares
+GATE_DISABLED = (
+    f"the pod declares the readiness gate {GATE}, but the gate is disabled in this "
+    "installation (--no-readiness-gate, Helm readinessGate.enabled=false): the pod never "
+    "turns Ready. Remove the gate from the pod template, or enable it"
+)
 FINISHED = frozenset({"Succeeded", "Failed"})  # pod phases that never run again
 
 

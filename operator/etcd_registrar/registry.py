@@ -16,8 +16,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from etcd_registrar import metrics
 from etcd_registrar.etcd import (
@@ -44,6 +45,20 @@ logger = logging.getLogger(__name__)
 VIEW_SLICE = 1000  # keys re-read per step of a sweep, with pod events let in between
 
 
+class Setbacks(Protocol):
+    """Who hears of the keys the registry could not keep or write (the controller re-plans
+    them and tells their pods)."""
+
+    def lease_lost(self, keys: set[str]) -> None:
+        """`keys` went with a lease etcd no longer has."""
+
+    def found_taken(self, keys: set[str]) -> None:
+        """Another writer holds `keys`: not overwritten."""
+
+    def write_refused(self, write: Write, reason: str) -> None:
+        """etcd refused `write`."""
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
     value: str
@@ -57,18 +72,14 @@ class Registry:
         self,
         etcd: Etcd,
         term: Term,
+        setbacks: Setbacks,
         *,
         owner: str = "default",
         keys_per_lease: int = 1000,
-        on_lease_lost: Callable[[set[str]], None] = lambda keys: None,
         cluster: str = "",
     ) -> None:
         self.etcd, self.term = etcd, term  # only the leader writes, fenced by its term
-        self.on_lease_lost = on_lease_lost
-        # Keys another writer holds that a pod wants (not overwritten), and writes etcd
-        # refused: the controller re-plans both and reports them on the pods.
-        self.on_taken: Callable[[set[str]], None] = lambda keys: None
-        self.on_refused: Callable[[Write, str], None] = lambda write, reason: None
+        self.setbacks = setbacks
         self.held: dict[str, Held] = {}
         self.foreign: dict[str, str] = {}  # key -> value another writer holds there
         self.leases = LeasePool(
@@ -250,7 +261,7 @@ class Registry:
         )
         self._release(write)
         self.writes.resolve(write.key)
-        self.on_refused(write, reason)
+        self.setbacks.write_refused(write, reason)
 
     def _applied(self, batch: list[Write], ops: list[Op | None], result: TxnResult) -> None:
         now = time.monotonic()
@@ -270,7 +281,7 @@ class Registry:
                 if self.leases.take(op.lease, write.key):
                     self.held[write.key] = Held(write.value, op.lease, write.pool, write.pod)
                 else:  # the lease was lost while the put was in flight: the key goes with it
-                    self.on_lease_lost({write.key})
+                    self.setbacks.lease_lost({write.key})
             if self._committed_during_read is not None:
                 self._committed_during_read.add(write.key)
             if write.seen is not None:
@@ -279,7 +290,7 @@ class Registry:
                 self._log_applied(write, op, result)
             self.writes.resolve(write.key)
         if taken:
-            self.on_taken(taken)
+            self.setbacks.found_taken(taken)
 
     def _guard_failed(self, write: Write, op: Op | None, found: KV | None, taken: set[str]) -> None:
         """The key is not what our view said: learn who holds it, then write again only if
@@ -335,7 +346,7 @@ class Registry:
             "lease %x of %s/%s lost; re-writing its %d keys",
             *(lease.id, lease.pool.namespace, lease.pool.service, len(keys)),
         )
-        self.on_lease_lost(keys)
+        self.setbacks.lease_lost(keys)
 
     # --- sweep support ----------------------------------------------------------------------
 

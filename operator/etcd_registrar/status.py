@@ -151,6 +151,7 @@ class StatusWriter:
     ) -> None:
         self.state, self.kube, self.findings, self.term = state, kube, findings, term
         self.dirty: set[RegistrationId] = set()
+        self._reachable: bool | None = None  # etcd, as the last round saw it
         self.sent: dict[RegistrationId, dict[str, Any]] = {}  # the status each one has
 
     def mark(self, idents: Iterable[RegistrationId]) -> None:
@@ -175,6 +176,10 @@ class StatusWriter:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            reachable = self.findings().etcd_reachable
+            if reachable != self._reachable:  # Ready's reason follows etcd
+                self._reachable = reachable
+                self.mark(self.state.registrations)
             if not self.term.leading:
                 continue  # the leader writes statuses; ours stay dirty for when we lead
             dirty, self.dirty = self.dirty, set()

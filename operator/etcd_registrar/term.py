@@ -57,6 +57,12 @@ class Term:
         self._ended.set()
         return True
 
+    def forfeit(self, fence: Fence | None, reason: str) -> None:
+        """A term won but not taken up (reading etcd after the election failed): it begins
+        and ends at once, so that whoever waits on the term (the election) learns of it."""
+        self.begin(fence)
+        self.end(reason)
+
     async def began(self) -> None:
         """Return once this replica leads."""
         await self._began.wait()

@@ -30,6 +30,7 @@ from tests.faults.recorders import ConsumerRecorder
 from tests.harness import EtcdCluster, EtcdServer
 from tests.integration.conftest import OWNER
 from tests.integration.test_registry import Desired, endpoints
+from tests.listeners import Setbacks
 
 PREFIX = "/services/"
 PODS = 30
@@ -97,7 +98,7 @@ async def churning(
     """A registry and a consumer on etcd, the pods churning for the block (which causes the
     faults); then churn stops, every pod goes away, and `run.report` is the judgement."""
     config = EtcdConfig(endpoints=tuple(registry_endpoints), timeout=2)
-    registry = Registry(Etcd(config), Term.alone(), owner=OWNER)
+    registry = Registry(Etcd(config), Term.alone(), Setbacks(), owner=OWNER)
     pods = Pods(registry, ttl)
     with ConsumerRecorder(consumer_endpoints, [PREFIX]) as consumer:
         await registry.start()

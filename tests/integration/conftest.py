@@ -11,6 +11,7 @@ from typing import NamedTuple
 import pytest
 from kubernetes.client import ApiClient
 
+from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
@@ -18,6 +19,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
 from etcd_registrar.term import Term
 from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port
+from tests.listeners import Posted, Reachable, Setbacks
 
 OWNER = "t"  # the owner id of the registries under test
 
@@ -44,7 +46,10 @@ def etcd_cluster(etcd_bin: str | None) -> Iterator[EtcdCluster]:
 async def registry(etcd_server: EtcdServer) -> AsyncIterator[Registry]:
     """A started registry on `etcd_server`, closed (not revoked) afterwards."""
     reg = Registry(
-        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)), Term.alone(), owner=OWNER
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)),
+        Term.alone(),
+        Setbacks(),
+        owner=OWNER,
     )
     await reg.start()
     yield reg
@@ -62,13 +67,21 @@ async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
 @pytest.fixture
 async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
     """A controller on a running registry of a private etcd."""
-    registry = Registry(
-        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner="c"
+    etcd, term = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone()
+    controller = Controller(
+        etcd,
+        Kube(ApiClient()),
+        Defaults(),
+        term,
+        events=Posted(),
+        claims=ClaimStore(etcd, term, "c"),  # records once its loop runs
+        etcd_check=Reachable(),
+        owner="c",
     )
-    await registry.start()
+    await controller.registry.start()
     # The sweep and status loops are not started: they are the only users of the API client.
-    yield Controller(registry, Kube(ApiClient()), Defaults(), registry.term)
-    await registry.close()
+    yield controller
+    await controller.registry.close()
 
 
 class Kubeconfig(NamedTuple):

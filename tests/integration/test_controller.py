@@ -13,12 +13,12 @@ from kubernetes.client import ApiClient
 
 from etcd_registrar import desired as desired_module
 from etcd_registrar.claimstore import ClaimStore, claim_record
-from etcd_registrar.controller import Controller, Notice
+from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
 from etcd_registrar.kube import Kube
-from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
 from etcd_registrar.term import Term
+from tests import listeners
 from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.unit.builders import opt_in, pod_body, registration_body
@@ -65,8 +65,7 @@ async def test_conflict_warnings_are_posted_once_per_pod_not_per_event(
 ) -> None:
     """A key template without a per-pod field and N replicas used to post N²/2 Warnings
     during the initial list; now each losing pod is told once, until its state changes."""
-    posted: list[Notice] = []
-    controller.notify = posted.extend
+    posted = listeners.posted(controller).notices
     controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
     replicas = 60
     for n in range(replicas):
@@ -88,8 +87,7 @@ async def test_conflict_warnings_are_posted_once_per_pod_not_per_event(
 async def test_a_conflict_a_registration_change_causes_is_posted(controller: Controller) -> None:
     """The pods exist first; then a key template without a per-pod field makes them clash.
     The Warning comes from the registration's re-plan, not from a pod event."""
-    posted: list[Notice] = []
-    controller.notify = posted.extend
+    posted = listeners.posted(controller).notices
     for n in range(2):
         pod = pod_body(name=f"goods-{n}", created=f"2024-01-01T00:0{n}:00Z", annotations=opt_in())
         controller.on_pod(None, pod)
@@ -102,8 +100,7 @@ async def test_a_conflict_a_registration_change_causes_is_posted(controller: Con
 async def test_the_sweep_names_every_warning_whose_cause_holds(controller: Controller) -> None:
     """So that a Warning dropped earlier (its namespace's share of the queue full) is posted
     again while its cause remains, and only then (R2-7)."""
-    reposted: list[list[Notice]] = []
-    controller.repost = reposted.append
+    reposted = listeners.posted(controller).reposted
     controller.on_registration("ADDED", registration_body({"key": "{prefix}/{service}/leader"}))
     for n in range(2):
         pod = pod_body(name=f"goods-{n}", created=f"2024-01-01T00:0{n}:00Z", annotations=opt_in())
@@ -134,12 +131,19 @@ async def test_refused_and_taken_keys_are_forgotten_with_the_pods_that_wanted_th
     with SmallRequests() as server:
         server.start()
         config = EtcdConfig(endpoints=(server.endpoint,))
-        registry, other = Registry(Etcd(config), Term.alone(), owner="c"), Etcd(config)
+        controller = Controller(
+            Etcd(config),
+            Kube(ApiClient()),
+            Defaults(format="json"),
+            Term.alone(),
+            events=listeners.Posted(),
+            claims=listeners.Claims(),
+            etcd_check=listeners.Reachable(),
+            owner="c",
+        )
+        registry, other = controller.registry, Etcd(config)
         await registry.start()
         try:
-            controller = Controller(
-                registry, Kube(ApiClient()), Defaults(format="json"), registry.term
-            )
             await other.put("/services/goods/goods-taken", "another writer's")
             big = opt_in(metadata={"blob": "x" * 3000})  # under --max-value-bytes
             for name, annotations in (("goods-big", big), ("goods-taken", opt_in())):
@@ -208,8 +212,8 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
 ) -> None:
     """A recorded claim stands; a range without a record goes to the namespace whose keys
     it already holds (an operator upgraded from a version without claims)."""
-    store = ClaimStore(controller.registry.etcd, controller.term, "c")
-    controller.on_claim = store.record
+    store = controller.claims
+    assert isinstance(store, ClaimStore)
     running = asyncio.create_task(store.run())
     try:
         outcome = controller.on_pod(None, pod_body(namespace="team-b", annotations=opt_in("pay")))
@@ -220,7 +224,17 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
     finally:
         running.cancel()
 
-    successor = Controller(controller.registry, Kube(ApiClient()), Defaults(), controller.term)
+    successor = Controller(
+        controller.registry.etcd,
+        Kube(ApiClient()),
+        Defaults(),
+        Term.alone(),
+        events=listeners.Posted(),
+        claims=listeners.Claims(),
+        etcd_check=listeners.Reachable(),
+        owner="c",
+    )
+    await successor.registry.start()  # adopts the held key
     successor.resume({"/services/other/": "team-c"}, [])
     assert successor.state.tenancy.owner("/services/other/") == "team-c"
     assert successor.state.tenancy.owner("/services/pay/") == "team-b"  # derived from the held key
@@ -246,8 +260,7 @@ async def test_a_standby_that_takes_over_tells_the_problems_it_saw(
     """A replica that saw a pod's problem while it stood by (e.g. alone, its first pods came
     before its election) posts that Warning once it leads; not one that was fixed since,
     nor of a pod that is gone."""
-    posted: list[Notice] = []
-    controller.notify = posted.extend
+    posted = listeners.posted(controller).notices
     controller.term.end("a standby")
     bad = {"etcd-registrar.io/service": "goods", "etcd-registrar.io/port": "nope"}
     controller.on_pod(None, pod_body(name="bad", annotations=bad))

@@ -24,6 +24,7 @@ from etcd_registrar.term import Term
 from tests.aio import eventually, holds
 from tests.harness import EtcdServer
 from tests.integration.test_registry import endpoints
+from tests.listeners import Outcomes, Setbacks
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def candidate(
     """A replica of installation `installation`, in configuration `generation`, of the
     cluster `cluster`."""
     replica = Candidate(name, namespaces, None, installation, generation, cluster)
-    return Election(etcd, "ha", replica, ttl=2)
+    return Election(etcd, "ha", replica, Outcomes(), ttl=2)
 
 
 @contextlib.asynccontextmanager
@@ -86,7 +87,9 @@ async def test_a_deposed_leaders_writes_are_refused_by_etcd(
 ) -> None:
     """The old leader still believes it leads (its process was frozen past its lease); its
     fence no longer matches the leader key, so etcd applies none of its writes."""
-    stale = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term(), owner="ha")
+    stale = Registry(
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term(), Setbacks(), owner="ha"
+    )
     await stale.start()
     try:
         old = candidate(etcd, "old")
@@ -140,7 +143,10 @@ async def test_a_deposed_leaders_lease_retire_spares_the_new_leaders_keys(
     adopted it and put a key of a ready pod on it. The retire is fenced: the key survives."""
     monkeypatch.setattr(leases_module, "EMPTY_LEASE_GRACE", 2.0)
     cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
-    old, new = Registry(Etcd(cfg), Term(), owner="ha"), Registry(Etcd(cfg), Term(), owner="ha")
+    old, new = (
+        Registry(Etcd(cfg), Term(), Setbacks(), owner="ha"),
+        Registry(Etcd(cfg), Term(), Setbacks(), owner="ha"),
+    )
     await old.start()
     loops: list[Loop] = []
     try:
@@ -180,7 +186,7 @@ async def test_a_deposed_leader_destroys_nothing(
     etcd refuses every one: the new leader's registry is left as it was."""
     monkeypatch.setattr(leases_module, "EMPTY_LEASE_GRACE", 0.5)
     cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
-    stale = Registry(Etcd(cfg), Term(), owner="ha")
+    stale = Registry(Etcd(cfg), Term(), Setbacks(), owner="ha")
     await stale.start()
     # The claim store learns of the loss on its own: the registry still believes it leads.
     claims = ClaimStore(stale.etcd, Term(), "ha")
@@ -306,9 +312,9 @@ async def test_a_second_cluster_with_the_same_owner_id_never_leads(
     not lead even while the first has no leader key, as long as the first's records live.
     Once they are gone (the first cluster is gone), it leads: nothing latches."""
     cfg = EtcdConfig(endpoints=(etcd_server.endpoint,), timeout=2)
-    first = Registry(Etcd(cfg), Term(), owner="ha", cluster="uid-a")
+    first = Registry(Etcd(cfg), Term(), Setbacks(), owner="ha", cluster="uid-a")
     await first.start()
-    second = Registry(Etcd(cfg), Term(), owner="ha", cluster="uid-b")
+    second = Registry(Etcd(cfg), Term(), Setbacks(), owner="ha", cluster="uid-b")
     ours, theirs = candidate(etcd, "a", cluster="uid-a"), candidate(etcd, "b", cluster="uid-b")
     loops = [Loop("a", ours.run).start()]
     try:

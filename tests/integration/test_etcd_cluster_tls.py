@@ -27,6 +27,7 @@ from etcd_registrar.term import Term
 from tests.harness import EtcdCluster, EtcdServer, TlsEtcdServer, built_etcd_path
 from tests.integration.conftest import OWNER
 from tests.integration.test_registry import endpoints
+from tests.listeners import Setbacks
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -145,7 +146,7 @@ async def test_writes_keepalives_and_watches_move_on_when_the_member_in_use_then
     ordered = sorted(tls_cluster.members, key=lambda m: m is leader)
     ordered.insert(1, ordered.pop())
     config = client_config(pki, [m.endpoint for m in ordered])
-    registry = Registry(Etcd(config), Term.alone(), owner=OWNER)
+    registry = Registry(Etcd(config), Term.alone(), Setbacks(), owner=OWNER)
     acks = spy_on_acks(registry.etcd)
     watcher = Etcd(config)  # a consumer's watch, through the same failovers
     wanted = endpoints(30, ttl=KEY_TTL)

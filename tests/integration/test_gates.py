@@ -10,6 +10,7 @@ import pytest
 from etcd_registrar.controller import Controller
 from etcd_registrar.gates import Gates, Verdict, verdict
 from etcd_registrar.readiness import GATE
+from tests.listeners import Posted, Reachable
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
@@ -111,7 +112,13 @@ async def test_a_namespace_flapping_many_gated_pods_delays_anothers_patch_by_a_t
 ) -> None:
     """R2-7: 1,000 gated pods of one namespace queued for a patch, then one of another
     namespace: that one is patched second, not after the thousand."""
-    gates = Gates(controller, controller.kube, controller.term)
+    gates = Gates(
+        controller,
+        controller.kube,
+        controller.term,
+        events=Posted(),
+        etcd_check=Reachable(),
+    )
     bad = opt_in("goods", port="nope")
     flood = [gated(name=f"bad-{i}", namespace="flood", annotations=bad) for i in range(1000)]
     mine = gated(name="mine", namespace="quiet", ready=False)

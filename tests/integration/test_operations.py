@@ -22,6 +22,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.term import Term
 from tests.aio import eventually
 from tests.harness import EtcdServer, free_port
+from tests.listeners import Setbacks
 from tests.unit.builders import endpoint
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,9 @@ async def test_every_etcd_request_is_timed_and_failures_counted_by_operation(
 async def test_dry_run_writes_nothing_and_logs_each_write_once(
     etcd_server: EtcdServer, reader: Etcd, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = Registry(DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone())
+    registry = Registry(
+        DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), Setbacks()
+    )
     await registry.start()
     wanted = [endpoint(f"/services/goods/goods-{i}", pod=f"goods-{i}") for i in range(3)]
     try:
@@ -111,12 +114,18 @@ async def test_dry_run_never_keeps_a_live_operators_leases_alive(
     keepalive is a write: once the real operator is gone, the keys must expire."""
     ttl = 2
     live = Registry(
-        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner="shared"
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))),
+        Term.alone(),
+        Setbacks(),
+        owner="shared",
     )
     await live.start()
     await live.submit([endpoint("/services/goods/goods-a", ttl=ttl)], [])
     dry = Registry(
-        DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner="shared"
+        DryRunEtcd(EtcdConfig(endpoints=(etcd_server.endpoint,))),
+        Term.alone(),
+        Setbacks(),
+        owner="shared",
     )
     await dry.start()
     try:

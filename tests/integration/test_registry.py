@@ -13,8 +13,10 @@ from etcd_registrar.plan import plan
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
 from etcd_registrar.term import Term
+from etcd_registrar.writer import Write
 from tests.harness import EtcdCluster, EtcdServer, wait_for
 from tests.integration.conftest import OWNER
+from tests.listeners import Setbacks
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +45,16 @@ class Desired:
 
     def __init__(self, registry: Registry, wanted: list[Endpoint]) -> None:
         self.registry, self.by_key = registry, {e.key: e for e in wanted}
-        registry.on_lease_lost = self.replay
+        registry.setbacks = self
 
-    def replay(self, keys: set[str]) -> None:
+    def lease_lost(self, keys: set[str]) -> None:
         self.registry.submit([self.by_key[k] for k in keys if k in self.by_key], [])
+
+    def found_taken(self, keys: set[str]) -> None:
+        pass
+
+    def write_refused(self, write: Write, reason: str) -> None:
+        pass
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:
@@ -193,7 +201,7 @@ async def test_restarted_registry_adopts_leases(
     await registry.close()  # a clean stop must leave the keys in place
     assert await has_keys(reader, wanted)()
     successor = Registry(
-        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner=OWNER
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), Setbacks(), owner=OWNER
     )
     await successor.start()
     try:
@@ -247,6 +255,7 @@ async def test_writes_and_leases_move_off_a_failed_member(
     registry = Registry(
         Etcd(EtcdConfig(endpoints=tuple(etcd_cluster.endpoints), timeout=2)),
         Term.alone(),
+        Setbacks(),
         owner=OWNER,
     )
     reader = Etcd(EtcdConfig(endpoints=(healthy.endpoint,), timeout=2))

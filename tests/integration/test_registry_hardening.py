@@ -17,11 +17,11 @@ from etcd_registrar.etcd import Etcd, EtcdConfig, LeaseInfo
 from etcd_registrar.leases import lease_records
 from etcd_registrar.registry import Registry
 from etcd_registrar.term import Term
-from etcd_registrar.writer import Write
 from tests.aio import eventually
 from tests.harness import EtcdServer
 from tests.integration.conftest import OWNER
 from tests.integration.test_registry import endpoints
+from tests.listeners import Setbacks, setbacks
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +35,10 @@ async def test_a_value_the_client_cannot_encode_fails_alone(
 ) -> None:
     """The poison pill that used to kill the writer for every tenant: it fails alone, the
     126 keys batched with it are written, and the writer goes on writing."""
-    refused: list[str] = []
-    registry.on_refused = lambda write, reason: refused.append(write.key)
     batch = endpoints(127)
     poison = replace(batch[60], value='{"k":"\ud800"}')
     await registry.submit([*batch[:60], poison, *batch[61:]], [])
-    assert refused == [poison.key]
+    assert [write.key for write, _ in setbacks(registry).refused] == [poison.key]
     assert set(await values(reader)) == {e.key for e in batch} - {poison.key}
     later = endpoints(130)[127:]
     await registry.submit(later, [])
@@ -51,20 +49,18 @@ async def test_a_value_the_client_cannot_encode_fails_alone(
 async def test_a_write_etcd_refuses_fails_alone(registry: Registry, reader: Etcd) -> None:
     """etcd refuses one op (a 3 MiB value, over its request limit): that key is reported,
     the others of its batch land."""
-    refused: list[tuple[str, str]] = []
-    registry.on_refused = lambda write, reason: refused.append((write.key, reason))
     batch = endpoints(20)
     huge = replace(batch[7], value="x" * 3 * 1024 * 1024)
     await registry.submit([*batch[:7], huge, *batch[8:]], [])
-    assert [key for key, _ in refused] == [huge.key], refused
+    refused = setbacks(registry).refused
+    assert [write.key for write, _ in refused] == [huge.key], refused
     assert set(await values(reader)) == {e.key for e in batch} - {huge.key}
 
 
 async def test_a_key_another_writer_holds_is_not_overwritten(
     registry: Registry, reader: Etcd
 ) -> None:
-    taken: list[set[str]] = []
-    registry.on_taken = taken.append
+    taken = setbacks(registry).taken
     wanted = endpoints(3)
     await reader.put(wanted[1].key, "the other writer's value")
     await registry.submit(wanted, [])
@@ -107,7 +103,7 @@ async def test_adoption_trusts_no_record(
         key = f"{prefix}{lease:x}" if name != "extra-field" else f"{prefix}{name}"
         await reader.put(key, value, lease)
     successor = Registry(
-        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner=OWNER
+        Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), Setbacks(), owner=OWNER
     )
     await asyncio.wait_for(successor.start(), 10)
     try:
@@ -134,11 +130,9 @@ async def _ttl_reads(reader: Etcd, lease: int, ttl: int) -> LeaseInfo | None:
 
 
 async def test_refused_writes_are_reported_with_the_write(registry: Registry) -> None:
-    seen: list[Write] = []
-    registry.on_refused = lambda write, reason: seen.append(write)
     bad = replace(endpoints(1)[0], value="\x00" * 3 * 1024 * 1024)
     await registry.submit([bad], [])
-    assert [(w.key, w.pod) for w in seen] == [(bad.key, bad.pod_name)]
+    assert [(w.key, w.pod) for w, _ in setbacks(registry).refused] == [(bad.key, bad.pod_name)]
     assert json.dumps(registry.current_many([bad.key])) == "{}"
 
 
@@ -164,7 +158,7 @@ async def test_a_value_that_is_not_utf8_breaks_no_read(
 def test_ls_lists_the_good_records_and_names_the_bad(etcd_server: EtcdServer) -> None:
     async def setup() -> None:
         etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
-        registry = Registry(etcd, Term.alone(), owner=OWNER)
+        registry = Registry(etcd, Term.alone(), Setbacks(), owner=OWNER)
         await registry.start()
         await registry.submit(endpoints(1), [])
         await registry.close()
@@ -192,7 +186,10 @@ def test_ls_of_an_owner_id_holding_nothing_lists_the_owner_ids_present(
 
     async def setup() -> None:
         registry = Registry(
-            Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone(), owner=OWNER
+            Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))),
+            Term.alone(),
+            Setbacks(),
+            owner=OWNER,
         )
         await registry.start()
         await registry.submit(endpoints(1), [])

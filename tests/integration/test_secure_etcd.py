@@ -28,6 +28,7 @@ from etcd_registrar.term import Term
 from tests.aio import eventually
 from tests.harness import TlsEtcdServer, built_etcd_path
 from tests.integration.test_registry import endpoints
+from tests.listeners import Setbacks, setbacks
 from tests.pki import Pki
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ def config(settings: Settings) -> EtcdConfig:
 
 @pytest.fixture
 async def registry(config: EtcdConfig) -> AsyncIterator[Registry]:
-    reg = Registry(Etcd(config), Term.alone(), owner=OWNER)
+    reg = Registry(Etcd(config), Term.alone(), Setbacks(), owner=OWNER)
     await reg.start()
     yield reg
     await reg.close()
@@ -135,8 +136,6 @@ async def test_registers_renews_and_deletes_through_expiring_tokens(
 async def test_a_write_outside_the_role_is_refused_once_and_reported(
     registry: Registry, secure_etcd: SecureEtcd
 ) -> None:
-    refused: list[tuple[str, str]] = []
-    registry.on_refused = lambda write, reason: refused.append((write.key, reason))
     calls = 0  # transactions that carried the forbidden key
     real_txn = registry.etcd.txn
 
@@ -149,7 +148,8 @@ async def test_a_write_outside_the_role_is_refused_once_and_reported(
     ok, outside = endpoints(2)
     outside = replace(outside, key="/forbidden/goods/pod-1")
     await registry.submit([ok, outside], [])
-    assert [key for key, _ in refused] == [outside.key]
+    refused = setbacks(registry).refused
+    assert [write.key for write, _ in refused] == [outside.key]
     assert "permission denied" in refused[0][1]
     assert set(held(secure_etcd)) == {ok.key}
     assert calls == 2  # the batch, then its half: refused, reported, not retried

@@ -312,7 +312,13 @@ def probe_answers() -> list[tuple[str, str]]:
     try:
         etcd = EtcdCheck(lambda: asyncio.sleep(0), timeout=1)
         etcd.reachable = True
-        health = Health(etcd, view_complete=lambda: True, last_sweep=lambda: 0.0, sweep_deadline=1)
+        health = Health(
+            etcd,
+            view_complete=lambda: True,
+            last_sweep=lambda: 0.0,
+            sweep_deadline=1,
+            misconfigured=lambda: None,
+        )
         health.created = -1e9
         answers = [("/healthz", health.live()[1])]  # not started, late
         health.created, health.last_sweep = float("inf"), lambda: float("inf")

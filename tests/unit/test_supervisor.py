@@ -27,7 +27,7 @@ async def test_a_crashing_loop_is_restarted_and_then_reported() -> None:
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
 
     loop = Loop("etcd-writer", crash, Backoff(base=0.001, cap=0.001)).start()
-    health = Health(EtcdCheck(_pong, timeout=1), lambda: True, lambda: 0.0, 1e9)
+    health = Health(EtcdCheck(_pong, timeout=1), lambda: True, lambda: 0.0, 1e9, lambda: None)
     health.loops, health.started = [loop], True
     try:
         await eventually(lambda: loop.failing is not None, 5, "the loop reported failing")
@@ -57,7 +57,7 @@ async def test_a_loop_that_recovers_is_healthy() -> None:
 
 
 def test_liveness_fails_when_startup_overruns_its_deadline() -> None:
-    health = Health(EtcdCheck(_pong, timeout=1), lambda: False, lambda: 0.0, 1e9)
+    health = Health(EtcdCheck(_pong, timeout=1), lambda: False, lambda: 0.0, 1e9, lambda: None)
     assert health.live() == (True, "starting")
     health.startup_deadline = 0.0
     ok, reason = health.live()
@@ -67,7 +67,7 @@ def test_liveness_fails_when_startup_overruns_its_deadline() -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 async def test_probes_answer_on_ipv4_and_ipv6(host: str) -> None:
     """The kubelet probes the pod IP, which is IPv6 on IPv6-only clusters."""
-    health = Health(EtcdCheck(_pong, timeout=1), lambda: True, lambda: 0.0, 1e9)
+    health = Health(EtcdCheck(_pong, timeout=1), lambda: True, lambda: 0.0, 1e9, lambda: None)
     port = free_port()
     runner = await serve(port, probe_routes(health))
     try:

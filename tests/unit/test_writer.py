@@ -14,6 +14,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
 from etcd_registrar.term import Term
 from etcd_registrar.writer import BATCH_OPS, Write, WriteQueue
+from tests.listeners import Setbacks
 from tests.unit.builders import endpoint
 
 A, B = "/services/goods/a", "/services/goods/b"
@@ -60,7 +61,9 @@ async def test_writes_in_one_tick_coalesce_per_key(
 ) -> None:
     """Pending work is the latest desired state per key, never a queue of events; a delete
     keeps the pool and pod of the put it replaces (for its log line)."""
-    registry = Registry(Etcd(EtcdConfig()), Term.alone())  # never started: nothing reaches etcd
+    registry = Registry(
+        Etcd(EtcdConfig()), Term.alone(), Setbacks()
+    )  # never started: nothing reaches etcd
     for puts, deletes in submits:
         registry.submit(puts, deletes)
     assert {w.key: w for w in registry.writes.take_batch()} == pending
