@@ -15,9 +15,10 @@ import logging
 import re
 
 from etcd_registrar.candidacy import is_foreign, record_cluster
-from etcd_registrar.etcd import DeleteOp, Etcd, EtcdError, Fenced, PutOp
+from etcd_registrar.etcd import DeleteOp, EtcdError, Fenced, PutOp
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.model import DNS_LABEL_PATTERN
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.supervisor import Backoff
 from etcd_registrar.term import Term
 
@@ -40,7 +41,7 @@ def claim_record(owner: str, identity: str) -> str:
 
 
 class ClaimStore:
-    def __init__(self, etcd: Etcd, term: Term, owner: str, cluster: str = "") -> None:
+    def __init__(self, etcd: EtcdPort, term: Term, owner: str, cluster: str = "") -> None:
         self.etcd, self.cluster = etcd, cluster
         self.term = term  # only the leader records claims, fenced like its other writes
         self.prefix = claim_record(owner, "")

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple, Protocol
 
 from etcd_registrar import metrics
 from etcd_registrar.desired import Change, DesiredState, PodChange
-from etcd_registrar.etcd import Etcd
 from etcd_registrar.kube import Kube
 from etcd_registrar.plan import Conflict, plan
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.readiness import GATE_DISABLED
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Endpoint, PodView, RegistrationId
@@ -101,7 +101,7 @@ class Controller:
 
     def __init__(
         self,
-        etcd: Etcd,
+        etcd: EtcdPort,
         kube: Kube,
         defaults: Defaults,
         term: Term,

@@ -39,8 +39,9 @@ from etcd_registrar.candidacy import (
     judge,
     record_cluster,
 )
-from etcd_registrar.etcd import Etcd, EtcdError, Fence, KeepAliveStream, LeaseNotFound
+from etcd_registrar.etcd import EtcdError, Fence, KeepAliveStream, LeaseNotFound
 from etcd_registrar.leases import owner_keys
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.supervisor import Backoff
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Leader(Protocol):
 class Election:
     def __init__(
         self,
-        etcd: Etcd,
+        etcd: EtcdPort,
         owner: str,
         candidate: Candidate,
         leader: Leader,

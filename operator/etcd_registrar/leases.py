@@ -27,7 +27,6 @@ from etcd_registrar.candidacy import is_foreign, record_cluster
 from etcd_registrar.etcd import (
     KV,
     DeleteOp,
-    Etcd,
     EtcdError,
     EtcdUnavailable,
     Fence,
@@ -37,6 +36,7 @@ from etcd_registrar.etcd import (
 from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.model import TTL_MAX, TTL_MIN
 from etcd_registrar.plan import Pool
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.supervisor import Backoff
 from etcd_registrar.term import Term
 
@@ -98,7 +98,7 @@ class LeasePool:
 
     def __init__(
         self,
-        etcd: Etcd,
+        etcd: EtcdPort,
         owner: str,
         *,
         keys_per_lease: int,

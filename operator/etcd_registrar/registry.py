@@ -25,7 +25,6 @@ from etcd_registrar.etcd import (
     ABSENT,
     KV,
     DeleteOp,
-    Etcd,
     EtcdError,
     Fenced,
     LeaseNotFound,
@@ -35,6 +34,7 @@ from etcd_registrar.etcd import (
 )
 from etcd_registrar.leases import Lease, LeasePool
 from etcd_registrar.plan import Current, Pool, pool_of
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.source import Endpoint
 from etcd_registrar.supervisor import Backoff, Loop
 from etcd_registrar.term import Term
@@ -70,7 +70,7 @@ class Held:
 class Registry:
     def __init__(
         self,
-        etcd: Etcd,
+        etcd: EtcdPort,
         term: Term,
         setbacks: Setbacks,
         *,
