@@ -29,6 +29,7 @@ from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, pr
 from etcd_registrar.kube import Kube, load_config
 from etcd_registrar.leases import lease_records
 from etcd_registrar.podwatch import PodWatcher
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
@@ -65,11 +66,17 @@ class App:
 
     @classmethod
     def create(
-        cls, config: Settings, api: kubernetes.client.ApiClient | None = None, cluster: str = ""
+        cls,
+        config: Settings,
+        api: kubernetes.client.ApiClient | None = None,
+        cluster: str = "",
+        etcd: EtcdPort | None = None,
     ) -> App:
-        """Build the pipeline (Kubernetes client: `api`, else from the environment) for the
-        cluster `cluster` (its identity, "" if unknown); nothing is connected or started yet."""
-        etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
+        """Build the pipeline (Kubernetes client: `api`, else from the environment; etcd:
+        `etcd`, else the configured one) for the cluster `cluster` (its identity, "" if
+        unknown); nothing is connected or started yet."""
+        if etcd is None:
+            etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         term = Term()  # a standby until elected
         kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
         events = EventPoster(kube)

@@ -4,7 +4,7 @@ the flood, within noise, and its Warnings arrive.
 
 The Warnings fail on the old code (one global bucket: the quiet namespace's were dropped
 for good). The rollout did not: the flood's gate patches are False ones, which always
-waited behind the rollout's True ones; same-priority turns are tests/integration/test_gates.py's.
+waited behind the rollout's True ones; same-priority turns are tests/unit/test_gates.py's.
 Here the rollout checks the whole operator (pod watch, event loop, API client) under a flood.
 """
 

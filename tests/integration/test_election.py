@@ -18,6 +18,7 @@ from etcd_registrar.candidacy import Candidate, Standing
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.election import Election
 from etcd_registrar.etcd import Etcd, EtcdConfig, Fence
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.registry import Registry
 from etcd_registrar.supervisor import Loop
 from etcd_registrar.term import Term
@@ -40,7 +41,7 @@ async def etcd(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
 
 
 def candidate(
-    etcd: Etcd,
+    etcd: EtcdPort,
     name: str,
     namespaces: tuple[str, ...] = SHOP,
     *,

@@ -146,8 +146,9 @@ async def test_writes_keepalives_and_watches_move_on_when_the_member_in_use_then
     ordered = sorted(tls_cluster.members, key=lambda m: m is leader)
     ordered.insert(1, ordered.pop())
     config = client_config(pki, [m.endpoint for m in ordered])
-    registry = Registry(Etcd(config), Term.alone(), Setbacks(), owner=OWNER)
-    acks = spy_on_acks(registry.etcd)
+    client = Etcd(config)
+    registry = Registry(client, Term.alone(), Setbacks(), owner=OWNER)
+    acks = spy_on_acks(client)
     watcher = Etcd(config)  # a consumer's watch, through the same failovers
     wanted = endpoints(30, ttl=KEY_TTL)
     await asyncio.wait_for(registry.start(), 20)
@@ -159,7 +160,7 @@ async def test_writes_keepalives_and_watches_move_on_when_the_member_in_use_then
     try:
         for step, victim in enumerate(ordered[:2]):
             batch = wanted[10 * (step + 1) : 10 * (step + 2)]
-            assert registry.etcd.member.target == target(victim.endpoint)
+            assert client.member.target == target(victim.endpoint)
             if step == 1:
                 assert tls_cluster.leader() is victim, "leadership moved during the test"
             killed = time.monotonic()
@@ -172,9 +173,9 @@ async def test_writes_keepalives_and_watches_move_on_when_the_member_in_use_then
             kept = min(t for t in acks if t > killed) - killed
             measured.append(f"{victim.name}: write {wrote:.2f} s, keepalive {kept:.2f} s")
             assert wrote <= BUDGET_S and kept <= BUDGET_S, measured
-            assert registry.etcd.member.target != target(victim.endpoint)
+            assert client.member.target != target(victim.endpoint)
             if step == 0:  # on with the next member (after the leader died: any live one)
-                assert registry.etcd.member.target == target(ordered[1].endpoint)
+                assert client.member.target == target(ordered[1].endpoint)
                 await asyncio.to_thread(victim.start)  # the quorum must outlive the next kill
         # Over three TTLs after the last kill, every key stays: the leases were kept alive.
         await asyncio.sleep(3 * KEY_TTL)

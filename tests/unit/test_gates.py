@@ -1,19 +1,30 @@
 """What the readiness gate says about a pod (gates.verdict), from a real controller and
-registry on a real etcd: True only once etcd has committed the key, False with the reason."""
+registry on the in-memory etcd (verified by tests/etcd_contract.py): True only once etcd
+has committed the key, False with the reason; and which replica tells what."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from etcd_registrar.controller import Controller
 from etcd_registrar.gates import Gates, Verdict, verdict
+from etcd_registrar.memory import MemoryEtcd
 from etcd_registrar.readiness import GATE
+from etcd_registrar.term import Term
 from tests.listeners import Posted, Reachable
 from tests.unit.builders import opt_in, pod_body, registration_body
+from tests.unit.memory_pipeline import memory_controller
 
-pytestmark = pytest.mark.integration
+
+@pytest.fixture
+async def controller() -> AsyncIterator[Controller]:
+    controller = memory_controller(MemoryEtcd(), Term.alone())
+    await controller.registry.start()
+    yield controller
+    await controller.registry.close()
 
 
 def gated(gate: tuple[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -127,3 +138,26 @@ async def test_a_namespace_flapping_many_gated_pods_delays_anothers_patch_by_a_t
         gates.examine(body["metadata"]["uid"])
     first_two = [await gates._next(), await gates._next()]
     assert mine["metadata"]["uid"] in first_two, first_two
+
+
+@pytest.mark.parametrize(
+    ("enabled", "leading", "told"),
+    [(False, True, 1), (False, False, 0), (True, True, 0)],
+    ids=["disabled-leader-tells-once", "disabled-standby-is-silent", "enabled"],
+)
+async def test_a_disabled_gate_is_told_once_by_the_leader(
+    enabled: bool, leading: bool, told: int
+) -> None:
+    term = Term.alone() if leading else Term()
+    controller = memory_controller(MemoryEtcd(), term, readiness_gate=enabled)
+    events = Posted()
+    gates = Gates(
+        controller, controller.kube, term, events=events, etcd_check=Reachable(), enabled=enabled
+    )
+    body = gated()
+    controller.on_pod("ADDED", body)
+    for _ in range(2):
+        gates.examine(body["metadata"]["uid"])
+    assert [n.reason for n in events.notices] == ["ReadinessGateDisabled"] * told
+    # the sweep's repost names it while its cause holds (the gate disabled, the pod gated)
+    assert [n.reason for n in controller.warnings()] == ["ReadinessGateDisabled"] * (not enabled)
