@@ -26,7 +26,7 @@ from etcd_registrar.readiness import GATE_DISABLED
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Endpoint, PodView, RegistrationId
 from etcd_registrar.status import Findings, StatusWriter
-from etcd_registrar.supervisor import Loop
+from etcd_registrar.supervisor import Backoff, Loop
 from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers
 from etcd_registrar.term import Term
 from etcd_registrar.writer import Write
@@ -34,6 +34,7 @@ from etcd_registrar.writer import Write
 logger = logging.getLogger(__name__)
 
 SWEEP_SLICE = 1000  # keys planned per step of a sweep, with pod events let in between
+VIEW_POLL = 2.0  # seconds between looks at the initial view's progress (a relist costs CPU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,17 +396,19 @@ class Controller:
         """
         await self.resumed.wait()  # a sweep before the registrations would delete their keys
         waiting_on = -1
+        backoff = Backoff(cap=VIEW_POLL)
         while not self.view_complete.is_set():
             if self._expected is not None and len(self._expected) < waiting_on:
                 waiting_on = len(self._expected)  # events are arriving: just wait for them
-                await asyncio.sleep(2)
+                await asyncio.sleep(VIEW_POLL)
                 continue
             try:
                 live = await self.kube.list_pod_uids()
             except Exception as exc:
                 logger.warning("listing pods failed (%s); retrying", exc)
-                await asyncio.sleep(2)
+                await backoff.sleep()
                 continue
+            backoff.reset()
             expected = (
                 live - self.state.pods.keys() if self._expected is None else self._expected & live
             )
@@ -415,7 +418,7 @@ class Controller:
                 logger.info("initial view of %d pods complete", len(self.state.pods))
                 break
             self._expected, waiting_on = expected, len(expected)
-            await asyncio.sleep(2)
+            await asyncio.sleep(VIEW_POLL)
 
     async def sweep(self) -> int:
         """Repair drift: pods missed by events, keys deleted or changed behind our back.

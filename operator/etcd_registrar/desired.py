@@ -80,7 +80,7 @@ class DesiredState:
         self.keys_by_service: dict[ServiceId, set[str]] = {}
         self.claimed_in_ns: Counter[str] = Counter()  # keys claimed per namespace (quota)
         self.registrations: dict[RegistrationId, Registration] = {}
-        self.effective: dict[ServiceId, Registration] = {}  # the governing one per service
+        self.governing: dict[ServiceId, Registration] = {}  # the one that governs each service
         self.problems: dict[str, tuple[str, ...]] = {}  # pod uid -> last reported problems
 
     # --- pods -------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class DesiredState:
             self.claimed_in_ns[endpoint.namespace] += uid not in claimants
             claimants[uid] = endpoint
             self.keys_by_service.setdefault(endpoint.service_id, set()).add(key)
-        change.dirty |= self.governing(e.service_id for e in new.values())
+        change.dirty |= self.governing_ids(e.service_id for e in new.values())
         if new:
             self.keys_by_pod[uid] = set(new)
         else:
@@ -232,11 +232,11 @@ class DesiredState:
         return set(new)
 
     def _regs_in(self, namespace: str) -> list[Registration]:
-        return [r for sid, r in self.effective.items() if sid.namespace == namespace]
+        return [r for sid, r in self.governing.items() if sid.namespace == namespace]
 
-    def governing(self, services: Iterable[ServiceId]) -> set[RegistrationId]:
+    def governing_ids(self, services: Iterable[ServiceId]) -> set[RegistrationId]:
         """The registrations that govern `services` (whose status reports their keys)."""
-        return {r.id for sid in services if (r := self.effective.get(sid)) is not None}
+        return {r.id for sid in services if (r := self.governing.get(sid)) is not None}
 
     # --- registrations ----------------------------------------------------------------------
 
@@ -283,7 +283,7 @@ class DesiredState:
         reshared: set[str] = set()
         for reg in (old, new):
             if reg is not None and reg.identity is not None:
-                governing = self.effective.get(reg.service_id)
+                governing = self.governing.get(reg.service_id)
                 shares = governing.share_with if governing is not None else frozenset()
                 if self.tenancy.share(reg.identity, reg.namespace, shares):
                     reshared.add(reg.identity)
@@ -298,9 +298,9 @@ class DesiredState:
         candidates = [r for r in self.registrations.values() if r.service_id == sid]
         ranked = sorted(candidates, key=lambda r: (r.layout is None, r.name))
         if ranked:
-            self.effective[sid] = ranked[0]
+            self.governing[sid] = ranked[0]
         else:
-            self.effective.pop(sid, None)
+            self.governing.pop(sid, None)
         change.dirty |= {r.id for r in candidates}
 
     def _recompute(self, namespace: str, services: set[ServiceId], change: Change) -> None:
@@ -334,7 +334,7 @@ class DesiredState:
         and whoever wants keys in a range overlapping it is rendered again."""
         change = Change()
         owner = self.tenancy.owner(identity)
-        for reg in self.effective.values():
+        for reg in self.governing.values():
             if reg.namespace == owner and reg.identity == identity:
                 self.tenancy.share(identity, owner, reg.share_with)
         self._recompute_identity(identity, change)

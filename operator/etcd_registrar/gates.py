@@ -97,7 +97,7 @@ def verdict(controller: Controller, pod: PodView, etcd_reachable: bool) -> Verdi
         return Verdict(False, "EtcdUnavailable", "etcd is unreachable: the key is not written")
     invalid = [
         f"ServiceRegistration {r.name}: {r.error}"
-        for r in controller.state.effective.values()
+        for r in controller.state.governing.values()
         if r.namespace == pod.namespace and r.error and (r.service == pod.service or r.selects(pod))
     ]
     if invalid:

@@ -35,8 +35,8 @@ from etcd_registrar.etcd import (
 )
 from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.model import TTL_MAX, TTL_MIN
-from etcd_registrar.plan import Pool
 from etcd_registrar.port import EtcdPort
+from etcd_registrar.source import Pool
 from etcd_registrar.supervisor import Backoff
 from etcd_registrar.term import Term
 

@@ -10,25 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from etcd_registrar.source import Endpoint, ServiceId
-
-
-class Pool(NamedTuple):
-    """The lease pool a key belongs to: the keys of one service with one TTL share leases."""
-
-    namespace: str
-    service: str
-    ttl: int
-
-    @property
-    def service_id(self) -> ServiceId:
-        return ServiceId(self.namespace, self.service)
-
-
-def pool_of(endpoint: Endpoint) -> Pool:
-    return Pool(endpoint.namespace, endpoint.service, endpoint.ttl)
+from etcd_registrar.source import Endpoint, Pool, pool_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,9 +33,9 @@ from etcd_registrar.etcd import (
     TxnResult,
 )
 from etcd_registrar.leases import Lease, LeasePool
-from etcd_registrar.plan import Current, Pool, pool_of
+from etcd_registrar.plan import Current
 from etcd_registrar.port import EtcdPort
-from etcd_registrar.source import Endpoint
+from etcd_registrar.source import Endpoint, Pool, pool_of
 from etcd_registrar.supervisor import Backoff, Loop
 from etcd_registrar.term import Term
 from etcd_registrar.writer import Write, WriteQueue

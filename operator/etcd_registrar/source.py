@@ -38,6 +38,18 @@ class RegistrationId(NamedTuple):
     name: str
 
 
+class Pool(NamedTuple):
+    """The lease pool a key belongs to: the keys of one service with one TTL share leases."""
+
+    namespace: str
+    service: str
+    ttl: int
+
+    @property
+    def service_id(self) -> ServiceId:
+        return ServiceId(self.namespace, self.service)
+
+
 @dataclass(frozen=True, slots=True)
 class PodView:
     """What the operator keeps of a pod: small, immutable, enough to render its keys."""
@@ -382,3 +394,7 @@ def assigned_ranges(
         errors.append(f"{len(ranges)} ranges, over the limit of {MAX_ASSIGNED}: none assigned")
         ranges = []
     return ranges, errors
+
+
+def pool_of(endpoint: Endpoint) -> Pool:
+    return Pool(endpoint.namespace, endpoint.service, endpoint.ttl)

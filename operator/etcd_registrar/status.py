@@ -40,7 +40,7 @@ def conditions(reg: Registration, state: DesiredState, found: Findings) -> list[
     """Ready first, then InvalidSpec and Conflict when they hold."""
     keys = state.keys_by_service.get(reg.service_id, set())
     held = _held(reg, state, found)
-    governing = state.effective.get(reg.service_id)
+    governing = state.governing.get(reg.service_id)
     out: list[Condition] = []
     if reg.error:
         out.append(("InvalidSpec", True, "InvalidSpec", reg.error))
@@ -158,7 +158,7 @@ class StatusWriter:
         self.dirty.update(idents)
 
     def mark_services(self, services: Iterable[ServiceId]) -> None:
-        self.dirty |= self.state.governing(services)
+        self.dirty |= self.state.governing_ids(services)
 
     def seen(self, ident: RegistrationId, status: Mapping[str, Any] | None) -> None:
         """The API server's copy of `ident` has `status` (the one sent before a restart)."""

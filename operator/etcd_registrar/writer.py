@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from etcd_registrar.etcd import MAX_TXN_OPS
-from etcd_registrar.plan import Pool
+from etcd_registrar.source import Pool
 from etcd_registrar.supervisor import Backoff
 
 BATCH_OPS = MAX_TXN_OPS - 1  # see WriteQueue.take_batch

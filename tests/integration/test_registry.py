@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import Endpoint
 from etcd_registrar.term import Term
 from etcd_registrar.writer import Write
+from tests.aio import eventually
 from tests.harness import EtcdCluster, EtcdServer, wait_for
 from tests.integration.conftest import OWNER
 from tests.listeners import Setbacks
@@ -55,21 +55,6 @@ class Desired:
 
     def write_refused(self, write: Write, reason: str) -> None:
         pass
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:
-    """Poll an async check until it is truthy; fail with the last value seen."""
-    deadline = asyncio.get_running_loop().time() + within
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except EtcdError as exc:
-            last = exc
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {within}s; last seen: {last!r}")
 
 
 @pytest.fixture
@@ -178,18 +163,22 @@ async def test_full_set_returns_after_etcd_outage(
             # keys on new ones by the time the reader is back, so "empty" may never be seen
             return not leases & {kv.lease for kv in (await reader.get_prefix("/services/"))[0]}
 
-        await eventually(wiped, 5, "the reader sees the wiped etcd")
+        await eventually(wiped, 5, "the reader sees the wiped etcd", retry_on=(EtcdError,))
     else:
         etcd_server.pause()
         await asyncio.sleep(3 * TTL)  # frozen longer than the lease lives
         etcd_server.resume()
     # back = present on leases etcd reports alive (an expired lease may linger until etcd's
     # next expiry pass, and then takes its keys with it)
-    await eventually(on_live_leases(reader, wanted), 20, f"all keys back after {outage}")
+    await eventually(
+        on_live_leases(reader, wanted), 20, f"all keys back after {outage}", retry_on=(EtcdError,)
+    )
     # and they are held, not a one-off re-put: two TTLs later they are still on live leases
     # (etcd may still revoke a lease it found expired on waking; the registry re-puts at once)
     await asyncio.sleep(2 * TTL)
-    await eventually(on_live_leases(reader, wanted), 5, f"keys still held after {outage}")
+    await eventually(
+        on_live_leases(reader, wanted), 5, f"keys still held after {outage}", retry_on=(EtcdError,)
+    )
 
 
 async def test_restarted_registry_adopts_leases(

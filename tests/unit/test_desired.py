@@ -41,7 +41,7 @@ def test_the_governing_registration_of_a_service(
     state = DesiredState(DEFAULTS)
     for name, spec in list(registrations.items())[::order]:
         registered(state, spec, name=name)
-    assert state.effective[GOODS].name == governing
+    assert state.governing[GOODS].name == governing
 
 
 def test_deleting_the_governing_registration_elects_the_next() -> None:
@@ -49,7 +49,7 @@ def test_deleting_the_governing_registration_elects_the_next() -> None:
     for name in ("a", "b"):
         registered(state, VALID, name=name)
     change = state.on_registration("DELETED", registration_body(VALID, name="a"))
-    assert state.effective[GOODS].name == "b"
+    assert state.governing[GOODS].name == "b"
     assert change is not None
     assert change.dirty == {RegistrationId("shop", "b")}  # a is gone: no status to write
 

@@ -9,7 +9,7 @@ import pytest
 
 from etcd_registrar.etcd import KV, Etcd, EtcdConfig
 from etcd_registrar.leases import Lease, LeasePool, lease_records, owner_keys, read_record
-from etcd_registrar.plan import Pool
+from etcd_registrar.source import Pool
 from etcd_registrar.term import Term
 
 PREFIX = lease_records("t")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from etcd_registrar.plan import Conflict, Current, Plan, Pool, plan, pool_of
-from etcd_registrar.source import Endpoint
+from etcd_registrar.plan import Conflict, Current, Plan, plan
+from etcd_registrar.source import Endpoint, Pool, pool_of
 from tests.unit.builders import endpoint
 
 K = "/services/goods/a"

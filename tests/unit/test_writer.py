@@ -9,9 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from etcd_registrar.etcd import Etcd, EtcdConfig
-from etcd_registrar.plan import Pool
 from etcd_registrar.registry import Registry
-from etcd_registrar.source import Endpoint
+from etcd_registrar.source import Endpoint, Pool
 from etcd_registrar.term import Term
 from etcd_registrar.writer import BATCH_OPS, Write, WriteQueue
 from tests.listeners import Setbacks
