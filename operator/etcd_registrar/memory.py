@@ -67,18 +67,10 @@ class MemoryEtcd:
             raise ValueError(f"a transaction holds at most {MAX_TXN_OPS} operations")
         if fence is not None and not self._holds(fence):
             raise Fenced(f"{fence.key} is no longer ours (created at revision {fence.revision})")
-        refused: dict[int, KV | None] = {}
-        applied: list[Op] = []
-        for n, op in enumerate(ops):
-            found = self.kvs.get(op.key)
-            expect = op.expect_lease if isinstance(op, PutOp) else (op.lease or None)
-            if expect is not None and not _guard_holds(expect, found):
-                refused[n] = found
-            else:
-                applied.append(op)
-        for op in applied:  # etcd refuses the whole transaction for a put on no lease
-            if isinstance(op, PutOp) and op.lease and op.lease not in self.leases:
-                raise LeaseNotFound("etcdserver: requested lease not found")
+        refused = {n: self.kvs.get(op.key) for n, op in enumerate(ops) if not self._guard(op)}
+        applied = [op for n, op in enumerate(ops) if n not in refused]
+        if any(self._unleased(op) for op in applied):  # etcd refuses the whole transaction
+            raise LeaseNotFound("etcdserver: requested lease not found")
         if any(isinstance(op, PutOp) or op.key in self.kvs for op in applied):
             self.revision += 1
             for op in applied:
@@ -163,6 +155,20 @@ class MemoryEtcd:
             raise EtcdUnavailable("UNAVAILABLE: the in-memory etcd is down")
         self._expire()
 
+    def _guard(self, op: Op) -> bool:
+        """Whether `op` applies: unguarded, or its key is absent / on the lease it names."""
+        found = self.kvs.get(op.key)
+        expect = op.expect_lease if isinstance(op, PutOp) else (op.lease or None)
+        if expect is None:
+            return True
+        if expect == ABSENT:
+            return found is None
+        return found is not None and found.lease == expect
+
+    def _unleased(self, op: Op) -> bool:
+        """A put on a lease etcd does not have."""
+        return isinstance(op, PutOp) and bool(op.lease) and op.lease not in self.leases
+
     def _holds(self, fence: Fence) -> bool:
         kv = self.kvs.get(fence.key)
         return kv is not None and kv.create_revision == fence.revision
@@ -196,12 +202,6 @@ class MemoryEtcd:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
-
-
-def _guard_holds(expect: int, found: KV | None) -> bool:
-    if expect == ABSENT:
-        return found is None
-    return found is not None and found.lease == expect
 
 
 class _Keepalives(KeepAliveStream):

@@ -4,11 +4,11 @@ etcd of the fast tests must do, checked against what it stands for."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from etcd_registrar.etcd import Etcd, EtcdConfig
+from etcd_registrar.etcd import Etcd
 from etcd_registrar.port import EtcdPort
 from tests.etcd_contract import Advance, EtcdContract
 from tests.harness import EtcdServer
@@ -17,17 +17,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def contract_etcd(etcd_bin: str | None) -> Iterator[EtcdServer]:
+def etcd_server(etcd_bin: str | None) -> Iterator[EtcdServer]:
+    """Both versions: Debian's etcd 3.4 and the 3.6 most users run."""
     with EtcdServer(etcd_bin=etcd_bin) as server:
-        server.start()
-        yield server
+        yield server.start()
 
 
 @pytest.fixture
-async def port(contract_etcd: EtcdServer) -> AsyncIterator[EtcdPort]:
-    client = Etcd(EtcdConfig(endpoints=(contract_etcd.endpoint,), timeout=5))
-    yield client
-    await client.close()
+def port(reader: Etcd) -> EtcdPort:
+    return reader
 
 
 @pytest.fixture
