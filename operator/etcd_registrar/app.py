@@ -147,6 +147,9 @@ class App:
         self.election.on_deposed = self._deposed
         self.registry.on_fenced = self.election.step_down
         self.loops.append(Loop("claims", self.claims.run).start())
+        self.loops.append(
+            Loop("claims-elsewhere", lambda: self.claims.follow(self.controller)).start()
+        )
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
         self.loops.append(Loop("warnings", self.events.run).start())
@@ -198,6 +201,7 @@ class App:
                 try:
                     claims = await self.claims.load()
                     bodies = await self.controller.kube.list_registrations()
+                    await self.claims.synced.wait()  # other clusters' claims, before any pod
                     break
                 except Exception as exc:
                     logger.warning("reading claims and registrations failed (%s); retrying", exc)

@@ -21,7 +21,7 @@ from typing import Any, Literal, NoReturn, get_args, get_origin
 from pydantic import ValidationError
 
 from etcd_registrar import __version__, crd, logs
-from etcd_registrar.claimstore import claim_record, recorded_owner
+from etcd_registrar.claimstore import claim_record, parse_claim_key, recorded_owner
 from etcd_registrar.config import Settings
 from etcd_registrar.etcd import Etcd, EtcdError
 from etcd_registrar.formats import FORMATS, RESERVED_PREFIX, Format
@@ -243,9 +243,10 @@ async def _claims_ls(settings: Settings, owner: str | None, as_json: bool) -> in
         await etcd.close()
     rows: list[dict[str, Any]] = []
     for kv in records:
-        owner_id, found, identity = kv.key.removeprefix(f"{RESERVED_PREFIX}/").partition("/claims/")
-        if not found or "/" in owner_id or owner not in (None, owner_id):
+        parsed = parse_claim_key(kv.key)
+        if parsed is None or owner not in (None, parsed[0]):
             continue
+        owner_id, identity = parsed
         try:
             namespace = recorded_owner(kv.value)
         except ValueError as exc:

@@ -25,7 +25,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Endpoint, RegistrationId
 from etcd_registrar.status import Findings, StatusWriter
 from etcd_registrar.supervisor import Loop
-from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers, Remote
 from etcd_registrar.writer import Write
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Controller:
         # After each sweep, every Warning whose cause holds: App posts the dropped ones again.
         self.repost: Callable[[list[Notice]], None] = lambda notices: None
         # Every change of the owner of a service identity is recorded in etcd.
-        self.on_claim: Callable[[str, str | None], None] = lambda identity, owner: None
+        self.on_claim: Callable[[str, str | None, frozenset[str]], None] = lambda *_: None
         # What the registrations' Ready condition says while keys wait (App: the etcd check).
         self.etcd_reachable: Callable[[], bool] = lambda: True
         self.conflicts: dict[str, Conflict] = {}
@@ -192,18 +192,34 @@ class Controller:
             )
         self._hand_over(handovers)
 
+    def on_remote_claim(self, owner_id: str, identity: str, claim: Remote | None) -> None:
+        """Another cluster sharing the etcd recorded (None: released) a claim."""
+        self._hand_over(self.state.tenancy.remote_claim(owner_id, identity, claim))
+
+    def on_recorded(self, identity: str, revision: int | None) -> None:
+        """Our record of a claim was written (its create revision) or deleted."""
+        self._hand_over(self.state.tenancy.recorded(identity, revision))
+
+    def _claimed(self, identity: str, owner: str | None) -> None:
+        """Record the owner of `identity` in etcd, with whom it shares the range."""
+        entry = self.state.tenancy.identities.get(identity)
+        shared = entry.shared_with if entry is not None and owner is not None else frozenset()
+        self.on_claim(identity, owner, shared)
+
     def _hand_over(self, handovers: Handovers) -> None:
         """Record the claims that changed hands; render whoever wants keys around them."""
         for identity, (old, new) in handovers.items():
             logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
-            self.on_claim(identity, new)
+            self._claimed(identity, new)
             self._apply(self.state.reclaimed(identity))
 
     def _record(self, change: Change) -> None:
         """Record the claims `change` made; mark the statuses it may have changed."""
         for identity, namespace in change.claims.items():
             logger.info("namespace %s claims %s", namespace, identity)
-            self.on_claim(identity, namespace)
+            self._claimed(identity, namespace)
+        for identity in change.reshared - change.claims.keys():
+            self._claimed(identity, self.state.tenancy.owner(identity))
         self.statuses.mark(change.dirty)
 
     def _apply(self, change: Change) -> None:
@@ -323,7 +339,7 @@ class Controller:
         held keys imply (recorded now), then the registrations."""
         held = ((key, h.pool.service_id) for key, h in self.registry.held.items())
         for identity, owner in self.state.restore(claims, bodies, held).items():
-            self.on_claim(identity, owner)
+            self._claimed(identity, owner)
         for body in bodies:
             self.on_registration(None, body)
         self.resumed.set()
@@ -454,7 +470,7 @@ class Controller:
         self.leading = True
         for identity, entry in self.state.tenancy.identities.items():
             if entry.owner is not None:
-                self.on_claim(identity, entry.owner)  # the old leader may not have recorded it
+                self._claimed(identity, entry.owner)  # the old leader may not have recorded it
         self.notify(self._untold_problems())
         self.mark_all_dirty()
         if self.view_complete.is_set():

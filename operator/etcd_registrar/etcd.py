@@ -173,6 +173,7 @@ class WatchEvent:
     key: str
     value: str
     revision: int
+    create_revision: int = 0  # the key's, on a PUT
 
 
 ABSENT = 0  # PutOp.expect_lease: put only while the key does not exist
@@ -564,7 +565,13 @@ class Etcd:
                     for event in response.events:
                         kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
                         kv = event.kv
-                        yield WatchEvent(kind, _text(kv.key), _text(kv.value), kv.mod_revision)
+                        yield WatchEvent(
+                            kind,
+                            _text(kv.key),
+                            _text(kv.value),
+                            kv.mod_revision,
+                            kv.create_revision,
+                        )
                         start_revision = kv.mod_revision + 1
             except grpc.aio.AioRpcError as exc:
                 error = _map_error(exc)
