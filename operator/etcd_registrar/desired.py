@@ -412,7 +412,7 @@ def _refusal(service: str, identity: str, namespace: str, blocker: Blocker) -> s
     )
     owner = blocker.owner
     if blocker.elsewhere:
-        owner += f" of another cluster (owner id {blocker.elsewhere})"
+        owner += f" (owner id {blocker.elsewhere}, another operator sharing this etcd)"
     return (
         f"{service}: {where} belong to namespace {owner}, so this namespace gets none "
         f"there: ask {blocker.owner} to add {namespace} to spec.shareWith of its "

@@ -61,7 +61,7 @@ async def test_a_claim_made_in_one_cluster_holds_in_the_other(etcd_server: EtcdS
         # another namespace in cluster b: refused, told which cluster owns the range
         intruder = pod_body(name="x", namespace="team-a", annotations=opt_in("pay"))
         (refusal,) = [w for w in warnings(b, intruder) if "belong to namespace" in w]
-        assert "team-b of another cluster (owner id cluster-a)" in refusal
+        assert "team-b (owner id cluster-a, another operator sharing this etcd)" in refusal
         assert "/services/pay/x" not in b.state.claims
         # the owner shares in cluster a: cluster b admits team-a at once
         shared = registration_body({"shareWith": ["team-a"]}, name="pay", namespace="team-b")
