@@ -173,7 +173,7 @@ class Election:
         owner's records yet, or defers, look for another cluster's first."""
         while True:
             await self._until_vacant()
-            if not (self.verdict.defers or not self._records_read):
+            if self._records_read and not self.verdict.defers:
                 return
             if not await self._another_cluster():
                 return
