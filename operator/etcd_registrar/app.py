@@ -39,7 +39,7 @@ GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at 
 DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
 # Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
 SWEEP_DEADLINE_RESYNCS, SWEEP_DEADLINE_SLACK = 3, 60.0
-FOLLOW_INTERVAL = 1.0  # how often a standby learns the leases the leader granted
+FOLLOW_INTERVAL = 1.0  # a standby re-reads the leases the leader granted at most this often
 
 
 @dataclass
@@ -157,7 +157,7 @@ class App:
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
             self._elected(None)
         else:
-            self.loops.append(Loop("election", self.election.run).start())
+            self.loops.append(Loop("election", self._campaign).start())
             self.loops.append(Loop("standby", self._stand_by).start())
         self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
         self.health.loops = [*self.loops, *self.registry.loops, *self.controller.loops]
@@ -181,8 +181,15 @@ class App:
         self.registry.demote()
         self.claims.demote()
 
+    async def _campaign(self) -> None:
+        """Campaign only once the pod view is complete: a fresh replica leading with a
+        partial view would delete the keys of the pods it has not listed yet."""
+        await self.controller.view_complete.wait()
+        await self.election.run()
+
     async def _stand_by(self) -> None:
-        """Keep alive the leases the leader grants, so a failover never expires a key."""
+        """Keep alive the leases the leader grants, so a failover never expires a key; read
+        their records again when they change."""
         while True:
             if not self.election.leading:
                 try:

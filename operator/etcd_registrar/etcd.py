@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -532,7 +532,9 @@ class Etcd:
 
     # --- watch and status -----------------------------------------------------------------
 
-    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch_prefix(
+        self, prefix: str, start_revision: int
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Stream PUT/DELETE events under `prefix` from `start_revision` on.
 
         A watch broken by a disconnect (or moved off a member that lost its leader) resumes
