@@ -3,7 +3,8 @@
 ServiceRegistrations are watched by kopf with `on.event`. Pods are watched by podwatch
 (a paginated list and watch that keeps no pod bodies: kopf kept ~300 MiB of them at
 10,000 pods), started with the rest of the pipeline; it persists nothing on the pods
-either. The application lives in `memo`, started on startup, stopped on cleanup.
+either. The application lives in `memo`, started on startup, stopped on cleanup. kopf logs in as
+the operator's own calls do (kube.login).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ import kopf
 from etcd_registrar import GROUP, PLURAL, VERSION
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
+from etcd_registrar.kube import login
+
+
+@kopf.on.login()
+def kubernetes_login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    config: Settings = memo.config
+    return login(config.kubeconfig)
 
 
 @kopf.on.startup()

@@ -9,7 +9,6 @@ import sys
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient
 
 from etcd_registrar import desired as desired_module
 from etcd_registrar.claimstore import ClaimStore, claim_record
@@ -19,7 +18,7 @@ from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, desired_for_pod
 from tests.aio import eventually
-from tests.harness import EtcdServer
+from tests.harness import EtcdServer, no_api
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
@@ -136,7 +135,7 @@ async def test_refused_and_taken_keys_are_forgotten_with_the_pods_that_wanted_th
         registry, other = Registry(Etcd(config), owner="c"), Etcd(config)
         await registry.start()
         try:
-            controller = Controller(registry, Kube(ApiClient()), Defaults(format="json"))
+            controller = Controller(registry, Kube(no_api), Defaults(format="json"))
             await other.put("/services/goods/goods-taken", "another writer's")
             big = opt_in(metadata={"blob": "x" * 3000})  # under --max-value-bytes
             for name, annotations in (("goods-big", big), ("goods-taken", opt_in())):
@@ -217,7 +216,7 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
     finally:
         running.cancel()
 
-    successor = Controller(controller.registry, Kube(ApiClient()), Defaults())
+    successor = Controller(controller.registry, Kube(no_api), Defaults())
     successor.resume({"/services/other/": "team-c"}, [])
     assert successor.state.tenancy.owner("/services/other/") == "team-c"
     assert successor.state.tenancy.owner("/services/pay/") == "team-b"  # derived from the held key
