@@ -420,11 +420,13 @@ class Controller:
         await self._await_initial_view()
         while True:
             self._sweep_now.clear()
+            started = time.monotonic()
             try:
                 await self.sweep()
             except Exception:
                 metrics.sweep_errors.inc()
                 logger.exception("sweep failed")
+            metrics.sweep_seconds.inc(time.monotonic() - started)
             self.last_sweep = time.monotonic()  # came round, even if failed (liveness)
             with contextlib.suppress(TimeoutError):  # a new leader sweeps at once
                 await asyncio.wait_for(self._sweep_now.wait(), self.resync)
