@@ -7,6 +7,7 @@ tightest bound we have, and that is the start of every latency here.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,3 +126,51 @@ def slowest(found: Sequence[tuple[float, float]], start: float, k: int = 10) -> 
     stall (a sweep, a collection, a full queue), spread ones at general overload."""
     worst = sorted(found, key=lambda f: f[1], reverse=True)[:k]
     return [[round(at - start, 2), round(1000 * seconds, 1)] for at, seconds in sorted(worst)]
+
+
+def misses(
+    samples: Sequence[Sample], keys: ProbeStream, expect: str, around: float = 2.0
+) -> dict[str, Any]:
+    """Each missed transition of kind `expect` (of all the pods' `samples`) told apart: a
+    state superseded before the operator could write it, or lost. The write queue keeps
+    only a key's latest state, so a state the pod
+    left again sooner than the operator's latency at that moment (the slowest transition
+    accepted within `around` seconds of it that did reach etcd) never reaches etcd, and no
+    consumer could have acted on it; a state that lived longer and still never arrived is
+    lost. Its lifetime runs from its acceptance to the acceptance of the pod's next one."""
+    nxt: dict[Sample, Sample] = {}
+    last: dict[str, Sample] = {}
+    for s in sorted(samples, key=lambda s: s.sent, reverse=True):
+        if s.pod in last:
+            nxt[s] = last[s.pod]
+        last[s.pod] = s
+    found, missed = [], []
+    for s in samples:
+        seen = keys.first_after(s.pod, s.expect, s.sent)
+        if seen is None or seen >= s.until:
+            if s.expect == expect:
+                missed.append(s)
+        else:
+            found.append((s.accepted, seen - s.accepted))
+    found.sort()
+    detail: list[dict[str, Any]] = []
+    for s in missed:
+        lo = bisect.bisect_left(found, (s.accepted - around,))
+        hi = bisect.bisect_right(found, (s.accepted + around, math.inf))
+        latency = max((seconds for _, seconds in found[lo:hi]), default=0.0)
+        after = nxt.get(s)
+        lifetime = after.accepted - s.accepted if after is not None else math.inf
+        detail.append(
+            {
+                "pod": s.pod,
+                "lifetime_ms": round(1000 * lifetime, 1) if after is not None else None,
+                "latency_then_ms": round(1000 * latency, 1),
+                "superseded": lifetime < latency,
+            }
+        )
+    return {
+        "missed": len(missed),
+        "superseded": sum(d["superseded"] for d in detail),
+        "lost": sum(not d["superseded"] for d in detail),
+        "detail": detail[:50],
+    }
