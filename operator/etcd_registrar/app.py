@@ -107,7 +107,7 @@ class App:
             registry,
             controller,
             health,
-            PodWatcher(kube),
+            PodWatcher(kube, controller.on_listed),
             EventPoster(kube),
             claims,
             election,

@@ -24,6 +24,7 @@ from etcd_registrar.supervisor import Backoff
 logger = logging.getLogger(__name__)
 
 PodHandler = Callable[[str | None, Mapping[str, Any]], None]  # (None on list, or ADDED...)
+ListedHandler = Callable[[str | None, set[str]], None]  # (scope, the UIDs a list found)
 
 LIST_PAGE = 500  # pods per page of a list: the most decoded at once
 WATCH_SECONDS = 300  # the API server ends a watch after this; it is resumed, not relisted
@@ -39,8 +40,9 @@ class Expired(Exception):
 class PodWatcher:
     """Follows the pods of `kube`'s namespaces and pod selector."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, on_listed: ListedHandler | None = None) -> None:
         self.kube = kube
+        self.on_listed = on_listed  # after each complete list: what a relist found gone
 
     async def run(self, handle: PodHandler) -> None:
         """List and watch every scope for ever, calling `handle` for each pod seen."""
@@ -78,13 +80,16 @@ class PodWatcher:
         """Hand every pod in scope to `handle` (type None), a page at a time; return the
         list's resource version to watch from."""
         token: str | None = None
+        uids: set[str] = set()
         while True:
             # The page is handed over in a call of its own: no reference to it is left
             # while the next one is read and decoded, so one page is in memory, not two.
             token, version = _hand_over(
-                await self.kube.pod_page(namespace, LIST_PAGE, token), handle
+                await self.kube.pod_page(namespace, LIST_PAGE, token), handle, uids
             )
             if not token:
+                if self.on_listed is not None:
+                    self.on_listed(namespace, uids)
                 return version
 
     async def watch(self, namespace: str | None, version: str, handle: PodHandler) -> str:
@@ -102,9 +107,11 @@ class PodWatcher:
         return version
 
 
-def _hand_over(page: dict[str, Any], handle: PodHandler) -> tuple[str | None, str]:
-    """Hand a page's pods to `handle`; return its continue token and resource version."""
+def _hand_over(page: dict[str, Any], handle: PodHandler, uids: set[str]) -> tuple[str | None, str]:
+    """Hand a page's pods to `handle`, adding their UIDs to `uids`; return its continue
+    token and resource version."""
     for pod in page.get("items") or []:
+        uids.add(pod["metadata"]["uid"])
         handle(None, pod)
     meta = page.get("metadata") or {}
     return meta.get("continue"), str(meta.get("resourceVersion"))

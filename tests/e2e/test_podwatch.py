@@ -150,3 +150,49 @@ async def test_a_watch_that_ends_at_once_is_not_retried_in_a_hot_loop(
         assert kube.watches <= 6, f"{kube.watches} watch requests in 3 s"
     finally:
         running.cancel()
+
+
+class ExpiringWatch(Kube):
+    """The first watch waits for `expire`, then answers 410 Gone (the version it started
+    from is compacted away), as after a long disconnection; later watches are real."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(kube.login, kube.namespaces, kube.pod_selector)
+        self.expire, self.watches = asyncio.Event(), 0
+
+    async def watch_pods(
+        self, namespace: str | None, version: str, seconds: int, idle: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        self.watches += 1
+        if self.watches == 1:
+            await self.expire.wait()
+            yield {"type": "ERROR", "object": {"code": 410, "message": "too old"}}
+            return
+        async for event in super().watch_pods(namespace, version, seconds, idle):
+            yield event
+
+
+async def test_a_relist_after_410_reports_the_pods_it_no_longer_finds(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A pod deleted while no watch ran shows in no event: the relist after 410 Gone says
+    which UIDs it found, so the controller forgets the others at once, not at a sweep."""
+    for name in ("kept", "gone"):
+        cluster.apply(bare_pod(name), namespace)
+    uids = {
+        name: cluster.get_json("pod", name, "-n", namespace)["metadata"]["uid"]
+        for name in ("kept", "gone")
+    }
+    listed: list[tuple[str | None, set[str]]] = []
+    kube = ExpiringWatch(Kube(cluster.credentials(), [namespace]))
+    watcher = PodWatcher(kube, lambda scope, found: listed.append((scope, found)))
+    running = asyncio.create_task(watcher.run(Seen()))
+    try:
+        await eventually(lambda: len(listed) == 1, 20, "the first list")
+        assert listed[0] == (namespace, set(uids.values()))
+        cluster.kubectl("delete", "pod", "gone", "-n", namespace, "--wait=true")
+        kube.expire.set()
+        await eventually(lambda: len(listed) == 2, 20, "the relist after 410")
+        assert listed[1] == (namespace, {uids["kept"]})
+    finally:
+        running.cancel()

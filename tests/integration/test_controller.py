@@ -301,3 +301,32 @@ def test_claims_ls_lists_every_owner_id_and_release_asks_first(etcd_server: Etcd
     released = cli("release", "/services/pay/", "--owner-id", "cluster-a", "--yes")
     assert released.returncode == 0, released.stderr
     assert "/services/pay/" not in cli("ls").stdout
+
+
+async def test_a_relist_that_no_longer_finds_a_pod_deletes_its_key_at_once(
+    controller: Controller, etcd_server: EtcdServer
+) -> None:
+    """The pod watch relisted after 410 Gone: a pod of that namespace it did not find was
+    deleted meanwhile, and its key goes now; pods of other namespaces are left alone."""
+    reader = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    try:
+        bodies = [
+            pod_body(name=name, annotations=opt_in(service), namespace=ns)
+            for name, ns, service in (
+                ("goods-kept", "shop", "goods"),
+                ("goods-gone", "shop", "goods"),
+                ("goods-far", "far", "stock"),  # a service of its own: no claim conflict
+            )
+        ]
+        for body in bodies:
+            outcome = controller.on_pod(None, body)
+            assert outcome.committed is not None
+            await outcome.committed
+        controller.on_listed("shop", {"uid-goods-kept"})
+        assert set(controller.state.pods) == {"uid-goods-kept", "uid-goods-far"}
+        await controller.registry.writes.drained.wait()
+        kvs, _ = await reader.get_prefix("/services/")
+        keys = {kv.key.rpartition("/")[2] for kv in kvs}
+        assert keys == {"goods-kept", "goods-far"}, keys
+    finally:
+        await reader.close()
