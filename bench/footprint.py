@@ -49,9 +49,8 @@ def owner(env: Env) -> str:
 
 
 async def idle(env: Env, proc: Operator, seconds: float) -> dict[str, Any]:
-    """Costs over `seconds` with no pod changing; a leader's sweeps in it, each with its
-    length and etcd requests (all of the window's but keepalives, over the sweeps: what
-    else a leader asks etcd when idle is a ping every 2 s and its election)."""
+    """Costs over `seconds` with no pod changing, etcd's requests by method (a sweep's
+    among the pings and the election's); a leader's sweeps in it and their length."""
     was_settled = await settled(proc, limit=60)
     window = Window(env, proc)
     sweeps, swept = proc.sweeps(), proc.metric("etcd_registrar_sweep_seconds_total")
@@ -62,11 +61,6 @@ async def idle(env: Env, proc: Operator, seconds: float) -> dict[str, Any]:
     if done:
         per_sweep = proc.metric("etcd_registrar_sweep_seconds_total") - swept
         out["sweep_s"] = round(per_sweep / done, 3)
-        out["etcd_requests_per_sweep"] = {
-            m: round(rate * out["seconds"] / done, 1)
-            for m, rate in out["etcd_requests_by_method"].items()
-            if m != "LeaseKeepAlive"
-        }
     return out
 
 
