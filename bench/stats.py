@@ -7,7 +7,6 @@ tightest bound we have, and that is the start of every latency here.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,49 +127,52 @@ def slowest(found: Sequence[tuple[float, float]], start: float, k: int = 10) -> 
     return [[round(at - start, 2), round(1000 * seconds, 1)] for at, seconds in sorted(worst)]
 
 
-def misses(
-    samples: Sequence[Sample], keys: ProbeStream, expect: str, around: float = 2.0
-) -> dict[str, Any]:
-    """Each missed transition of kind `expect` (of all the pods' `samples`) told apart: a
-    state superseded before the operator could write it, or lost. The write queue keeps
-    only a key's latest state, so a state the pod
-    left again sooner than the operator's latency at that moment (the slowest transition
-    accepted within `around` seconds of it that did reach etcd) never reaches etcd, and no
-    consumer could have acted on it; a state that lived longer and still never arrived is
-    lost. Its lifetime runs from its acceptance to the acceptance of the pod's next one."""
-    nxt: dict[Sample, Sample] = {}
+def misses(samples: Sequence[Sample], keys: ProbeStream, expect: str) -> dict[str, Any]:
+    """Each missed transition of kind `expect` (of all the pods' `samples`), told apart by
+    the key's own history in etcd:
+
+    - superseded: no event for it at all, and the pod's next transition did reach etcd. The
+      write queue keeps only a key's latest state; the pod left the state before the
+      operator wrote it, so no consumer could act on it, and etcd went on to the state
+      that replaced it. Its latency is at least its lifetime (from its acceptance to that
+      of the next transition), which the latency figures, censored by the miss, leave out.
+    - late: its event arrived, after the pod had changed again: a consumer saw it late.
+    - lost: neither: the pod's state never reached etcd (a defect).
+    """
+    following: dict[Sample, Sample] = {}
     last: dict[str, Sample] = {}
     for s in sorted(samples, key=lambda s: s.sent, reverse=True):
         if s.pod in last:
-            nxt[s] = last[s.pod]
+            following[s] = last[s.pod]
         last[s.pod] = s
-    found, missed = [], []
-    for s in samples:
+
+    def arrived(s: Sample) -> float | None:
         seen = keys.first_after(s.pod, s.expect, s.sent)
-        if seen is None or seen >= s.until:
-            if s.expect == expect:
-                missed.append(s)
-        else:
-            found.append((s.accepted, seen - s.accepted))
-    found.sort()
+        return seen if seen is not None and seen < s.until else None
+
+    counts = {"missed": 0, "superseded": 0, "late": 0, "lost": 0}
+    lifetimes: list[float] = []
     detail: list[dict[str, Any]] = []
-    for s in missed:
-        lo = bisect.bisect_left(found, (s.accepted - around,))
-        hi = bisect.bisect_right(found, (s.accepted + around, math.inf))
-        latency = max((seconds for _, seconds in found[lo:hi]), default=0.0)
-        after = nxt.get(s)
-        lifetime = after.accepted - s.accepted if after is not None else math.inf
+    for s in samples:
+        if s.expect != expect or arrived(s) is not None:
+            continue
+        counts["missed"] += 1
+        after = following.get(s)
+        seen = keys.first_after(s.pod, s.expect, s.sent)
+        if seen is not None:
+            kind = "late"
+        elif after is not None and arrived(after) is not None:
+            kind = "superseded"
+            lifetimes.append(after.accepted - s.accepted)
+        else:
+            kind = "lost"
+        counts[kind] += 1
         detail.append(
             {
                 "pod": s.pod,
-                "lifetime_ms": round(1000 * lifetime, 1) if after is not None else None,
-                "latency_then_ms": round(1000 * latency, 1),
-                "superseded": lifetime < latency,
+                "kind": kind,
+                "lifetime_ms": round(1000 * (after.accepted - s.accepted), 1) if after else None,
+                "event_after_ms": round(1000 * (seen - s.accepted), 1) if seen else None,
             }
         )
-    return {
-        "missed": len(missed),
-        "superseded": sum(d["superseded"] for d in detail),
-        "lost": sum(not d["superseded"] for d in detail),
-        "detail": detail[:50],
-    }
+    return counts | {"superseded_lifetime_ms": summary(lifetimes), "detail": detail[:50]}

@@ -22,23 +22,24 @@ class Keys(ProbeStream):
         return next((t for t, k in self.events.get(name, []) if k == kind and t >= after), None)
 
 
-# Pod "a" turns unready at 1.0 (accepted 1.0) and ready again at `back`; pod "b" changes at
-# 1.1 and its DELETE arrives 0.3 s later: the operator's latency then.
+# Pod "a" turns unready at 1.0 and ready again at 2.0 (when there is a next transition).
 @pytest.mark.parametrize(
-    ("back", "a_events", "expected"),
+    ("a_events", "back", "expected"),
     [
-        (1.05, [], {"missed": 1, "superseded": 1, "lost": 0}),  # left again in 50 ms < 300
-        (2.00, [], {"missed": 1, "superseded": 0, "lost": 1}),  # lived 1 s and never arrived
-        (2.00, [(1.2, "D")], {"missed": 0, "superseded": 0, "lost": 0}),  # arrived
-        (math.inf, [], {"missed": 1, "superseded": 0, "lost": 1}),  # never superseded
+        ([(2.3, "P")], 2.0, {"missed": 1, "superseded": 1, "late": 0, "lost": 0}),
+        ([(2.1, "D"), (2.3, "P")], 2.0, {"missed": 1, "superseded": 0, "late": 1, "lost": 0}),
+        ([], 2.0, {"missed": 1, "superseded": 0, "late": 0, "lost": 1}),  # nor the next one
+        ([], None, {"missed": 1, "superseded": 0, "late": 0, "lost": 1}),  # stayed unready
+        ([(1.2, "D"), (2.3, "P")], 2.0, {"missed": 0, "superseded": 0, "late": 0, "lost": 0}),
     ],
 )
-def test_a_miss_is_superseded_only_when_its_state_lived_less_than_the_latency_then(
-    back: float, a_events: list[tuple[float, str]], expected: dict[str, Any]
+def test_a_miss_is_superseded_only_when_no_event_came_and_the_next_state_reached_etcd(
+    a_events: list[tuple[float, str]], back: float | None, expected: dict[str, Any]
 ) -> None:
-    samples = [Sample("a", "D", 1.0, 1.0, back), Sample("b", "D", 1.1, 1.1)]
-    if back != math.inf:
+    samples = [Sample("a", "D", 1.0, 1.0, back if back is not None else math.inf)]
+    if back is not None:
         samples.append(Sample("a", "P", back, back))
-    keys = Keys({"a": [*a_events, (back + 0.3, "P")], "b": [(1.4, "D")]})
-    found = misses(samples, keys, "D")
+    found = misses(samples, Keys({"a": a_events}), "D")
     assert {k: found[k] for k in expected} == expected
+    if expected["superseded"]:
+        assert found["superseded_lifetime_ms"]["max"] == 1000.0
