@@ -56,7 +56,10 @@ def summary(seconds: Sequence[float]) -> dict[str, Any]:
 
 def accept(transitions: Sequence[Transition], pods: ProbeStream) -> tuple[list[Sample], Any]:
     """Samples with acceptance = min(response received, pod watch event seen), and the
-    summary of (watch event - response) over the transitions that had both."""
+    summary of (watch event - response) over the transitions that had both. An event still
+    counts for a transition until the pod's next transition was accepted: until it was
+    sent, it cut events off that came while the API server had not yet taken it (under
+    load its requests take up to a second), and counted them as missed."""
     samples: list[Sample] = []
     skew: list[float] = []
     following: dict[str, float] = {}
@@ -68,7 +71,7 @@ def accept(transitions: Sequence[Transition], pods: ProbeStream) -> tuple[list[S
             skew.append(watched - t.done)
             accepted = min(accepted, watched)
         samples.append(Sample(t.pod, t.expect, t.sent, accepted, until))
-        following[t.pod] = t.sent
+        following[t.pod] = accepted
     samples.reverse()
     return samples, summary(skew)
 
@@ -150,6 +153,13 @@ def misses(samples: Sequence[Sample], keys: ProbeStream, expect: str) -> dict[st
         seen = keys.first_after(s.pod, s.expect, s.sent)
         return seen if seen is not None and seen < s.until else None
 
+    def late(s: Sample) -> float | None:  # before the pod's next transition of its kind
+        seen = keys.first_after(s.pod, s.expect, s.sent)
+        after = following.get(s)
+        again = following.get(after) if after is not None else None
+        bound = again.sent if again is not None else math.inf
+        return seen if seen is not None and seen < bound else None
+
     counts = {"missed": 0, "superseded": 0, "late": 0, "lost": 0}
     lifetimes: list[float] = []
     detail: list[dict[str, Any]] = []
@@ -158,7 +168,7 @@ def misses(samples: Sequence[Sample], keys: ProbeStream, expect: str) -> dict[st
             continue
         counts["missed"] += 1
         after = following.get(s)
-        seen = keys.first_after(s.pod, s.expect, s.sent)
+        seen = late(s)
         if seen is not None:
             kind = "late"
         elif after is not None and arrived(after) is not None:
