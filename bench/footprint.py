@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from typing import Any
 from bench import machine, schedule
 from bench.procs import Operator, etcd_requests, usage
 from bench.profile import Profiler
-from bench.run import RESULTS, Setup, build_go, churn_rate, populated
+from bench.run import RESULTS, Setup, build_go, churn_rate, entry, populated
 from bench.scenarios import Env, Window, churn, settled
 from bench.watcher import key_watcher
 from tests.harness import Cluster
@@ -173,8 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress lines
-    asyncio.run(main_async(parse_args()))
+    entry(main_async, parse_args)
 
 
 if __name__ == "__main__":
