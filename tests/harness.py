@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -115,6 +116,11 @@ def assert_stays(
 
 
 # --------------------------------------------------------------------------- toolchain
+
+
+def no_api() -> Any:
+    """Credentials for a Kube that must make no call (tests without an API server)."""
+    raise AssertionError("this test makes no Kubernetes API call")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -804,6 +810,12 @@ class Cluster:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(dict(manifest))
         ns = ["-n", namespace] if namespace else []
         return self.kubectl("apply", *ns, "-f", "-", input=text)
+
+    def credentials(self) -> Callable[[], Any]:
+        """How the operator logs in to this cluster (kube.login with its kubeconfig)."""
+        from etcd_registrar import kube
+
+        return functools.partial(kube.login, self.kubeconfig)
 
     def api_client(self) -> Any:
         """A kubernetes.client.ApiClient for this cluster (for tests that prefer the client)."""

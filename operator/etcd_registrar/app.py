@@ -9,11 +9,10 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import kubernetes
 from aiohttp import web
 
 from etcd_registrar import metrics
@@ -26,12 +25,15 @@ from etcd_registrar.etcd import Etcd, EtcdError, Fence
 from etcd_registrar.events import EventPoster
 from etcd_registrar.gates import Gates
 from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, probe_routes, serve
-from etcd_registrar.kube import Kube, load_config
+from etcd_registrar.kube import Kube, login
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import ServiceId
 from etcd_registrar.supervisor import Backoff, Loop
 from etcd_registrar.tenancy import ClaimPolicy
+
+if TYPE_CHECKING:
+    from kopf import ConnectionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +64,17 @@ class App:
 
     @classmethod
     def create(
-        cls, config: Settings, api: kubernetes.client.ApiClient | None = None, cluster: str = ""
+        cls,
+        config: Settings,
+        credentials: Callable[[], ConnectionInfo] | None = None,
+        cluster: str = "",
     ) -> App:
-        """Build the pipeline (Kubernetes client: `api`, else from the environment) for the
+        """Build the pipeline (the API server's `credentials`, else kube.login's) for the
         cluster `cluster` (its identity, "" if unknown); nothing is connected or started yet."""
         etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         registry = Registry(etcd, owner=config.owner_id, cluster=cluster)
-        kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
+        credentials = credentials or (lambda: login(config.kubeconfig))
+        kube = Kube(credentials, config.namespace, config.pod_selector)
         controller = Controller(
             registry,
             kube,
@@ -104,7 +110,7 @@ class App:
             registry,
             controller,
             health,
-            PodWatcher(kube),
+            PodWatcher(kube, controller.on_listed),
             EventPoster(kube),
             claims,
             election,
@@ -239,6 +245,7 @@ class App:
         for task in self.tasks:
             task.cancel()
         self.events.stop()
+        await self.controller.kube.close()
         for runner in self.servers:
             await runner.cleanup()
         self.servers.clear()

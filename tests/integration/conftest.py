@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from kubernetes.client import ApiClient
 
 from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
-from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port
+from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port, no_api
 
 OWNER = "t"  # the owner id of the registries under test
 
@@ -62,7 +61,7 @@ async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
     registry = Registry(Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), owner="c")
     await registry.start()
     # The sweep and status loops are not started: they are the only users of the API client.
-    yield Controller(registry, Kube(ApiClient()), Defaults())
+    yield Controller(registry, Kube(no_api), Defaults())
     await registry.close()
 
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from kubernetes.client import ApiClient
 
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller, Notice
@@ -19,7 +18,7 @@ from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
 from tests.aio import eventually
-from tests.harness import EtcdServer
+from tests.harness import EtcdServer, no_api
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,7 @@ async def operator(etcd_server: EtcdServer, owner: str) -> AsyncIterator[Control
     etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
     registry = Registry(etcd, owner=owner)
     await registry.start()
-    controller = Controller(registry, Kube(ApiClient()), Defaults())
+    controller = Controller(registry, Kube(no_api), Defaults())
     store = ClaimStore(etcd, owner, cluster=f"uid-{owner}")
     controller.on_claim = store.record
     tasks = [asyncio.create_task(store.run()), asyncio.create_task(store.follow(controller))]

@@ -5,17 +5,18 @@ in tests/e2e/test_operations.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 
 from bench.procs import etcd_requests
+from etcd_registrar import kube
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
 from etcd_registrar.dryrun import DryRunEtcd
@@ -151,7 +152,7 @@ def unreachable_api(tmp_path: Path) -> Any:
     }
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
-    return kubernetes.config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+    return functools.partial(kube.login, path)
 
 
 async def test_liveness_fails_when_an_operator_loop_stops(
