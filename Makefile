@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export ETCD_REGISTRAR_CACHE ?= $(HOME)/.cache/etcd-registrar
 ACTIONLINT = $(ETCD_REGISTRAR_CACHE)/actionlint-$(shell sed -n 's/^ACTIONLINT_VERSION=//p' hack/versions.env)/actionlint
 
-.PHONY: help deps tools venv lint typecheck unit integration e2e realnode test faults demo cluster-up cluster-down realnode-up crds bench bench-quick kind-e2e clean
+.PHONY: help deps tools venv lint typecheck unit integration e2e realnode test faults demo cluster-up cluster-down realnode-up crds bench bench-quick bench-scale kind-e2e clean
 
 help:
 	@echo "make demo   - local cluster + operator + demo workload, registry shown live"
@@ -93,6 +93,11 @@ bench: venv tools $(BIN)/.bench-installed
 
 bench-quick: venv tools $(BIN)/.bench-installed
 	$(BIN)/python -m bench.run --quick
+
+# Issue #23's scale point: 50,000 pods, the operator alone (set-up, cold start, sweeps,
+# churn while sweeps run, leader and standby idle). Too long for CI; never part of `test`.
+bench-scale: venv tools $(BIN)/.bench-installed
+	$(BIN)/python -m bench.footprint --sizes 50000 --churn-rate 100 --churn-seconds 120
 
 kind-e2e: venv
 	@hack/kind-e2e.sh $(ARGS)

@@ -491,10 +491,21 @@ def markdown(doc: Doc) -> str:
     return "\n".join(lines)
 
 
+# What follows this line in docs/benchmarks.md is written by hand from other runs (e.g.
+# bench.footprint's) and kept when a run rewrites the rest.
+KEPT = "<!-- written by hand from other runs; bench.report keeps what follows -->"
+
+
+def kept(path: Path) -> str:
+    """The part of an existing page a rewrite keeps (from the KEPT line on), or ''."""
+    text = path.read_text() if path.is_file() else ""
+    return "".join(text.partition(KEPT)[1:])
+
+
 def write(doc: Doc, raw: dict[int, dict[str, list[float]]], docs: Path) -> list[Path]:
     docs.mkdir(exist_ok=True)
     written = [docs / "benchmarks.md"]
-    written[0].write_text(markdown(doc))
+    written[0].write_text(markdown(doc) + kept(written[0]))
     if plot.cdfs(raw, docs / plot.FILE):
         written.append(docs / plot.FILE)
     else:
@@ -507,7 +518,7 @@ def main() -> None:
     (the plot needs the raw latencies of a run and is left as it is)."""
     doc = json.loads(Path(sys.argv[1]).read_text())
     out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-    out.write_text(markdown(doc))
+    out.write_text(markdown(doc) + kept(out))
     print(f"written: {out}")
 
 

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -337,9 +337,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main() -> None:
+def entry(
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, object]],
+    parse: Callable[[], argparse.Namespace],
+) -> None:
+    """A benchmark's command line: progress lines as they come, then the run."""
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress lines
-    asyncio.run(main_async(parse_args()))
+    asyncio.run(run(parse()))
+
+
+def main() -> None:
+    entry(main_async, parse_args)
 
 
 if __name__ == "__main__":

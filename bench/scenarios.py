@@ -211,6 +211,7 @@ async def churn(env: Env, proc: Managed, keys: ProbeStream, steps: list[Step]) -
         out[label] = {
             "latency_ms": stats.summary(found),
             "missed": missed,
+            "misses": stats.misses(samples, keys, kind),
             "slowest_at_s_ms": stats.slowest(timed, start),
         }
     if env.pop.gated:

@@ -56,7 +56,10 @@ def summary(seconds: Sequence[float]) -> dict[str, Any]:
 
 def accept(transitions: Sequence[Transition], pods: ProbeStream) -> tuple[list[Sample], Any]:
     """Samples with acceptance = min(response received, pod watch event seen), and the
-    summary of (watch event - response) over the transitions that had both."""
+    summary of (watch event - response) over the transitions that had both. An event still
+    counts for a transition until the pod's next transition was accepted: until it was
+    sent, it cut events off that came while the API server had not yet taken it (under
+    load its requests take up to a second), and counted them as missed."""
     samples: list[Sample] = []
     skew: list[float] = []
     following: dict[str, float] = {}
@@ -68,7 +71,7 @@ def accept(transitions: Sequence[Transition], pods: ProbeStream) -> tuple[list[S
             skew.append(watched - t.done)
             accepted = min(accepted, watched)
         samples.append(Sample(t.pod, t.expect, t.sent, accepted, until))
-        following[t.pod] = t.sent
+        following[t.pod] = accepted
     samples.reverse()
     return samples, summary(skew)
 
@@ -125,3 +128,61 @@ def slowest(found: Sequence[tuple[float, float]], start: float, k: int = 10) -> 
     stall (a sweep, a collection, a full queue), spread ones at general overload."""
     worst = sorted(found, key=lambda f: f[1], reverse=True)[:k]
     return [[round(at - start, 2), round(1000 * seconds, 1)] for at, seconds in sorted(worst)]
+
+
+def misses(samples: Sequence[Sample], keys: ProbeStream, expect: str) -> dict[str, Any]:
+    """Each missed transition of kind `expect` (of all the pods' `samples`), told apart by
+    the key's own history in etcd:
+
+    - superseded: no event for it at all, and the pod's next transition did reach etcd. The
+      write queue keeps only a key's latest state; the pod left the state before the
+      operator wrote it, so no consumer could act on it, and etcd went on to the state
+      that replaced it. Its latency is at least its lifetime (from its acceptance to that
+      of the next transition), which the latency figures, censored by the miss, leave out.
+    - late: its event arrived, after the pod had changed again: a consumer saw it late.
+    - lost: neither: the pod's state never reached etcd (a defect).
+    """
+    following: dict[Sample, Sample] = {}
+    last: dict[str, Sample] = {}
+    for s in sorted(samples, key=lambda s: s.sent, reverse=True):
+        if s.pod in last:
+            following[s] = last[s.pod]
+        last[s.pod] = s
+
+    def arrived(s: Sample) -> float | None:
+        seen = keys.first_after(s.pod, s.expect, s.sent)
+        return seen if seen is not None and seen < s.until else None
+
+    def late(s: Sample) -> float | None:  # before the pod's next transition of its kind
+        seen = keys.first_after(s.pod, s.expect, s.sent)
+        after = following.get(s)
+        again = following.get(after) if after is not None else None
+        bound = again.sent if again is not None else math.inf
+        return seen if seen is not None and seen < bound else None
+
+    counts = {"missed": 0, "superseded": 0, "late": 0, "lost": 0}
+    lifetimes: list[float] = []
+    detail: list[dict[str, Any]] = []
+    for s in samples:
+        if s.expect != expect or arrived(s) is not None:
+            continue
+        counts["missed"] += 1
+        after = following.get(s)
+        seen = late(s)
+        if seen is not None:
+            kind = "late"
+        elif after is not None and arrived(after) is not None:
+            kind = "superseded"
+            lifetimes.append(after.accepted - s.accepted)
+        else:
+            kind = "lost"
+        counts[kind] += 1
+        detail.append(
+            {
+                "pod": s.pod,
+                "kind": kind,
+                "lifetime_ms": round(1000 * (after.accepted - s.accepted), 1) if after else None,
+                "event_after_ms": round(1000 * (seen - s.accepted), 1) if seen else None,
+            }
+        )
+    return counts | {"superseded_lifetime_ms": summary(lifetimes), "detail": detail[:50]}

@@ -16,7 +16,8 @@ ACTIONLINT_BIN_DIR="${ETCD_REGISTRAR_CACHE}/actionlint-${ACTIONLINT_VERSION}"
 # packages compile once.
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
-CLUSTER_DIR="${REPO_ROOT}/.cluster"
+# ETCD_REGISTRAR_CLUSTER_DIR: a second cluster beside this checkout's (the two-cluster tests).
+CLUSTER_DIR="${ETCD_REGISTRAR_CLUSTER_DIR:-${REPO_ROOT}/.cluster}"
 PID_DIR="${CLUSTER_DIR}/pids"
 LOG_DIR="${CLUSTER_DIR}/logs"
 PKI_DIR="${CLUSTER_DIR}/pki"

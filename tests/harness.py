@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,6 +118,11 @@ def assert_stays(
 # --------------------------------------------------------------------------- toolchain
 
 
+def no_api() -> Any:
+    """Credentials for a Kube that must make no call (tests without an API server)."""
+    raise AssertionError("this test makes no Kubernetes API call")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` nobody listens on right now."""
     with socket.socket() as s:
@@ -193,14 +199,17 @@ def component_running(name: str) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def run_hack_script(name: str, timeout: float) -> None:
-    """Run hack/<name> (no arguments); its stderr and the log directory in the error."""
+def run_hack_script(name: str, timeout: float, cluster_dir: Path = CLUSTER_DIR) -> None:
+    """Run hack/<name> (no arguments) for the cluster whose state is in `cluster_dir`; its
+    stderr and the log directory in the error."""
+    env = {**os.environ, "ETCD_REGISTRAR_CLUSTER_DIR": str(cluster_dir)}
     proc = subprocess.run(
-        [str(HACK_DIR / name)], capture_output=True, text=True, timeout=timeout, check=False
-    )
+        [str(HACK_DIR / name)], capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+    )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(
-            f"hack/{name} failed ({proc.returncode}); logs in {CLUSTER_DIR}/logs\n"
+            f"hack/{name} failed ({proc.returncode}); logs in {cluster_dir}/logs\n"
             f"{proc.stderr.strip()}"
         )
 
@@ -730,6 +739,19 @@ class Cluster:
         endpoints_file = CLUSTER_DIR / "etcd-endpoints"
         return cls(CLUSTER_DIR / "kubeconfig", endpoints_file.read_text().strip())
 
+    @classmethod
+    @contextlib.contextmanager
+    def another(cls, cluster_dir: Path, timeout: float = 300.0) -> Iterator[Cluster]:
+        """A second local cluster beside the first, its state in `cluster_dir` (its own API
+        server, etcds and kwok on free ports), stopped on exit."""
+        cls._check_local_toolchain()
+        try:
+            run_hack_script("cluster-up.sh", timeout, cluster_dir)
+            endpoints = (cluster_dir / "etcd-endpoints").read_text().strip()
+            yield cls(cluster_dir / "kubeconfig", endpoints)
+        finally:
+            run_hack_script("cluster-down.sh", 120, cluster_dir)
+
     @staticmethod
     def _check_local_toolchain() -> None:
         v = versions()
@@ -788,6 +810,12 @@ class Cluster:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(dict(manifest))
         ns = ["-n", namespace] if namespace else []
         return self.kubectl("apply", *ns, "-f", "-", input=text)
+
+    def credentials(self) -> Callable[[], Any]:
+        """How the operator logs in to this cluster (kube.login with its kubeconfig)."""
+        from etcd_registrar import kube
+
+        return functools.partial(kube.login, self.kubeconfig)
 
     def api_client(self) -> Any:
         """A kubernetes.client.ApiClient for this cluster (for tests that prefer the client)."""

@@ -50,7 +50,9 @@ class Claims:
 
     recorded: dict[str, str | None] = field(default_factory=dict)
 
-    def record(self, identity: str, owner: str | None) -> None:
+    def record(
+        self, identity: str, owner: str | None, shared: frozenset[str] = frozenset()
+    ) -> None:
         self.recorded[identity] = owner
 
 

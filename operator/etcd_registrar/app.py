@@ -9,11 +9,10 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import kubernetes
 from aiohttp import web
 
 from etcd_registrar import metrics
@@ -26,7 +25,7 @@ from etcd_registrar.etcd import Etcd, EtcdError, Fence
 from etcd_registrar.events import EventPoster
 from etcd_registrar.gates import Gates
 from etcd_registrar.health import EtcdCheck, Handler, Health, metrics_routes, probe_routes, serve
-from etcd_registrar.kube import Kube, load_config
+from etcd_registrar.kube import Kube, login
 from etcd_registrar.leases import lease_records
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.port import EtcdPort
@@ -36,13 +35,16 @@ from etcd_registrar.supervisor import Backoff, Loop
 from etcd_registrar.tenancy import ClaimPolicy
 from etcd_registrar.term import Term
 
+if TYPE_CHECKING:
+    from kopf import ConnectionInfo
+
 logger = logging.getLogger(__name__)
 
 GC_PAUSE_LIMIT = 60.0  # at most this long without cyclic garbage collection at startup
 DRAIN_TIMEOUT = 5.0  # on SIGTERM, how long queued etcd writes may take to commit
 # Liveness: the sweep loop must come round within 3 resync intervals plus a minute.
 SWEEP_DEADLINE_RESYNCS, SWEEP_DEADLINE_SLACK = 3, 60.0
-FOLLOW_INTERVAL = 1.0  # how often a standby learns the leases the leader granted
+FOLLOW_INTERVAL = 1.0  # a standby re-reads the leases the leader granted at most this often
 
 
 @dataclass
@@ -68,17 +70,18 @@ class App:
     def create(
         cls,
         config: Settings,
-        api: kubernetes.client.ApiClient | None = None,
+        credentials: Callable[[], ConnectionInfo] | None = None,
         cluster: str = "",
         etcd: EtcdPort | None = None,
     ) -> App:
-        """Build the pipeline (Kubernetes client: `api`, else from the environment; etcd:
+        """Build the pipeline (the API server's `credentials`, else kube.login's; etcd:
         `etcd`, else the configured one) for the cluster `cluster` (its identity, "" if
         unknown); nothing is connected or started yet."""
         if etcd is None:
             etcd = DryRunEtcd(config.etcd()) if config.dry_run else Etcd(config.etcd())
         term = Term()  # a standby until elected
-        kube = Kube(api or load_config(config.kubeconfig), config.namespace, config.pod_selector)
+        credentials = credentials or (lambda: login(config.kubeconfig))
+        kube = Kube(credentials, config.namespace, config.pod_selector)
         events = EventPoster(kube)
         etcd_check = EtcdCheck(
             lambda: etcd.ping(lease_records(config.owner_id)), timeout=config.etcd_timeout
@@ -130,7 +133,7 @@ class App:
             controller.registry,
             controller,
             health,
-            PodWatcher(kube),
+            PodWatcher(kube, controller.on_listed),
             events,
             claims,
             election,
@@ -163,6 +166,9 @@ class App:
         await self.registry.start()
         self.tasks.append(asyncio.create_task(self._watch_term(), name="term"))
         self.loops.append(Loop("claims", self.claims.run).start())
+        self.loops.append(
+            Loop("claims-elsewhere", lambda: self.claims.follow(self.controller)).start()
+        )
         self.controller.start()
         self.loops.append(Loop("readiness-gate", self.gates.run).start())
         self.loops.append(Loop("warnings", self.events.run).start())
@@ -170,7 +176,7 @@ class App:
         if self.config.dry_run:  # leads alone, writing nothing: it must not depose a leader
             self.election.outcome.elected(None)
         else:
-            self.loops.append(Loop("election", self.election.run).start())
+            self.loops.append(Loop("election", self._campaign).start())
             self.loops.append(Loop("standby", self._stand_by).start())
         self.tasks.append(asyncio.create_task(self._freeze_initial_view(), name="gc-freeze"))
         self.health.loops = [*self.loops, *self.registry.loops, *self.controller.loops]
@@ -186,8 +192,15 @@ class App:
             await self.term.ended()
             self.election.step_down(self.term.reason)
 
+    async def _campaign(self) -> None:
+        """Campaign only once the pod view is complete: a fresh replica leading with a
+        partial view would delete the keys of the pods it has not listed yet."""
+        await self.controller.view_complete.wait()
+        await self.election.run()
+
     async def _stand_by(self) -> None:
-        """Keep alive the leases the leader grants, so a failover never expires a key."""
+        """Keep alive the leases the leader grants, so a failover never expires a key; read
+        their records again when they change."""
         while True:
             if not self.election.leading:
                 try:
@@ -206,6 +219,7 @@ class App:
                 try:
                     claims = await self.claims.load()
                     bodies = await self.controller.kube.list_registrations()
+                    await self.claims.synced.wait()  # other clusters' claims, before any pod
                     break
                 except Exception as exc:
                     logger.warning("reading claims and registrations failed (%s); retrying", exc)
@@ -236,6 +250,7 @@ class App:
         for task in self.tasks:
             task.cancel()
         self.events.stop()
+        await self.controller.kube.close()
         for runner in self.servers:
             await runner.cleanup()
         self.servers.clear()

@@ -27,7 +27,7 @@ from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults, Endpoint, PodView, RegistrationId
 from etcd_registrar.status import Findings, StatusWriter
 from etcd_registrar.supervisor import Backoff, Loop
-from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers
+from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Handovers, Remote
 from etcd_registrar.term import Term
 from etcd_registrar.writer import Write
 
@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 
 SWEEP_SLICE = 1000  # keys planned per step of a sweep, with pod events let in between
 VIEW_POLL = 2.0  # seconds between looks at the initial view's progress (a relist costs CPU)
+# The pod watch reports the deletions a relist (410 Gone) finds (on_listed), so the sweep's
+# own list of pod UIDs only guards against an event lost in other ways: it runs every
+# POD_RELIST_SWEEPS-th sweep. At 1,000 pods it was most of an idle replica's CPU (py-spy:
+# decoding ~2 MB of metadata, managedFields mostly, per sweep).
+POD_RELIST_SWEEPS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +91,9 @@ class Poster(Protocol):
 class ClaimRecorder(Protocol):
     """Where every change of the owner of a service identity is recorded (claimstore)."""
 
-    def record(self, identity: str, owner: str | None) -> None: ...
+    def record(
+        self, identity: str, owner: str | None, shared: frozenset[str] = frozenset()
+    ) -> None: ...
 
 
 class Reachability(Protocol):
@@ -140,6 +147,7 @@ class Controller:
         self._registration_seen: dict[RegistrationId, float] = {}
         self.loops: list[Loop] = []
         self.last_sweep = time.monotonic()
+        self._sweeps = 0  # started, for POD_RELIST_SWEEPS
 
     def _findings(self) -> Findings:
         return Findings(
@@ -217,18 +225,34 @@ class Controller:
             )
         self._hand_over(handovers)
 
+    def on_remote_claim(self, owner_id: str, identity: str, claim: Remote | None) -> None:
+        """Another cluster sharing the etcd recorded (None: released) a claim."""
+        self._hand_over(self.state.tenancy.remote_claim(owner_id, identity, claim))
+
+    def on_recorded(self, identity: str, revision: int | None) -> None:
+        """Our record of a claim was written (its create revision) or deleted."""
+        self._hand_over(self.state.tenancy.recorded(identity, revision))
+
+    def _claimed(self, identity: str, owner: str | None) -> None:
+        """Record the owner of `identity` in etcd, with whom it shares the range."""
+        entry = self.state.tenancy.identities.get(identity)
+        shared = entry.shared_with if entry is not None and owner is not None else frozenset()
+        self.claims.record(identity, owner, shared)
+
     def _hand_over(self, handovers: Handovers) -> None:
         """Record the claims that changed hands; render whoever wants keys around them."""
         for identity, (old, new) in handovers.items():
             logger.info("claim on %s passes from %s to %s", identity, old, new or "nobody")
-            self.claims.record(identity, new)
+            self._claimed(identity, new)
             self._apply(self.state.reclaimed(identity))
 
     def _record(self, change: Change) -> None:
         """Record the claims `change` made; mark the statuses it may have changed."""
         for identity, namespace in change.claims.items():
             logger.info("namespace %s claims %s", namespace, identity)
-            self.claims.record(identity, namespace)
+            self._claimed(identity, namespace)
+        for identity in change.reshared - change.claims.keys():
+            self._claimed(identity, self.state.tenancy.owner(identity))
         self.statuses.mark(change.dirty)
 
     def _apply(self, change: Change) -> None:
@@ -356,7 +380,7 @@ class Controller:
         held keys imply (recorded now), then the registrations."""
         held = ((key, h.pool.service_id) for key, h in self.registry.held.items())
         for identity, owner in self.state.restore(claims, bodies, held).items():
-            self.claims.record(identity, owner)
+            self._claimed(identity, owner)
         for body in bodies:
             self.on_registration(None, body)
         self.resumed.set()
@@ -430,15 +454,13 @@ class Controller:
         except Exception as exc:
             logger.warning("registration relist failed: %s", exc)
         self._hand_over(self.state.tenancy.lapse(time.monotonic()))
-        known = set(self.state.pods)
-        try:
-            live = await self.kube.list_pod_uids()
-        except Exception as exc:
-            logger.warning("pod relist failed: %s", exc)
-            live = known
-        for uid in known - live:
-            if (change := self.state.forget(uid)) is not None:
-                self._apply_pod(change, time.monotonic())
+        if self._sweeps % POD_RELIST_SWEEPS == 0:
+            known = set(self.state.pods)
+            try:
+                self._forget(known - await self.kube.list_pod_uids())
+            except Exception as exc:
+                logger.warning("pod relist failed: %s", exc)
+        self._sweeps += 1
         if not self.term.leading:
             return 0  # a standby keeps its view warm; the leader repairs etcd
         await self.registry.refresh_view(self.state.claims.keys())
@@ -459,15 +481,29 @@ class Controller:
             logger.info("sweep repaired %d keys", repaired)
         return repaired
 
+    def on_listed(self, namespace: str | None, uids: set[str]) -> None:
+        """The pod watch listed `namespace` (None: all) afresh: its pods not in `uids` are
+        gone (deleted while no watch ran, e.g. before a 410 Gone)."""
+        pods = self.state.pods
+        scope = pods if namespace is None else self.state.pods_by_ns.get(namespace, set())
+        self._forget({uid for uid in scope if uid in pods} - uids)
+
+    def _forget(self, gone: set[str]) -> None:
+        for uid in gone:
+            if (change := self.state.forget(uid)) is not None:
+                self._apply_pod(change, time.monotonic())
+
     async def _sweep_loop(self) -> None:
         await self._await_initial_view()
         while True:
             self._sweep_now.clear()
+            started = time.monotonic()
             try:
                 await self.sweep()
             except Exception:
                 metrics.sweep_errors.inc()
                 logger.exception("sweep failed")
+            metrics.sweep_seconds.inc(time.monotonic() - started)
             self.last_sweep = time.monotonic()  # came round, even if failed (liveness)
             with contextlib.suppress(TimeoutError):  # a new leader sweeps at once
                 await asyncio.wait_for(self._sweep_now.wait(), self.resync)
@@ -489,7 +525,7 @@ class Controller:
         complete)."""
         for identity, entry in self.state.tenancy.identities.items():
             if entry.owner is not None:
-                self.claims.record(identity, entry.owner)  # the old leader may not have
+                self._claimed(identity, entry.owner)  # the old leader may not have recorded it
         self.events.post(self._untold_problems())
         self.mark_all_dirty()
         if self.view_complete.is_set():

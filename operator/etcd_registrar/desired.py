@@ -43,6 +43,7 @@ class Change:
     keys: set[str] = field(default_factory=set)
     dirty: set[RegistrationId] = field(default_factory=set)
     claims: dict[str, str] = field(default_factory=dict)
+    reshared: set[str] = field(default_factory=set)  # ranges whose owner shares them anew
     # pod uid -> its problems, for pods rendered again whose problems changed (a pod event's
     # own are in PodChange.problems)
     renewed: dict[str, list[str]] = field(default_factory=dict)
@@ -260,6 +261,7 @@ class DesiredState:
         for sid in services:
             self._elect(sid, change)
         reshared = self._registration_present(ident, old, current, change)
+        change.reshared |= reshared
         self._recompute(ident.namespace, services, change)
         for identity in reshared:
             self._recompute_identity(identity, change)
@@ -335,8 +337,9 @@ class DesiredState:
         change = Change()
         owner = self.tenancy.owner(identity)
         for reg in self.governing.values():
-            if reg.namespace == owner and reg.identity == identity:
-                self.tenancy.share(identity, owner, reg.share_with)
+            mine = owner is not None and reg.namespace == owner and reg.identity == identity
+            if mine and self.tenancy.share(identity, reg.namespace, reg.share_with):
+                change.reshared.add(identity)
         self._recompute_identity(identity, change)
         return change
 
@@ -407,8 +410,11 @@ def _refusal(service: str, identity: str, namespace: str, blocker: Blocker) -> s
         if blocker.range == identity
         else f"its keys under {identity} overlap the range {blocker.range}, and the keys there"
     )
+    owner = blocker.owner
+    if blocker.elsewhere:
+        owner += f" (owner id {blocker.elsewhere}, another operator sharing this etcd)"
     return (
-        f"{service}: {where} belong to namespace {blocker.owner}, so this namespace gets none "
+        f"{service}: {where} belong to namespace {owner}, so this namespace gets none "
         f"there: ask {blocker.owner} to add {namespace} to spec.shareWith of its "
         "ServiceRegistration, or use another service name, prefix or key template"
     )

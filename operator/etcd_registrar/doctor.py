@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -17,11 +18,29 @@ from etcd_registrar.config import Settings
 from etcd_registrar.election import leader_key
 from etcd_registrar.etcd import Etcd, EtcdError, EtcdUnavailable
 from etcd_registrar.formats import RESERVED_PREFIX
-from etcd_registrar.kube import REQUEST_TIMEOUT, explain, load_config
+from etcd_registrar.kube import REQUEST_TIMEOUT, explain, login
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.source import Defaults
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
+
+
+def load_config(kubeconfig: Path | None) -> kubernetes.client.ApiClient:
+    """The client of the API server `run` would log in to (kube.login: raises LoginError
+    for credentials `run` cannot use), one attempt per call: urllib3's retries would log
+    three warnings for each. Raises kubernetes.config.ConfigException when there are none."""
+    login(kubeconfig)
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.retries = False
+    return kubernetes.client.ApiClient(config)
+
+
 # How to fix each failed check, {placeholders} filled in; docs/troubleshooting.md quotes
 # them, and tests/unit/test_docs.py checks that it quotes nothing else.
 CRD_FIX = (
@@ -172,8 +191,8 @@ def crd_served(
 def _api_checks(report: Report, settings: Settings) -> None:
     rights = needed(settings.namespace, settings.readiness_gate)
     later = ["CRD installed", *(right.label(ns) for right, ns in rights), CRD_CURRENT]
-    try:  # one attempt per call: urllib3's retries would log three warnings for each
-        api = load_config(settings.kubeconfig, retries=False)
+    try:
+        api = load_config(settings.kubeconfig)
     except Exception as exc:
         report.fail("kubeconfig", explain(exc), KUBECONFIG_FIX)
         report.skip(["API server", *later], "the kubeconfig")

@@ -7,7 +7,9 @@ refused by etcd itself, not merely by its own belief. The lease is watched: when
 keepalives go unanswered for long enough that it may have expired, the leader steps down at
 once (etcd's Campaign keeps believing it leads after its session expired: "phantom
 leadership"). A leader that stops resigns by deleting its key, so a standby takes over
-without waiting for the lease to expire.
+without waiting for the lease to expire. A standby holds no election lease and sends
+nothing: it watches the leader key, and grants a lease to campaign only once the key is
+vacant (the watch's DELETE comes the moment a resignation or an expiry removes it).
 
 The leader publishes what it stands for (``Candidate``: its scope, installation and
 configuration generation) beside its id. A replica judges the leader it sees (candidacy.py):
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from etcd_registrar import metrics
@@ -39,15 +42,14 @@ from etcd_registrar.candidacy import (
     judge,
     record_cluster,
 )
-from etcd_registrar.etcd import EtcdError, Fence, KeepAliveStream, LeaseNotFound
+from etcd_registrar.etcd import EtcdError, Fence, KeepAliveStream, LeaseNotFound, WatchEvent
 from etcd_registrar.leases import owner_keys
 from etcd_registrar.port import EtcdPort
 from etcd_registrar.supervisor import Backoff
 
 logger = logging.getLogger(__name__)
 
-ELECTION_TTL = 5  # seconds the leader key outlives a leader that stopped without resigning
-POLL = 0.5  # how often a standby looks at the leader key
+ELECTION_TTL = 2  # seconds the leader key outlives a leader that stopped without resigning
 
 
 class Leader(Protocol):
@@ -92,16 +94,19 @@ class Election:
         return self.verdict.reason if self.verdict.refused else None
 
     async def run(self) -> None:
-        """Campaign, lead or stand by, for ever. A broken stream is reopened on the same
+        """Stand by, campaign, lead, for ever. A broken stream is reopened on the same
         election lease: a blip of etcd costs no leadership, only an outage long enough that
         the lease may have expired does."""
         backoff = Backoff(cap=1.0)
         while True:
             try:
                 if self._lease is None:
+                    await self._stand_by()
                     self._lease = await self.etcd.grant(self.ttl)
                     self._acked = time.monotonic()
                 await self._term(self._lease)
+                lease, self._lease = self._lease, None  # another replica won: stand by again
+                await self.etcd.revoke(lease)
             except (_LeaseLost, LeaseNotFound) as exc:
                 self.step_down(str(exc))
                 self._lease = None
@@ -115,7 +120,8 @@ class Election:
                 backoff.reset()
 
     async def _term(self, lease: int) -> None:
-        """Keep `lease` alive on one stream; campaign on it, or lead, until the stream breaks."""
+        """Keep `lease` alive on one stream; campaign on it, and lead, until the stream
+        breaks (raises) or another replica won (returns)."""
         stream = await self.etcd.keepalive_stream()
         reader = asyncio.create_task(self._read_acks(stream, lease))
         try:
@@ -123,9 +129,9 @@ class Election:
                 if self._unconfirmed():
                     raise _LeaseLost("the election lease went unconfirmed; it may have expired")
                 await stream.send(lease)
-                if not self.leading:
-                    await self._campaign(lease)
-                await asyncio.wait({reader}, timeout=POLL if not self.leading else self.ttl / 3)
+                if not self.leading and not await self._campaign(lease):
+                    return
+                await asyncio.wait({reader}, timeout=self.ttl / 3 if self.leading else 0)
             reader.result()
         finally:
             reader.cancel()
@@ -143,11 +149,9 @@ class Election:
                 raise _LeaseLost("the election lease expired")
             self._acked = time.monotonic()
 
-    async def _campaign(self, lease: int) -> None:
-        if self.verdict.defers and not await self._vacant_long_enough():
-            return
-        if (self.verdict.defers or not self._records_read) and await self._another_cluster():
-            return
+    async def _campaign(self, lease: int) -> bool:
+        """Try to take the leader key; whether to go on campaigning on `lease` (we lead, or
+        the key is free again), rather than stand by for the replica that holds it."""
         value = self.candidate.value()
         won, holder = await self.etcd.campaign(self.key, value, lease)
         # A campaign whose answer was lost after etcd applied it finds our own key: ours.
@@ -158,28 +162,62 @@ class Election:
             metrics.leadership_changes.inc()
             logger.info("elected leader (fence revision %d)", holder.create_revision)
             self.outcome.elected(self.fence)
-            return
+            return True
         if holder is None:
-            return  # the leader just went: campaign again at once next round
+            return True  # the leader just went: campaign again at once
         if holder.value == value:  # our own key, on the lease we stepped down from
             logger.info("removing our leader key of a lease we gave up; campaigning again")
             await self.etcd.resign(Fence(self.key, holder.create_revision))
-            return
+            return True
         self._observe(holder.value)
+        return False
 
-    async def _vacant_long_enough(self) -> bool:
-        """A replica that defers looks before it campaigns: it takes the leader key only once
-        it has stayed vacant for an election TTL (a replica the leader would stand by for
-        takes it first, if one lives)."""
-        holder = (await self.etcd.get_many([self.key])).get(self.key)
-        if holder is not None:
-            self._vacant_since = None
-            self._observe(holder.value)
-            return False
-        now = time.monotonic()
-        if self._vacant_since is None:
-            self._vacant_since = now
-        return now - self._vacant_since >= self.ttl
+    async def _stand_by(self) -> None:
+        """Until it is time to campaign: watch the leader key (no request while it stays
+        as it is), judging each leader it names. Then, if this replica has not read the
+        owner's records yet, or defers, look for another cluster's first."""
+        while True:
+            await self._until_vacant()
+            if self._records_read and not self.verdict.defers:
+                return
+            if not await self._another_cluster():
+                return
+
+    async def _until_vacant(self) -> None:
+        """Return once the leader key is vacant; a replica that defers waits until it has
+        stayed vacant for an election TTL (a replica the leader would stand by for takes it
+        first, if one lives). Also return on our own value: a key of a lease we gave up,
+        which the campaign removes."""
+        found, revision = await self.etcd.get_prefix(self.key)
+        holder = next((kv.value for kv in found if kv.key == self.key), None)
+        changes = self.etcd.watch_prefix(self.key, revision + 1)
+        change: asyncio.Task[WatchEvent] | None = None
+        try:
+            while True:
+                if holder is not None and holder != self.candidate.value():
+                    self._vacant_since, wait = None, None
+                    self._observe(holder)
+                elif holder is None and self.verdict.defers:
+                    now = time.monotonic()
+                    if self._vacant_since is None:
+                        self._vacant_since = now
+                    wait = self._vacant_since + self.ttl - now
+                    if wait <= 0:
+                        return
+                else:
+                    return
+                if change is None:
+                    change = asyncio.create_task(_next(changes))
+                done, _ = await asyncio.wait({change}, timeout=wait)
+                if done:
+                    event, change = change.result(), None
+                    if event.key == self.key:
+                        holder = event.value if event.kind == "PUT" else None
+        finally:
+            if change is not None:
+                change.cancel()
+                await asyncio.wait({change})
+            await changes.aclose()
 
     async def _another_cluster(self) -> bool:
         """Whether a record of the owner names another cluster: refused, and looked at
@@ -234,6 +272,10 @@ class Election:
                 await self.etcd.revoke(lease)
         except EtcdError as exc:  # the key expires with its lease instead
             logger.warning("could not resign at once: %s", exc)
+
+
+async def _next(changes: AsyncGenerator[WatchEvent, None]) -> WatchEvent:
+    return await anext(changes)
 
 
 class _LeaseLost(Exception):

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,7 @@ class WatchEvent:
     key: str
     value: str
     revision: int
+    create_revision: int = 0  # the key's, on a PUT
 
 
 ABSENT = 0  # PutOp.expect_lease: put only while the key does not exist
@@ -531,7 +532,9 @@ class Etcd:
 
     # --- watch and status -----------------------------------------------------------------
 
-    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch_prefix(
+        self, prefix: str, start_revision: int
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Stream PUT/DELETE events under `prefix` from `start_revision` on.
 
         A watch broken by a disconnect (or moved off a member that lost its leader) resumes
@@ -564,7 +567,13 @@ class Etcd:
                     for event in response.events:
                         kind = "DELETE" if event.type == rpc.Event.DELETE else "PUT"
                         kv = event.kv
-                        yield WatchEvent(kind, _text(kv.key), _text(kv.value), kv.mod_revision)
+                        yield WatchEvent(
+                            kind,
+                            _text(kv.key),
+                            _text(kv.value),
+                            kv.mod_revision,
+                            kv.create_revision,
+                        )
                         start_revision = kv.mod_revision + 1
             except grpc.aio.AioRpcError as exc:
                 error = _map_error(exc)

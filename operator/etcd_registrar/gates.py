@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from etcd_registrar import metrics
@@ -45,8 +44,7 @@ RECHECK = 5.0  # seconds between examinations of every gated pod whose condition
 # Each patch follows a status write of the pod's kubelet, so the rate only bounds a storm: a
 # rollout gets its patches at once, a churn of 100 pod transitions a second (the benchmark's)
 # keeps up with room to spare, a mass change of thousands is spread out. PARALLEL requests in
-# flight, on threads of their own (the default pool is shared, and small on small machines;
-# the client's connection pool holds 5 per core).
+# flight.
 GATE_PATCH_RATE, GATE_PATCH_BURST, PARALLEL = 200.0, 1000, 8
 
 
@@ -144,7 +142,6 @@ class Gates:
         self.queue: PacedQueue[str, Verdict] = PacedQueue(
             TokenBucket(GATE_PATCH_RATE, GATE_PATCH_BURST), priorities=3
         )
-        self.threads: ThreadPoolExecutor | None = None  # the patches' own, while run() runs
         self.sent: dict[str, tuple[str, str]] = {}  # pod uid -> patched, echo not seen yet
         self.warned: set[str] = set()  # pods told the gate is disabled
 
@@ -196,16 +193,12 @@ class Gates:
 
     async def run(self) -> None:
         """Examine every gated pod each RECHECK; PARALLEL workers patch what is queued."""
-        self.threads = ThreadPoolExecutor(PARALLEL, thread_name_prefix="readiness-gate")
-        try:
-            async with asyncio.TaskGroup() as group:  # one crashes: all restart (supervisor)
-                for _ in range(PARALLEL):
-                    group.create_task(self._work())
-                while True:
-                    self.recheck()
-                    await asyncio.sleep(RECHECK)
-        finally:  # drop what is queued; one in flight ends within the request timeout
-            self.threads.shutdown(wait=False, cancel_futures=True)
+        async with asyncio.TaskGroup() as group:  # one crashes: all restart (supervisor)
+            for _ in range(PARALLEL):
+                group.create_task(self._work())
+            while True:
+                self.recheck()
+                await asyncio.sleep(RECHECK)
 
     async def _work(self) -> None:
         backoff = Backoff(cap=5.0)
@@ -240,9 +233,7 @@ class Gates:
             self.sent[uid] = wanted.condition
             return True
         try:
-            await self.kube.patch_pod_condition(
-                pod.namespace, pod.name, uid, condition, self.threads
-            )
+            await self.kube.patch_pod_condition(pod.namespace, pod.name, uid, condition)
         except Exception as exc:
             if getattr(exc, "status", None) in (404, 409):  # gone, or a new pod of that name
                 metrics.gate_patches.labels("gone").inc()

@@ -3,11 +3,13 @@
 ServiceRegistrations are watched by kopf with `on.event`. Pods are watched by podwatch
 (a paginated list and watch that keeps no pod bodies: kopf kept ~300 MiB of them at
 10,000 pods), started with the rest of the pipeline; it persists nothing on the pods
-either. The application lives in `memo`, started on startup, stopped on cleanup.
+either. The application lives in `memo`, started on startup, stopped on cleanup. kopf logs in as
+the operator's own calls do (kube.login).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import kopf
@@ -15,15 +17,26 @@ import kopf
 from etcd_registrar import GROUP, PLURAL, VERSION
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
-from etcd_registrar.kube import Kube, load_config
+from etcd_registrar.kube import Kube, login
+
+
+@kopf.on.login()
+def kubernetes_login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    config: Settings = memo.config
+    return login(config.kubeconfig)
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo.config
     settings.watching.inactivity_timeout = 70  # reconnect silent watch streams
-    api = load_config()
-    memo.app = App.create(config, api, cluster=await Kube(api).cluster_identity())
+    credentials = partial(login, config.kubeconfig)
+    identify = Kube(credentials)
+    try:
+        cluster = await identify.cluster_identity()
+    finally:
+        await identify.close()
+    memo.app = App.create(config, credentials, cluster=cluster)
     await memo.app.start()  # stops what it started if it fails: kopf's retry starts clean
 
 

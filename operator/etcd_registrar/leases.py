@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -219,8 +220,18 @@ class LeasePool:
 
     async def follow(self) -> None:
         """Standby: keep alive every lease the leader recorded (keepalives are idempotent),
-        so no key lapses while any replica lives."""
-        records, _ = await self.etcd.get_prefix(self.prefix)
+        so no key lapses while any replica lives. Returns once the records change (watched:
+        no request meanwhile), for the caller to read them again."""
+        records, revision = await self.etcd.get_prefix(self.prefix)
+        if self.term.leading:  # promoted during the read: the leader's own pool is the truth
+            return
+        self._follow(records)
+        async with contextlib.aclosing(
+            self.etcd.watch_prefix(self.prefix, revision + 1)
+        ) as changes:
+            await anext(changes)
+
+    def _follow(self, records: list[KV]) -> None:
         recorded: set[int] = set()
         for record in records:
             try:

@@ -66,6 +66,9 @@ lease_regrants = Counter(
 )
 leases = Gauge(f"{_NS}_leases", "Leases the operator holds.")
 sweeps = Counter(f"{_NS}_sweeps_total", "Level-triggered sweeps completed.")
+sweep_seconds = Counter(
+    f"{_NS}_sweep_seconds_total", "Seconds spent sweeping (over sweeps_total: a sweep's length)."
+)
 sweep_errors = Counter(f"{_NS}_sweep_errors_total", "Sweeps that failed (retried next resync).")
 drift = Counter(
     f"{_NS}_drift_repaired_total",

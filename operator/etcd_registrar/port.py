@@ -8,7 +8,7 @@ so the fake cannot drift from what it stands for.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Protocol
 
 from etcd_registrar.etcd import KV, Fence, KeepAliveStream, LeaseInfo, Op, TxnResult, WatchEvent
@@ -46,7 +46,7 @@ class EtcdPort(Protocol):
 
     async def keepalive_stream(self) -> KeepAliveStream: ...
 
-    def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    def watch_prefix(self, prefix: str, start_revision: int) -> AsyncGenerator[WatchEvent, None]:
         """PUT and DELETE events under `prefix` from `start_revision` on."""
 
     async def ping(self, key: str) -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import kubernetes
+from typing import TYPE_CHECKING, Any
 
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.config import Settings
@@ -26,6 +24,9 @@ from etcd_registrar.formats import RESERVED_PREFIX
 from etcd_registrar.kube import Kube
 from etcd_registrar.podwatch import PodWatcher
 from etcd_registrar.term import Term
+
+if TYPE_CHECKING:
+    from kopf import ConnectionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +57,11 @@ class Plan:
         return [*out, counts]
 
 
-async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
+async def plan(settings: Settings, credentials: Callable[[], ConnectionInfo]) -> Plan:
     """Read, plan and record one leader's pass; raises EtcdError if etcd cannot be read."""
     etcd = DryRunEtcd(settings.etcd())
     term = Term.alone()
-    kube = Kube(api, settings.namespace, settings.pod_selector)
+    kube = Kube(credentials, settings.namespace, settings.pod_selector)
     store = ClaimStore(etcd, term, settings.owner_id)  # never run: records nothing
     controller = Controller(
         etcd,
@@ -102,6 +103,7 @@ async def plan(settings: Settings, api: kubernetes.client.ApiClient) -> Plan:
         now = await Etcd.get_many(etcd, recorded)
     finally:
         await registry.close()
+        await kube.close()
     result = Plan(
         taken=sorted(controller.taken),
         conflicts=sorted(controller.conflicts),

@@ -22,6 +22,7 @@ operator's own bookkeeping.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -86,10 +87,21 @@ class Identity:
 
 
 class Blocker(NamedTuple):
-    """A claimed range that keeps a namespace out, and the namespace that owns it."""
+    """A claimed range that keeps a namespace out, and the namespace that owns it (`elsewhere`:
+    the owner id of the other cluster whose claim it is; empty: this operator's own)."""
 
     range: str
     owner: str
+    elsewhere: str = ""
+
+
+class Remote(NamedTuple):
+    """A claim recorded by another owner id sharing this etcd (another cluster): a namespace of
+    the same name there is the same tenant (SIG Multicluster's namespace sameness)."""
+
+    namespace: str
+    shared_with: frozenset[str]
+    revision: int  # its record's create revision: of two overlapping claims, the older stands
 
 
 T = TypeVar("T")
@@ -148,6 +160,8 @@ class Claims:
         self.assigned: RangeIndex[str] = RangeIndex()  # range -> the namespace assigned it
         self.owned: Counter[str] = Counter()  # ranges owned per namespace (the quota)
         self._claimed: RangeIndex[str] = RangeIndex()  # the identities with an owner -> owner
+        self.remote: RangeIndex[dict[str, Remote]] = RangeIndex()  # range -> owner id -> claim
+        self.revisions: dict[str, int] = {}  # identity -> create revision of its record here
         self._blockers: dict[tuple[str, str], Blocker | None] = {}  # cleared on every change
 
     def owner(self, identity: str) -> str | None:
@@ -196,20 +210,90 @@ class Claims:
         is another namespace's and not shared with `namespace`; None: admitted."""
         asked = (identity, namespace)
         if asked not in self._blockers:
-            ranges = self._claimed.overlapping(as_range(identity))
-            found = next(self._blocking(ranges, namespace), None)
+            range_ = as_range(identity)
+            found = next(
+                itertools.chain(
+                    self._blocking(self._claimed.overlapping(range_), namespace),
+                    self._remote_blocking(self.remote.overlapping(range_), namespace),
+                ),
+                None,
+            )
             self._blockers[asked] = found
         return self._blockers[asked]
 
     def key_blocker(self, key: str, namespace: str) -> Blocker | None:
         """The claimed range containing `key` that keeps `namespace` out; None: admitted."""
-        return next(self._blocking(self._claimed.containing(as_range(key)), namespace), None)
+        range_ = as_range(key)
+        return next(
+            itertools.chain(
+                self._blocking(self._claimed.containing(range_), namespace),
+                self._remote_blocking(self.remote.containing(range_), namespace),
+            ),
+            None,
+        )
 
     def _blocking(self, ranges: Iterable[str], namespace: str) -> Iterator[Blocker]:
         for claimed in ranges:
             entry = self.identities[claimed]
             if entry.owner not in (None, namespace) and namespace not in entry.shared_with:
                 yield Blocker(claimed, entry.owner)
+
+    def _remote_blocking(self, ranges: Iterable[str], namespace: str) -> Iterator[Blocker]:
+        """Other clusters' claims on `ranges` that keep `namespace` out: another namespace's,
+        unshared, and not younger than an overlapping claim of ours (that race we won)."""
+        for range_ in ranges:
+            for owner_id, claim in self.remote.values[range_].items():
+                if claim.namespace == namespace or namespace in claim.shared_with:
+                    continue
+                if not self._beaten(range_, claim):
+                    yield Blocker(range_, claim.namespace, owner_id)
+
+    def _beaten(self, range_: str, claim: Remote) -> bool:
+        """True if one of our recorded claims overlapping `range_`, of another namespace, is
+        older than the other cluster's `claim`."""
+        return any(
+            self._claimed.values[mine] != claim.namespace
+            and self.revisions.get(mine, claim.revision) < claim.revision
+            for mine in self._claimed.overlapping(range_)
+        )
+
+    def remote_claim(self, owner_id: str, range_: str, claim: Remote | None) -> Handovers:
+        """Another cluster recorded (None: released) a claim: ours that it overlaps, of
+        another namespace it does not share with, pass to an heir that may own them (or to
+        nobody) unless ours is older. Returns the claims that changed hands here."""
+        claims = dict(self.remote.values.get(range_, {}))
+        if claim is None:
+            claims.pop(owner_id, None)
+        else:
+            claims[owner_id] = claim
+        if claims:
+            self.remote.set(range_, claims)
+        else:
+            self.remote.discard(range_)
+        self._blockers.clear()
+        return self._yield_to_remote(range_)
+
+    def recorded(self, identity: str, revision: int | None) -> Handovers:
+        """Our record of `identity` was written (its create revision) or deleted (None)."""
+        if revision is None:
+            self.revisions.pop(identity, None)
+        else:
+            self.revisions[identity] = revision
+        self._blockers.clear()
+        return self._yield_to_remote(identity)
+
+    def _yield_to_remote(self, range_: str) -> Handovers:
+        changes: Handovers = {}
+        for identity in list(self._claimed.overlapping(as_range(range_))):
+            entry = self.identities[identity]
+            owner = entry.owner
+            assert owner is not None
+            remote = self._remote_blocking(self.remote.overlapping(as_range(identity)), owner)
+            if next(remote, None) is not None:
+                heir = self._heir(identity, entry)
+                self._own(identity, entry, heir)
+                changes[identity] = (owner, heir)
+        return changes
 
     def _own(self, identity: str, entry: Identity, namespace: str | None) -> None:
         """Make `namespace` the owner of `identity` (None: nobody), keeping the index."""
@@ -227,8 +311,12 @@ class Claims:
     def may_claim(self, identity: str, namespace: str) -> bool:
         """No other namespace's unshared claim overlaps `identity` (itself aside), and the
         policy lets `namespace` own it."""
-        blockers = self._blocking(self._claimed.overlapping(as_range(identity)), namespace)
-        return all(b.range == identity for b in blockers) and not self._policy(identity, namespace)
+        range_ = as_range(identity)
+        blockers = self._blocking(self._claimed.overlapping(range_), namespace)
+        if not all(b.range == identity for b in blockers):
+            return False
+        remote = self._remote_blocking(self.remote.overlapping(range_), namespace)
+        return next(remote, None) is None and not self._policy(identity, namespace)
 
     def restore(self, identity: str, namespace: str) -> None:
         """An owner recorded earlier (etcd, or keys already held): it stands until it lapses."""

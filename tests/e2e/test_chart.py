@@ -1032,8 +1032,8 @@ def test_admission_policy_lets_the_operator_patch_only_its_condition(
     sa = installed_rbac({}, tmp_path)
     kubeconfig = cluster.write_service_account_kubeconfig(namespace, sa, tmp_path / "sa.kc")
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-    as_sa = kube.Kube(api)
-    core = kubernetes.client.CoreV1Api(as_sa.api)
+    as_sa = kube.Kube(functools.partial(kube.login, kubeconfig))
+    core = kubernetes.client.CoreV1Api(api)
     cluster.create_deployment(namespace, deployment_manifest("web", 1))
     (pod,) = cluster.wait_deployment_serving(namespace, "web", 1)
     uid = cluster.get_json("pod", pod.name, "-n", namespace)["metadata"]["uid"]
@@ -1055,8 +1055,8 @@ def test_admission_policy_lets_the_operator_patch_only_its_condition(
     def other_condition_refused() -> str | None:
         try:  # a new message each time: a patch that changes nothing is not refused
             set_condition("example.com/other", f"attempt {next(attempts)}")
-        except kubernetes.client.ApiException as exc:
-            return str(exc.body)
+        except kube.KubeError as exc:
+            return exc.message
         return None
 
     refused = wait_for(other_condition_refused, 30, message="the policy refuses the SA's patch")

@@ -78,7 +78,7 @@ async def test_a_registration_deleted_while_unwatched_is_forgotten(
     """A watch that relists reports no deletions: the sweep's relist of the registrations
     forgets one that no longer exists, and its service falls back to the defaults."""
     settings = Settings(namespace=[namespace], health_port=0, metrics_port=0)
-    app = App.create(settings, cluster.api_client())
+    app = App.create(settings, cluster.credentials())
     ghost = registration("ghost", prefix="/ghost")
     ghost["metadata"] = {"name": "ghost", "namespace": namespace, "uid": "u", "generation": 1}
     app.controller.on_registration("ADDED", ghost)  # seen once, then deleted unseen
@@ -101,11 +101,11 @@ async def test_a_failed_startup_leaves_no_port_bound(cluster: Cluster, namespace
     blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", metrics)
     try:
         with pytest.raises(OSError):
-            await App.create(settings, cluster.api_client()).start()
+            await App.create(settings, cluster.credentials()).start()
     finally:
         blocker.close()
         await blocker.wait_closed()
-    retry = App.create(settings, cluster.api_client())
+    retry = App.create(settings, cluster.credentials())
     await asyncio.wait_for(retry.start(), 30)
     try:
         await eventually(lambda: retry.health.ready()[0], 30, "the retried operator ready")

@@ -26,7 +26,7 @@ import yaml
 
 from etcd_registrar.etcd import Etcd, EtcdConfig
 from tests.e2e.test_chart import CHART, helm_binary
-from tests.harness import Cluster, KubectlError, PodInfo, wait_for
+from tests.harness import Cluster, KubectlError, PodInfo, deployment_manifest, wait_for
 from tests.operator_process import OperatorProcess, registry_keys
 from tests.realnode import DEMO_PORT, RealNode, demo_request
 
@@ -150,8 +150,8 @@ def test_chart_runs_the_image_on_the_real_node(
     """helm install with the chart's defaults (its replicas, read-only root, UID 65532, no
     capabilities) into a namespace that enforces Pod Security "restricted": the operator pods
     become Ready through their own probes, doctor passes inside a pod and as `helm test`, they
-    register a pod, an upgrade rolls them without a single DELETE in the registry, and
-    uninstall leaves the CRD."""
+    register a pod, an upgrade rolls them without a single DELETE in the registry, one that
+    adds a namespace hands over to the new configuration, and uninstall leaves the CRD."""
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
@@ -218,6 +218,23 @@ def test_chart_runs_the_image_on_the_real_node(
         wait_for(partial(last_log_line, name), 30, message=f"{name} logs JSON (the new value)")
     registry_becomes(etcd, prefix, keys_of(goods, prefix), "still registered after the upgrade")
     assert deletes_since(etcd, f"{prefix}/", revision + 1) == [], "the upgrade emptied keys"
+
+    # An upgrade that adds a namespace is a new configuration (R2-3): its replicas stand by
+    # ready beside the old leader, one leads once the old ones go, the added namespace's pods
+    # are registered, and no key is deleted on the way.
+    added = cluster.create_namespace("added")
+    try:
+        opt_in = {"etcd-registrar.io/service": "extra"}
+        cluster.create_deployment(added, deployment_manifest("extra", 1, annotations=opt_in))
+        (extra,) = cluster.wait_deployment_serving(added, "extra", 1)
+        revision = registry_revision(etcd, prefix)
+        scope = f"watchNamespaces={{{namespace},{added}}}"
+        helm(cluster, "upgrade", release, *chart, "--reuse-values", "--set", scope)
+        want = keys_of(goods, prefix) | {f"{prefix}/extra/{extra.name}": f"{extra.ip}:80"}
+        registry_becomes(etcd, prefix, want, "the added namespace registered by the new config")
+        assert deletes_since(etcd, f"{prefix}/", revision + 1) == [], "the handover deleted keys"
+    finally:
+        cluster.delete_namespace(added)
 
     helm(cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout=120s")
     cluster.kubectl("get", CRD)  # kept (helm.sh/resource-policy: keep)

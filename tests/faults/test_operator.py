@@ -80,6 +80,21 @@ def kill_leader(cluster: Cluster, namespace: str, pair: list[OperatorProcess]) -
     wait_for(lambda: leader_pid(cluster, namespace) == standby.pid, 30, message="takeover")
 
 
+BURST = 1000  # pods that come up at once
+
+
+def kill_leader_in_a_burst(cluster: Cluster, namespace: str, pair: list[OperatorProcess]) -> None:
+    """Scale to BURST pods and kill -9 the leader at a random point of their coming up."""
+    cluster.scale(namespace, "goods", BURST)
+    time.sleep(random.uniform(0.5, 8.0))  # noqa: S311 (any point must do)
+    kill_leader(cluster, namespace, pair)
+
+    def up() -> bool:  # running, with an address (the churn keeps flipping some Ready)
+        return sum(1 for p in cluster.pods_of_deployment(namespace, "goods") if p.ip) == BURST
+
+    wait_for(up, 300, message=f"{BURST} pods up")
+
+
 def freeze_leader(cluster: Cluster, namespace: str, pair: list[OperatorProcess]) -> None:
     """SIGSTOP past the election lease; SIGCONT once the standby leads."""
     leader, standby = pair
@@ -133,6 +148,7 @@ def ready(cluster: Cluster) -> bool:
 
 FAULTS = {
     "operator leader SIGKILL": (kill_leader, True),
+    f"operator leader SIGKILL in a {BURST:,}-pod burst": (kill_leader_in_a_burst, True),
     "operator leader SIGSTOP": (freeze_leader, True),
     "kube-apiserver kill -9 and restart": (
         restart_apiserver,
@@ -159,7 +175,7 @@ def test_operator_and_api_faults(
                 windows.append(Window(fault, start, time.monotonic()))
                 time.sleep(3)
             cluster.scale(namespace, "goods", 0)
-            wait_for(lambda: not consumer.view(), 60, message="every key gone")
+            wait_for(lambda: not consumer.view(), 300, message="every key gone")
         wants = timeline.wants(key=lambda pod: prefix + pod, value=lambda ip: f"{ip}:80")
         (window,) = windows
         if churns:

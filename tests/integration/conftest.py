@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from kubernetes.client import ApiClient
 
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller
@@ -18,7 +17,7 @@ from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
 from etcd_registrar.source import Defaults
 from etcd_registrar.term import Term
-from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port
+from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port, no_api
 from tests.listeners import Posted, Reachable, Setbacks
 
 OWNER = "t"  # the owner id of the registries under test
@@ -70,7 +69,7 @@ async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
     etcd, term = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone()
     controller = Controller(
         etcd,
-        Kube(ApiClient()),
+        Kube(no_api),
         Defaults(),
         term,
         events=Posted(),

@@ -9,7 +9,6 @@ import sys
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient
 
 from etcd_registrar import desired as desired_module
 from etcd_registrar.claimstore import ClaimStore, claim_record
@@ -20,7 +19,7 @@ from etcd_registrar.source import Defaults, Desired, PodView, RegistrationId, de
 from etcd_registrar.term import Term
 from tests import listeners
 from tests.aio import eventually
-from tests.harness import EtcdServer
+from tests.harness import EtcdServer, no_api
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
@@ -133,7 +132,7 @@ async def test_refused_and_taken_keys_are_forgotten_with_the_pods_that_wanted_th
         config = EtcdConfig(endpoints=(server.endpoint,))
         controller = Controller(
             Etcd(config),
-            Kube(ApiClient()),
+            Kube(no_api),
             Defaults(format="json"),
             Term.alone(),
             events=listeners.Posted(),
@@ -226,7 +225,7 @@ async def test_claims_survive_a_restart_through_records_and_held_keys(
 
     successor = Controller(
         controller.registry.etcd,
-        Kube(ApiClient()),
+        Kube(no_api),
         Defaults(),
         Term.alone(),
         events=listeners.Posted(),
@@ -344,3 +343,32 @@ def test_claims_ls_lists_every_owner_id_and_release_asks_first(etcd_server: Etcd
     released = cli("release", "/services/pay/", "--owner-id", "cluster-a", "--yes")
     assert released.returncode == 0, released.stderr
     assert "/services/pay/" not in cli("ls").stdout
+
+
+async def test_a_relist_that_no_longer_finds_a_pod_deletes_its_key_at_once(
+    controller: Controller, etcd_server: EtcdServer
+) -> None:
+    """The pod watch relisted after 410 Gone: a pod of that namespace it did not find was
+    deleted meanwhile, and its key goes now; pods of other namespaces are left alone."""
+    reader = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    try:
+        bodies = [
+            pod_body(name=name, annotations=opt_in(service), namespace=ns)
+            for name, ns, service in (
+                ("goods-kept", "shop", "goods"),
+                ("goods-gone", "shop", "goods"),
+                ("goods-far", "far", "stock"),  # a service of its own: no claim conflict
+            )
+        ]
+        for body in bodies:
+            outcome = controller.on_pod(None, body)
+            assert outcome.committed is not None
+            await outcome.committed
+        controller.on_listed("shop", {"uid-goods-kept"})
+        assert set(controller.state.pods) == {"uid-goods-kept", "uid-goods-far"}
+        await controller.registry.writes.drained.wait()
+        kvs, _ = await reader.get_prefix("/services/")
+        keys = {kv.key.rpartition("/")[2] for kv in kvs}
+        assert keys == {"goods-kept", "goods-far"}, keys
+    finally:
+        await reader.close()

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
 
+from bench.procs import etcd_requests
 from etcd_registrar import leases as leases_module
 from etcd_registrar.candidacy import Candidate, Standing
 from etcd_registrar.claimstore import ClaimStore
@@ -81,6 +83,26 @@ async def test_one_leader_and_a_resignation_hands_over_at_once(etcd: Etcd) -> No
         handover = asyncio.get_running_loop().time() - started
         assert handover < b.ttl, f"handover took {handover:.2f}s, the lease lives {b.ttl}s"
         assert not a.leading
+
+
+async def test_a_standby_sends_nothing_while_the_leader_stays(
+    etcd: Etcd, etcd_server: EtcdServer
+) -> None:
+    """A standby watches the leader key instead of asking for it: while the leader stays,
+    etcd hears only the leader's keepalives of its election lease (at TTL/3). Then the
+    leader's key goes (it stopped renewing it), and the standby takes over at once."""
+    a, b = candidate(etcd, "a"), candidate(etcd, "b")
+    async with leading_then(a, b) as first:
+        await eventually(lambda: b.leader == "a", 5, "b stands by for a")
+        loop = asyncio.get_running_loop()
+        before, started = Counter(etcd_requests(etcd_server.listen_url)), loop.time()
+        await asyncio.sleep(3 * a.ttl)  # the window measured
+        added = Counter(etcd_requests(etcd_server.listen_url)) - before
+        window = loop.time() - started
+        assert set(added) <= {"LeaseKeepAlive"}, added
+        assert added["LeaseKeepAlive"] <= window / (a.ttl / 3) + 1, added
+        await first.stop()  # a dies without resigning: its key lives out its lease
+        await eventually(lambda: b.leading, 2 * b.ttl, "b takes over once the lease ends")
 
 
 async def test_a_deposed_leaders_writes_are_refused_by_etcd(
@@ -333,7 +355,9 @@ async def test_a_second_cluster_with_the_same_owner_id_never_leads(
         assert "uid-a" in reason and "--owner-id" in reason
         assert theirs.verdict.standing is Standing.FOREIGN
         assert REGISTRY.get_sample_value("etcd_registrar_foreign_cluster") == 1.0
-        await second.follow()
+        # a standby (its term never began): it follows the recorded leases...
+        with contextlib.suppress(TimeoutError):  # ...reads them, then waits for a change
+            await asyncio.wait_for(second.follow(), 2)
         assert second.leases.by_id == {}  # nor renews its leases
 
         # The first cluster's leader goes; its lease lives on (a replica of it renews it).

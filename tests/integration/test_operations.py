@@ -5,23 +5,28 @@ in tests/e2e/test_operations.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from bench.procs import etcd_requests
+from etcd_registrar import kube
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
 from etcd_registrar.dryrun import DryRunEtcd
+from etcd_registrar.election import leader_key
 from etcd_registrar.etcd import Etcd, EtcdConfig, EtcdError, PutOp
 from etcd_registrar.registry import Registry
 from etcd_registrar.term import Term
-from tests.aio import eventually
+from tests.aio import eventually, holds
 from tests.harness import EtcdServer, free_port
+from tests.integration.conftest import OWNER
 from tests.listeners import Setbacks
 from tests.unit.builders import endpoint
 
@@ -161,7 +166,7 @@ def unreachable_api(tmp_path: Path) -> Any:
     }
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
-    return kubernetes.config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+    return functools.partial(kube.login, path)
 
 
 async def test_liveness_fails_when_an_operator_loop_stops(
@@ -214,3 +219,64 @@ async def test_a_dry_run_operator_leads_alone_and_only_records_its_writes(
     finally:
         await app.stop()
     assert app.registry.idle
+
+
+def requests_by_method(etcd_server: EtcdServer) -> Counter[str]:
+    """The gRPC messages etcd received so far, by method (each keepalive is one)."""
+    return Counter(etcd_requests(etcd_server.listen_url))
+
+
+async def test_a_replica_campaigns_only_once_its_pod_view_is_complete(
+    etcd_server: EtcdServer, reader: Etcd, unreachable_api: Any
+) -> None:
+    """A fresh replica that has not listed the pods yet never leads: its first sweep would
+    delete the keys of every pod it has not seen."""
+    settings = Settings(
+        etcd_endpoints=[etcd_server.endpoint], owner_id="fresh", health_port=0, metrics_port=0
+    )
+    app = App.create(settings, unreachable_api)
+    await app.start()
+    key = leader_key("fresh")
+    try:
+        await eventually(lambda: app.health.etcd.reachable, 10, "etcd check answered")
+
+        async def standing_by() -> bool:
+            return not app.election.leading and key not in await reader.get_many([key])
+
+        await holds(standing_by, 2 * app.election.ttl, "it campaigned with an incomplete view")
+        app.controller.view_complete.set()  # the initial pod list is in
+        await eventually(lambda: app.election.leading, 10, "it campaigns once its view is complete")
+    finally:
+        await app.stop()
+
+
+async def test_a_standby_reads_the_lease_records_only_when_they_change(
+    etcd_server: EtcdServer, registry: Registry
+) -> None:
+    """A standby learns the leases the leader records, then watches the records instead of
+    reading them again: while they stay as they are, etcd hears from it only keepalives;
+    a lease the leader records next ends the wait, for the standby to read them again."""
+    etcd = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,)))
+    standby = Registry(etcd, Term(), Setbacks(), owner=OWNER)  # its term never begins
+    await standby.start()
+
+    def followed() -> bool:
+        return registry.leases.by_id.keys() <= standby.leases.by_id.keys()
+
+    await asyncio.wait_for(registry.submit([endpoint("/services/goods/goods-a")], []), 5)
+    follow = asyncio.create_task(standby.follow())
+    try:
+        await eventually(followed, 5, "the standby renews the leader's lease")
+        before = requests_by_method(etcd_server)
+        await asyncio.sleep(2.0)  # the window measured
+        added = requests_by_method(etcd_server) - before
+        assert set(added) <= {"LeaseKeepAlive"}, added
+        assert not follow.done(), "the standby stopped watching the records"
+        other = endpoint("/services/toys/toys-a", ttl=20)  # another pool: a new lease
+        await asyncio.wait_for(registry.submit([other], []), 5)
+        await asyncio.wait_for(follow, 5)  # the new record ended the wait
+        follow = asyncio.create_task(standby.follow())
+        await eventually(followed, 5, "the standby renews the new lease too")
+    finally:
+        follow.cancel()
+        await standby.close()

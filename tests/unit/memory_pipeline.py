@@ -5,21 +5,20 @@ registration bodies and never call the API server (no sweep, no status loop)."""
 
 from __future__ import annotations
 
-from kubernetes.client import ApiClient
-
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller
 from etcd_registrar.kube import Kube
 from etcd_registrar.memory import MemoryEtcd
 from etcd_registrar.source import Defaults
 from etcd_registrar.term import Term
+from tests.harness import no_api
 from tests.listeners import Posted, Reachable
 
 
 def memory_controller(etcd: MemoryEtcd, term: Term, *, readiness_gate: bool = True) -> Controller:
     return Controller(
         etcd,
-        Kube(ApiClient()),
+        Kube(no_api),
         Defaults(),
         term,
         events=Posted(),

@@ -6,7 +6,6 @@ client points nowhere, so the pod watch only retries)."""
 from __future__ import annotations
 
 import pytest
-from kubernetes.client import ApiClient
 
 from etcd_registrar.app import App
 from etcd_registrar.config import Settings
@@ -14,6 +13,7 @@ from etcd_registrar.election import leader_key
 from etcd_registrar.etcd import DeleteOp
 from etcd_registrar.memory import MemoryEtcd
 from tests.aio import eventually
+from tests.harness import no_api
 from tests.unit.builders import opt_in, pod_body
 from tests.unit.memory_pipeline import values
 
@@ -27,7 +27,7 @@ def settings() -> Settings:
 
 async def test_a_replica_leads_steps_down_when_fenced_and_resigns(settings: Settings) -> None:
     etcd = MemoryEtcd()
-    app = App.create(settings, ApiClient(), etcd=etcd)
+    app = App.create(settings, no_api, etcd=etcd)
     await app.start()
     try:
         await eventually(lambda: app.term.leading, 10, "the replica leads")
@@ -53,7 +53,7 @@ async def test_a_replica_leads_steps_down_when_fenced_and_resigns(settings: Sett
 
 async def test_a_dry_run_leads_alone_and_campaigns_for_nothing(settings: Settings) -> None:
     etcd = MemoryEtcd()
-    app = App.create(settings.model_copy(update={"dry_run": True}), ApiClient(), etcd=etcd)
+    app = App.create(settings.model_copy(update={"dry_run": True}), no_api, etcd=etcd)
     await app.start()
     try:
         await eventually(lambda: app.term.leading, 5, "the dry run leads")

@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 
 from etcd_registrar.source import Defaults, assigned_ranges
-from etcd_registrar.tenancy import ASSIGNMENT, ClaimPolicy, Claims, Member, RangeIndex, within
+from etcd_registrar.tenancy import (
+    ASSIGNMENT,
+    Blocker,
+    ClaimPolicy,
+    Claims,
+    Member,
+    RangeIndex,
+    Remote,
+    within,
+)
 
 PAYMENTS = "/services/payments/"
 
@@ -120,7 +129,7 @@ def test_identities_are_ranges(claimed: str, wanted: str, admitted: bool) -> Non
     blocker = claims.blocker(wanted, "evil")
     assert (blocker is None) is admitted
     if blocker is not None:
-        assert blocker == (claimed, "shop")
+        assert blocker == Blocker(claimed, "shop")
 
 
 @pytest.mark.parametrize(
@@ -178,8 +187,10 @@ def test_overlaps_are_found_among_ten_thousand_claims() -> None:
     for i in range(10_000):
         claims.join(f"/services/svc-{i:05d}/", member(f"ns-{i}", "pod"))
     assert claims.admits("/services/new/", "ns-x")
-    assert claims.blocker("/services/svc-05000/x/", "ns-x") == ("/services/svc-05000/", "ns-5000")
-    assert claims.blocker("/services/", "ns-x") == ("/services/svc-00000/", "ns-0")
+    assert claims.blocker("/services/svc-05000/x/", "ns-x") == Blocker(
+        "/services/svc-05000/", "ns-5000"
+    )
+    assert claims.blocker("/services/", "ns-x") == Blocker("/services/svc-00000/", "ns-0")
 
 
 def test_a_namespace_owns_at_most_its_quota_of_ranges_but_assigned_ones() -> None:
@@ -247,3 +258,52 @@ def test_a_range_index_finds_the_ranges_around_and_inside_one() -> None:
     index.discard("/never/")
     assert sorted(index.overlapping("/a/b/")) == ["/", "/a/", "/a/b/c/"]
     assert index.values == {"/": 0, "/a/": 1, "/a/bc/": 3, "/ab/": 4, "/a/b/c/": 5}
+
+
+def remote(namespace: str, revision: int, *shared: str) -> Remote:
+    return Remote(namespace, frozenset(shared), revision)
+
+
+@pytest.mark.parametrize(
+    ("claim", "namespace", "admitted"),
+    [
+        pytest.param(remote("payments", 5), "payments", True, id="same-namespace-same-tenant"),
+        pytest.param(remote("payments", 5), "team-a", False, id="another-namespace"),
+        pytest.param(remote("payments", 5, "team-a"), "team-a", True, id="shared-with-it"),
+    ],
+)
+def test_another_clusters_claim_holds_here(claim: Remote, namespace: str, admitted: bool) -> None:
+    """#20 item 3: claims hold across clusters sharing one etcd, by namespace sameness."""
+    claims = Claims()
+    assert claims.remote_claim("cluster-b", PAYMENTS, claim) == {}
+    assert claims.admits(PAYMENTS, namespace) is admitted
+    assert claims.admits("/services/", namespace) is admitted  # around it, as here
+    assert (claims.key_blocker(f"{PAYMENTS}p", namespace) is None) is admitted
+    assert claims.join(PAYMENTS, member(namespace, "pod")) is admitted
+    if not admitted:
+        assert claims.blocker(PAYMENTS, namespace) == Blocker(PAYMENTS, "payments", "cluster-b")
+
+
+def test_of_two_clusters_claiming_one_range_the_older_record_stands() -> None:
+    claims = Claims()
+    claims.join(PAYMENTS, member("team-a", "pod"))
+    assert claims.recorded(PAYMENTS, 10) == {}
+    # an older claim of another namespace in another cluster: ours yields at once
+    assert claims.remote_claim("cluster-b", PAYMENTS, remote("team-b", 7)) == {
+        PAYMENTS: ("team-a", None)
+    }
+    assert not claims.admits(PAYMENTS, "team-a")
+    # released there: ours may be claimed again
+    assert claims.remote_claim("cluster-b", PAYMENTS, None) == {}
+    assert claims.admits(PAYMENTS, "team-a")
+
+
+def test_a_younger_claim_of_another_cluster_keeps_out_nobody_here() -> None:
+    claims = Claims()
+    claims.join(PAYMENTS, member("team-a", "pod"))
+    claims.recorded(PAYMENTS, 10)
+    assert claims.remote_claim("cluster-b", "/services/", remote("team-b", 12)) == {}
+    assert claims.owner(PAYMENTS) == "team-a"
+    assert claims.key_blocker(f"{PAYMENTS}p", "team-a") is None  # the race was ours
+    # it lost the race as a whole (its cluster yields it too): it keeps nobody out here
+    assert claims.admits("/services/orders/", "team-c")

@@ -147,6 +147,8 @@ etcd-registrar doctor` and the `helm test` pod read the same ones. */}}
   value: {{ .Values.policy.maxValueBytes | quote }}
 - name: ETCD_REGISTRAR_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
+- name: ETCD_REGISTRAR_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
 - name: ETCD_REGISTRAR_DRY_RUN
   value: {{ .Values.dryRun | quote }}
 - name: ETCD_REGISTRAR_READINESS_GATE
