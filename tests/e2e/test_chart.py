@@ -765,7 +765,10 @@ Grant = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 GRANT_USES: dict[Grant, tuple[ModuleType, str]] = {
     ("", "pods", "list"): (kube, "self._pods_path(namespace),"),
     ("", "pods", "watch"): (kube, "watch=True,"),
-    ("", "pods/status", "patch"): (kube, 'path = f"/api/v1/namespaces/{namespace}/pods/{name}/status"'),
+    ("", "pods/status", "patch"): (
+        kube,
+        'path = f"/api/v1/namespaces/{namespace}/pods/{name}/status"',
+    ),
     ("", "events", "create"): (kube, '"POST", f"/api/v1/namespaces/{meta[\'namespace\']}/events"'),
     # kopf's own Events go to core/v1 too (kopf's references.EVENTS is Selector('v1', 'events')).
     (GROUP, PLURAL, "list"): (kube, 'self.call("GET", f"/apis/{GROUP}/{VERSION}{scope}/{PLURAL}")'),
