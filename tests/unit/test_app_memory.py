@@ -29,6 +29,7 @@ async def test_a_replica_leads_steps_down_when_fenced_and_resigns(settings: Sett
     etcd = MemoryEtcd()
     app = App.create(settings, no_api, etcd=etcd)
     await app.start()
+    app.controller.view_complete.set()  # no API server here: its pod view is complete at once
     try:
         await eventually(lambda: app.term.leading, 10, "the replica leads")
         first = (await etcd.get_many([LEADER]))[LEADER].create_revision
