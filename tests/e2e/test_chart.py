@@ -34,7 +34,7 @@ import pytest
 import yaml
 from kopf._core.reactor import observation
 
-from etcd_registrar import GROUP, PLURAL, doctor, handlers, kube, podwatch
+from etcd_registrar import GROUP, PLURAL, doctor, handlers, kube
 from etcd_registrar.cli import build_parser, load_settings, service_prefix
 from etcd_registrar.config import Settings
 from etcd_registrar.formats import FORMATS, Format
@@ -763,21 +763,24 @@ Grant = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 # call in its source). A grant with no row here fails test_every_grant_is_used, and so does
 # a row whose call is gone from the code.
 GRANT_USES: dict[Grant, tuple[ModuleType, str]] = {
-    ("", "pods", "list"): (kube, "core.list_namespaced_pod("),
-    ("", "pods", "watch"): (podwatch, "watch=True"),
-    ("", "pods/status", "patch"): (kube, "core.patch_namespaced_pod_status,"),
-    ("", "events", "create"): (kube, "core.create_namespaced_event,"),
+    ("", "pods", "list"): (kube, "self._pods_path(namespace),"),
+    ("", "pods", "watch"): (kube, "watch=True,"),
+    ("", "pods/status", "patch"): (
+        kube,
+        'path = f"/api/v1/namespaces/{namespace}/pods/{name}/status"',
+    ),
+    ("", "events", "create"): (kube, '"POST", f"/api/v1/namespaces/{meta[\'namespace\']}/events"'),
     # kopf's own Events go to core/v1 too (kopf's references.EVENTS is Selector('v1', 'events')).
-    (GROUP, PLURAL, "list"): (kube, "custom.list_namespaced_custom_object,"),
+    (GROUP, PLURAL, "list"): (kube, 'self.call("GET", f"/apis/{GROUP}/{VERSION}{scope}/{PLURAL}")'),
     (GROUP, PLURAL, "watch"): (handlers, "@kopf.on.event(GROUP, VERSION, PLURAL)"),
-    (GROUP, f"{PLURAL}/status", "patch"): (kube, "custom.patch_namespaced_custom_object_status,"),
+    (GROUP, f"{PLURAL}/status", "patch"): (kube, "/{PLURAL}/{name}/status"),
     # kopf's observer of CRDs; namespaces: the ranges an administrator assigns (tenancy).
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): (observation, ".CRDS)"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): (observation, ".CRDS)"),
     ("", "namespaces", "list"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
     ("", "namespaces", "watch"): (handlers, '@kopf.on.event("", "v1", "namespaces")'),
     # the cluster's identity: the kube-system namespace only (resourceNames)
-    ("", "namespaces", "get"): (kube, 'core.read_namespace, "kube-system"'),
+    ("", "namespaces", "get"): (kube, '"/api/v1/namespaces/kube-system"'),
 }
 
 
