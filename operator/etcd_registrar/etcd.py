@@ -53,6 +53,9 @@ _RETRIED = {
 }
 _IDEMPOTENT = {method for methods in _RETRIED.values() for method in methods}
 _MEMBER_FAILED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# gRPC's own word for a transport that broke under a stream (a member killed mid-watch): not
+# etcd's answer, so as retryable as UNAVAILABLE.
+_TRANSPORT_BROKE = "Internal error from Core"
 _SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [
@@ -268,7 +271,9 @@ def _map_error(exc: grpc.aio.AioRpcError) -> EtcdError:
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.CANCELLED,
         grpc.StatusCode.UNAUTHENTICATED,
-    ) or any(text in details for text in (_TOO_MANY_REQUESTS, _AUTH_OLD_REVISION)):
+    ) or any(
+        text in details for text in (_TOO_MANY_REQUESTS, _AUTH_OLD_REVISION, _TRANSPORT_BROKE)
+    ):
         return EtcdUnavailable(f"{code.name}: {details}")
     return EtcdError(f"{code.name}: {details}")
 
@@ -332,7 +337,8 @@ class Etcd:
     def _failed(self, member: Member, exc: grpc.aio.AioRpcError) -> None:
         """Move on from `member` if it failed at the transport: to the next member, unless
         another call has moved on already."""
-        if exc.code() not in _MEMBER_FAILED or len(self._members) < 2:
+        broke = exc.code() in _MEMBER_FAILED or _TRANSPORT_BROKE in (exc.details() or "")
+        if not broke or len(self._members) < 2:
             return
         if self._members[self._current] is member:
             self._current = (self._current + 1) % len(self._members)

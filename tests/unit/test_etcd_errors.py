@@ -22,6 +22,8 @@ def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
         (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token", True, True),
         (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied", False, False),
         (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large", False, False),
+        (grpc.StatusCode.INTERNAL, "Internal error from Core", True, False),  # a member killed
+        (grpc.StatusCode.INTERNAL, "etcdserver: corrupt cluster", False, False),
     ],
 )  # fmt: skip
 def test_error_classes(code: grpc.StatusCode, details: str, retryable: bool, relogin: bool) -> None:
