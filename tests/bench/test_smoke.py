@@ -67,7 +67,7 @@ def test_acceptance_is_the_earlier_of_response_and_pod_event_and_matching_is_bou
     ]
     samples, skew = stats.accept(transitions, pods)  # type: ignore[arg-type]
     assert [s.accepted for s in samples] == [1.002, 1.41, 2.0005]
-    assert samples[0].until == 2.000  # a's next transition
+    assert samples[0].until == 2.0005  # when a's next transition was accepted
     keys = FakeStream({"a": [(1.010, "D"), (2.5, "P")], "b": []})
     found, missed = stats.latencies(samples, keys)  # type: ignore[arg-type]
     assert missed == 1  # b's key never went
