@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -69,6 +70,12 @@ def login(kubeconfig: Path | None = None) -> ConnectionInfo:
     if (_SERVICE_ACCOUNT / "token").exists():
         info = kopf.login_with_service_account(settings=settings)
         if info is not None:
+            # As client-go's in-cluster config: the Service's address from the environment
+            # kubelet sets, not kopf's https://kubernetes.default.svc, which needs cluster DNS.
+            host, port = (os.environ.get(f"KUBERNETES_SERVICE_{k}") for k in ("HOST", "PORT"))
+            if host and port:
+                address = f"[{host}]" if ":" in host else host
+                info = dataclasses.replace(info, server=f"https://{address}:{port}")
             return info
     path = kubeconfig or Path(os.environ.get("KUBECONFIG") or "~/.kube/config").expanduser()
     try:
