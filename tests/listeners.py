@@ -6,10 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from etcd_registrar.controller import Controller, Notice
+from etcd_registrar.controller import ClaimRecorder, Controller, Notice
 from etcd_registrar.etcd import Fence
+from etcd_registrar.kube import Kube
+from etcd_registrar.port import EtcdPort
 from etcd_registrar.registry import Registry
+from etcd_registrar.source import Defaults
+from etcd_registrar.term import Term
 from etcd_registrar.writer import Write
+from tests.harness import no_api
 
 
 @dataclass
@@ -87,3 +92,20 @@ def setbacks(registry: Registry) -> Setbacks:
     """What `registry` (built with a `Setbacks`) could not keep or write."""
     assert isinstance(registry.setbacks, Setbacks)
     return registry.setbacks
+
+
+def offline_controller(
+    etcd: EtcdPort, term: Term, claims: ClaimRecorder, owner: str, *, readiness_gate: bool = True
+) -> Controller:
+    """A controller that makes no Kubernetes API call: the test hands it the pod events."""
+    return Controller(
+        etcd,
+        Kube(no_api),
+        Defaults(),
+        term,
+        events=Posted(),
+        claims=claims,
+        etcd_check=Reachable(),
+        owner=owner,
+        readiness_gate=readiness_gate,
+    )

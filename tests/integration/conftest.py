@@ -13,12 +13,10 @@ import pytest
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller
 from etcd_registrar.etcd import Etcd, EtcdConfig
-from etcd_registrar.kube import Kube
 from etcd_registrar.registry import Registry
-from etcd_registrar.source import Defaults
 from etcd_registrar.term import Term
-from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port, no_api
-from tests.listeners import Posted, Reachable, Setbacks
+from tests.harness import EtcdCluster, EtcdServer, built_etcd_path, free_port
+from tests.listeners import Setbacks, offline_controller
 
 OWNER = "t"  # the owner id of the registries under test
 
@@ -67,16 +65,8 @@ async def reader(etcd_server: EtcdServer) -> AsyncIterator[Etcd]:
 async def controller(etcd_server: EtcdServer) -> AsyncIterator[Controller]:
     """A controller on a running registry of a private etcd."""
     etcd, term = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone()
-    controller = Controller(
-        etcd,
-        Kube(no_api),
-        Defaults(),
-        term,
-        events=Posted(),
-        claims=ClaimStore(etcd, term, "c"),  # records once its loop runs
-        etcd_check=Reachable(),
-        owner="c",
-    )
+    claims = ClaimStore(etcd, term, "c")  # records once its loop runs
+    controller = offline_controller(etcd, term, claims, "c")
     await controller.registry.start()
     # The sweep and status loops are not started: they are the only users of the API client.
     yield controller

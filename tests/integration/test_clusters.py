@@ -14,12 +14,10 @@ import pytest
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller, Notice
 from etcd_registrar.etcd import Etcd, EtcdConfig
-from etcd_registrar.kube import Kube
-from etcd_registrar.source import Defaults
 from etcd_registrar.term import Term
 from tests.aio import eventually
-from tests.harness import EtcdServer, no_api
-from tests.listeners import Posted, Reachable
+from tests.harness import EtcdServer
+from tests.listeners import offline_controller
 from tests.unit.builders import opt_in, pod_body, registration_body
 
 pytestmark = pytest.mark.integration
@@ -30,16 +28,7 @@ async def operator(etcd_server: EtcdServer, owner: str) -> AsyncIterator[Control
     """One cluster's operator: its registry, its claim records, following everyone's."""
     etcd, term = Etcd(EtcdConfig(endpoints=(etcd_server.endpoint,))), Term.alone()
     store = ClaimStore(etcd, term, owner, cluster=f"uid-{owner}")
-    controller = Controller(
-        etcd,
-        Kube(no_api),
-        Defaults(),
-        term,
-        events=Posted(),
-        claims=store,
-        etcd_check=Reachable(),
-        owner=owner,
-    )
+    controller = offline_controller(etcd, term, store, owner)
     await controller.registry.start()
     tasks = [asyncio.create_task(store.run()), asyncio.create_task(store.follow(controller))]
     try:

@@ -7,26 +7,14 @@ from __future__ import annotations
 
 from etcd_registrar.claimstore import ClaimStore
 from etcd_registrar.controller import Controller
-from etcd_registrar.kube import Kube
 from etcd_registrar.memory import MemoryEtcd
-from etcd_registrar.source import Defaults
 from etcd_registrar.term import Term
-from tests.harness import no_api
-from tests.listeners import Posted, Reachable
+from tests.listeners import offline_controller
 
 
 def memory_controller(etcd: MemoryEtcd, term: Term, *, readiness_gate: bool = True) -> Controller:
-    return Controller(
-        etcd,
-        Kube(no_api),
-        Defaults(),
-        term,
-        events=Posted(),
-        claims=ClaimStore(etcd, term, "t"),
-        etcd_check=Reachable(),
-        owner="t",
-        readiness_gate=readiness_gate,
-    )
+    claims = ClaimStore(etcd, term, "t")
+    return offline_controller(etcd, term, claims, "t", readiness_gate=readiness_gate)
 
 
 async def values(etcd: MemoryEtcd) -> dict[str, str]:
